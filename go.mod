@@ -1,0 +1,3 @@
+module github.com/iopool/iopool
+
+go 1.24.0

@@ -1,0 +1,100 @@
+package iopool
+
+// Waker is notified when a pending future may make progress.
+//
+// Wake may be called from any goroutine, any number of times; an
+// implementation coalesces repeated wakes that arrive before the woken party
+// polls again (a task woken twice before it runs is queued once).
+type Waker interface {
+	Wake()
+}
+
+// WakerFunc adapts a plain function to the Waker interface.
+type WakerFunc func()
+
+// Wake calls f.
+func (f WakerFunc) Wake() { f() }
+
+// Context is what a poll function receives: the waker to store when it
+// returns pending. A Context is valid only for the duration of one Poll call;
+// keep the Waker, not the Context.
+type Context struct {
+	waker Waker
+}
+
+// NewContext returns a Context that carries w.
+func NewContext(w Waker) *Context { return &Context{waker: w} }
+
+// Waker returns the waker to notify when the polled object becomes ready.
+func (cx *Context) Waker() Waker { return cx.waker }
+
+// Future is a value that becomes ready later. Poll returns (value, true) once
+// ready; otherwise it stores cx.Waker() and returns false, and the waker is
+// called when polling again may succeed. Spurious wakes are allowed: a woken
+// poller simply polls again.
+type Future[T any] interface {
+	Poll(cx *Context) (T, bool)
+}
+
+// PollFunc adapts a poll function to the Future interface.
+type PollFunc[T any] func(cx *Context) (T, bool)
+
+// Poll calls f.
+func (f PollFunc[T]) Poll(cx *Context) (T, bool) { return f(cx) }
+
+// WakerList collects wakers while a lock is held so that they can be woken
+// after it is released: a Wake may re-enter the object that collected it.
+// The zero value is ready to use; it keeps its storage between rounds.
+type WakerList struct {
+	wakers []Waker
+}
+
+// Add appends w; a nil waker is ignored.
+func (l *WakerList) Add(w Waker) {
+	if w != nil {
+		l.wakers = append(l.wakers, w)
+	}
+}
+
+// Len reports how many wakers are waiting to be woken.
+func (l *WakerList) Len() int { return len(l.wakers) }
+
+// WakeAll wakes every collected waker, in the order added, and empties the list.
+func (l *WakerList) WakeAll() {
+	for i, w := range l.wakers {
+		l.wakers[i] = nil
+		w.Wake()
+	}
+	l.wakers = l.wakers[:0]
+}
+
+// BlockOn drives fut from a plain goroutine (not a pool's task) until it is
+// ready, parking the goroutine between polls, and returns its value.
+func BlockOn[T any](fut Future[T]) T {
+	w := newParkWaker()
+	cx := &Context{waker: w}
+	for {
+		if v, ok := fut.Poll(cx); ok {
+			return v
+		}
+		w.park()
+	}
+}
+
+// parkWaker parks a plain goroutine until woken. A wake that arrives before
+// park is remembered (the channel has room for one), so none is lost, and
+// repeated wakes cost one channel send at most.
+type parkWaker struct {
+	ch chan struct{}
+}
+
+func newParkWaker() *parkWaker { return &parkWaker{ch: make(chan struct{}, 1)} }
+
+func (w *parkWaker) Wake() {
+	select {
+	case w.ch <- struct{}{}:
+	default:
+	}
+}
+
+func (w *parkWaker) park() { <-w.ch }
