@@ -1,0 +1,193 @@
+package iopool
+
+// The loop. What it needs from the kernel:
+//
+//	create   epoll_create1(EPOLL_CLOEXEC) and eventfd(EFD_NONBLOCK), in New
+//	ctl      epoll_ctl ADD once per registration (EPOLLET|IN|OUT|PRI|RDHUP)
+//	         and DEL when it is closed
+//	wait(ns) epoll_pwait2 with a nanosecond timeout: negative blocks until an
+//	         event, zero polls, positive sleeps at most that long; epoll_wait
+//	         with the timeout rounded up to milliseconds where pwait2 is
+//	         missing. EINTR is retried.
+//	wake     one 8-byte write to the eventfd, made only on the state machine's
+//	         Sleeping→Waking transition, so a sleep sees at most one write
+//	close    close of the eventfd and the epoll fd, in Close
+//
+// One cycle of the loop:
+//
+//  1. Under the lock: state → Running; take the wakers of expired timers;
+//     take the ready queue and the ops freed by the last dispatch.
+//  2. Drain io_uring completions (RunAgain cycles included).
+//  3. Wake what was collected, outside the lock. Wakers that are tasks of
+//     this pool go straight onto this cycle's run queue.
+//  4. Release the closed ops that the last epoll_wait could still name.
+//  5. Resume every queued task once, in wake order.
+//  6. Under the lock: if nobody woke the loop (still Running), record the
+//     next timer deadline and move to Sleeping; unlock, flush the queued
+//     io_uring SQEs in one io_uring_enter, and wait. Then Sleeping→Waking,
+//     so that wakes arriving during dispatch skip the eventfd write, and
+//     dispatch the events: the wake token drains the eventfd, the ring token
+//     needs nothing, any other token is an op whose interest set gets them.
+
+import (
+	"fmt"
+	"runtime"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/iopool/iopool/internal/sys"
+)
+
+// runLoop drives the pool until done reports true (it returns true) or the
+// pool is closing and has no task left (it returns false). The caller must
+// be the only goroutine driving the loop.
+func (p *Pool) runLoop(done func() bool) bool {
+	canceledAll := false
+	p.mu.Lock()
+	for {
+		p.state.reset()
+		p.stats.cycles.Add(1)
+		if p.timers.len() > 0 {
+			if n := p.timers.wakeExpired(p.monoNow(), &p.wakers); n > 0 {
+				p.stats.timersFired.Add(uint64(n))
+			}
+		}
+		if p.closing && !canceledAll {
+			canceledAll = true
+			p.cancelAllLocked()
+		}
+		p.runq, p.ready = p.ready, p.runq[:0]
+		freeing := p.freeing
+		p.mu.Unlock()
+
+		if u := p.uring.Load(); u != nil {
+			u.drain(&p.wakers)
+		}
+		p.wakeCollected()
+		for i, op := range freeing {
+			op.release()
+			freeing[i] = nil
+		}
+		p.freeing = freeing[:0]
+
+		for i, t := range p.runq {
+			p.runq[i] = nil
+			t.queued.Store(false)
+			p.resume(t)
+		}
+		if done() {
+			return true
+		}
+
+		p.mu.Lock()
+		if p.closing && p.live.n == 0 && canceledAll {
+			p.mu.Unlock()
+			return false
+		}
+		if !p.state.canSleep() {
+			continue // woken while running: another cycle, lock held
+		}
+		if !p.opts.lockOSThread {
+			// Let goroutines this cycle made runnable start before the loop
+			// blocks: a goroutine blocked in a syscall keeps its P for up to
+			// a sysmon tick (20 µs to 10 ms), stranding them. Gosched costs
+			// ~100 ns here but ~20 µs on a locked thread, so it is skipped
+			// there.
+			p.mu.Unlock()
+			runtime.Gosched()
+			p.mu.Lock()
+			if !p.state.canSleep() {
+				continue
+			}
+		}
+		deadline, hasDeadline := p.timers.nextDeadline()
+		p.state.sleep(deadline, hasDeadline)
+		p.mu.Unlock()
+
+		if u := p.uring.Load(); u != nil {
+			u.flush()
+		}
+		n := p.wait(deadline, hasDeadline)
+
+		p.mu.Lock()
+		_ = p.state.wake() // Sleeping→Waking: wakers from now on skip the eventfd
+		p.mu.Unlock()
+		p.dispatch(p.events[:n])
+
+		p.mu.Lock()
+		p.freeing = append(p.freeing, p.toDelete...)
+		clear(p.toDelete)
+		p.toDelete = p.toDelete[:0]
+	}
+}
+
+// wait blocks in epoll until an event or the deadline, and returns the
+// number of events. EINTR is retried with the remaining time: the Go runtime
+// preempts goroutines with signals, so it is common.
+func (p *Pool) wait(deadline int64, hasDeadline bool) int {
+	p.stats.sleeps.Add(1)
+	for {
+		timeout := int64(-1)
+		if hasDeadline {
+			timeout = max(deadline-p.monoNow(), 0)
+		}
+		n, err := sys.EpollWait(p.epfd, p.events, timeout)
+		if err == nil {
+			return n
+		}
+		if err != unix.EINTR {
+			panic(fmt.Sprintf("iopool: epoll_wait on epoll fd %d failed: %v", p.epfd, err))
+		}
+	}
+}
+
+// dispatch hands each event to its registration.
+func (p *Pool) dispatch(events []unix.EpollEvent) {
+	for i := range events {
+		ev := &events[i]
+		switch token := eventData(ev); token {
+		case tokenWake:
+			// EAGAIN would mean it was already drained; both are fine.
+			_ = sys.EventfdDrain(p.wakefd)
+		case tokenRing:
+			// Completions are drained at the top of every cycle.
+		default:
+			op := (*fdOp)(pointerOf(token))
+			op.deliver(pollEventsFromEpoll(ev.Events), &p.wakers)
+			p.stats.events.Add(1)
+		}
+	}
+}
+
+// wakeCollected wakes the wakers gathered by timers, completions and
+// dispatch. Tasks of this pool are queued for this cycle directly, without
+// the lock or a state change; anything else is woken normally.
+func (p *Pool) wakeCollected() {
+	l := &p.wakers
+	for i, w := range l.wakers {
+		l.wakers[i] = nil
+		if t, ok := w.(*Task); ok && t.pool == p {
+			if t.queued.CompareAndSwap(false, true) {
+				p.stats.wakes.Add(1)
+				p.runq = append(p.runq, t)
+			}
+			continue
+		}
+		w.Wake()
+	}
+	l.wakers = l.wakers[:0]
+}
+
+// cancelAllLocked cancels every live task, for Close. Called with p.mu held;
+// the wakes it causes queue the tasks for the coming cycles.
+func (p *Pool) cancelAllLocked() {
+	for t := p.live.head; t != nil; t = t.nextLive {
+		if t.canceled.Swap(true) {
+			continue
+		}
+		t.cancelContext()
+		if t.queued.CompareAndSwap(false, true) {
+			p.ready = append(p.ready, t)
+		}
+	}
+}

@@ -1,0 +1,240 @@
+package iopool
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/iopool/iopool/internal/sys"
+)
+
+// registrationEvents is what every FdReady asks epoll for, once, for its
+// whole life: edge-triggered, so the loop never re-arms or modifies it.
+const registrationEvents = unix.EPOLLET | unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLPRI | unix.EPOLLRDHUP
+
+// fdOp is the registration the kernel names in its events: its address is
+// the epoll token. It is pinned from registration until it is released, and
+// reachable from the pool's fd table (or its to-delete list) all that time.
+//
+// Life cycle:
+//
+//	registered  --FdReady.Close, loop Running-->            released
+//	registered  --FdReady.Close, loop Sleeping/Waking-->   toDelete
+//	toDelete    --the loop finishes dispatching that batch--> released
+//	registered  --fd closed first (caller bug)-->           orphaned until the pool closes
+type fdOp struct {
+	mu        sync.Mutex     // guards interests
+	interests interestSet    // mu
+	pinner    runtime.Pinner // keeps the op's address stable while the kernel holds the token
+	index     int            // pool.mu: position in the fd table, -1 when not in it
+}
+
+// deliver records events from the kernel and collects the wakers to wake.
+func (op *fdOp) deliver(ev PollEvents, wakers *WakerList) {
+	op.mu.Lock()
+	op.interests.wakeReady(ev, wakers)
+	op.mu.Unlock()
+}
+
+// release unpins the op. It is called exactly once, when no kernel batch can
+// name the op any more.
+func (op *fdOp) release() { op.pinner.Unpin() }
+
+// fdTable holds every registered op, so that they stay reachable while their
+// tokens are in the kernel.
+type fdTable struct {
+	ops     []*fdOp
+	orphans []*fdOp // ops whose fd was closed before the FdReady; kept until Close
+}
+
+func (t *fdTable) add(op *fdOp) {
+	op.index = len(t.ops)
+	t.ops = append(t.ops, op)
+}
+
+func (t *fdTable) remove(op *fdOp) {
+	i := op.index
+	if i < 0 {
+		return
+	}
+	last := len(t.ops) - 1
+	t.ops[i] = t.ops[last]
+	t.ops[i].index = i
+	t.ops[last] = nil
+	t.ops = t.ops[:last]
+	op.index = -1
+}
+
+func (t *fdTable) takeAll() []*fdOp {
+	all := append(t.ops, t.orphans...)
+	for _, op := range t.ops {
+		op.index = -1
+	}
+	t.ops, t.orphans = nil, nil
+	return all
+}
+
+// FdReady is an fd registered with a pool's epoll instance, edge-triggered,
+// for readiness in two independent slots (SlotRead, SlotWrite) so that one
+// task can wait to read while another waits to write.
+//
+// The protocol is that of edge-triggered epoll: wait until ready, then do I/O
+// until it returns EAGAIN, then call ClearReady for that slot and wait again.
+// An FdReady must be closed before its fd is closed.
+type FdReady struct {
+	p      *Pool
+	op     *fdOp
+	fd     int
+	dev    uint64 // identity of the file at registration, checked by Close
+	ino    uint64
+	closed atomic.Bool
+	futs   [slotCount]readyFuture // task only: WaitReady's futures, reused
+}
+
+// NewFdReady registers fd with the pool. The fd should be nonblocking; it is
+// not closed or otherwise changed. Errors name the fd and the cause: EBADF
+// for an invalid fd, EEXIST for an fd this pool already watches, EPERM for a
+// file epoll cannot watch (a regular file).
+func (d *Driver) NewFdReady(fd int) (*FdReady, error) {
+	p := d.p
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, fmt.Errorf("iopool: registering fd %d: %w", fd, os.NewSyscallError("fstat", err))
+	}
+	op := &fdOp{index: -1}
+	op.pinner.Pin(op)
+	ev := unix.EpollEvent{Events: registrationEvents}
+	setEventData(&ev, tokenOf(unsafe.Pointer(op)))
+
+	p.mu.Lock()
+	if p.closing || p.closed {
+		p.mu.Unlock()
+		op.release()
+		return nil, fmt.Errorf("iopool: registering fd %d: %w", fd, ErrClosed)
+	}
+	// Added to the table before epoll_ctl so that no event can name an op
+	// the pool does not hold.
+	p.fds.add(op)
+	p.mu.Unlock()
+
+	if err := sys.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		p.mu.Lock()
+		p.fds.remove(op)
+		p.mu.Unlock()
+		op.release()
+		return nil, fmt.Errorf("iopool: registering fd %d: %w", fd, os.NewSyscallError("epoll_ctl", err))
+	}
+	p.stats.fdsRegistered.Add(1)
+	fr := &FdReady{p: p, op: op, fd: fd, dev: st.Dev, ino: st.Ino}
+	for s := range fr.futs {
+		fr.futs[s] = readyFuture{fr: fr, slot: InterestSlot(s)}
+	}
+	return fr, nil
+}
+
+// Fd returns the registered fd.
+func (fr *FdReady) Fd() int { return fr.fd }
+
+// PollReady is ready with the events of slot that intersect events (PollErr
+// and PollHup are always included) once the fd has signaled them; otherwise
+// it stores the waker and is pending. After Close it is ready with PollErr.
+func (fr *FdReady) PollReady(cx *Context, slot InterestSlot, events PollEvents) (PollEvents, bool) {
+	if fr.closed.Load() {
+		return PollErr, true
+	}
+	fr.op.mu.Lock()
+	ev, ok := fr.op.interests.pollReady(cx, slot, events)
+	fr.op.mu.Unlock()
+	return ev, ok
+}
+
+// WaitReady suspends task t until PollReady is ready and returns its events.
+func (fr *FdReady) WaitReady(t *Task, slot InterestSlot, events PollEvents) (PollEvents, error) {
+	f := &fr.futs[slot]
+	f.events = events
+	return Await[PollEvents](t, f)
+}
+
+// ClearReady forgets the readiness seen in slot: call it after the fd
+// returned EAGAIN, so that the next PollReady waits for a new edge.
+func (fr *FdReady) ClearReady(slot InterestSlot) {
+	fr.op.mu.Lock()
+	fr.op.interests.clearReady(slot)
+	fr.op.mu.Unlock()
+}
+
+// ErrFdClosedFirst is returned (wrapped) by FdReady.Close when the fd was
+// closed, or replaced by another file, before its FdReady was closed.
+var ErrFdClosedFirst = errors.New("iopool: fd closed before its FdReady")
+
+// Close removes the registration. Call it before closing the fd. If the fd
+// was closed first (or its number now names another file) Close does not
+// touch the epoll set, which could remove another file's registration, and
+// returns an error wrapping ErrFdClosedFirst. Close twice is a no-op. Safe
+// from any goroutine; pending pollers are woken and see PollErr.
+func (fr *FdReady) Close() error {
+	if fr.closed.Swap(true) {
+		return nil
+	}
+	p := fr.p
+	op := fr.op
+	var err error
+	var st unix.Stat_t
+	if serr := unix.Fstat(fr.fd, &st); serr != nil || st.Dev != fr.dev || st.Ino != fr.ino {
+		err = fmt.Errorf("iopool: FdReady.Close: fd %d: %w; the stale registration is kept until the pool closes", fr.fd, ErrFdClosedFirst)
+	} else if derr := sys.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, fr.fd, nil); derr != nil {
+		err = fmt.Errorf("iopool: FdReady.Close: fd %d: %w", fr.fd, os.NewSyscallError("epoll_ctl", derr))
+	}
+
+	var wakers WakerList
+	op.mu.Lock()
+	op.interests.wakeReady(PollErr, &wakers)
+	op.mu.Unlock()
+
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return err
+	}
+	p.fds.remove(op)
+	p.stats.fdsRegistered.Add(-1)
+	release, signal := false, false
+	switch {
+	case err != nil:
+		// The kernel may still deliver events with this token (the file may
+		// live on in a dup): keep the op pinned until the epoll fd closes.
+		p.fds.orphans = append(p.fds.orphans, op)
+	case p.state.isReferencingOps():
+		// The loop may hold an event naming op: free it after dispatch.
+		p.toDelete = append(p.toDelete, op)
+		signal = p.state.wake()
+	default:
+		release = true
+	}
+	p.mu.Unlock()
+	if signal {
+		p.signal()
+	}
+	if release {
+		op.release()
+	}
+	wakers.WakeAll()
+	return err
+}
+
+// readyFuture adapts PollReady to Future for WaitReady.
+type readyFuture struct {
+	fr     *FdReady
+	slot   InterestSlot
+	events PollEvents
+}
+
+func (f *readyFuture) Poll(cx *Context) (PollEvents, bool) {
+	return f.fr.PollReady(cx, f.slot, f.events)
+}

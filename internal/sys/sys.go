@@ -1,0 +1,211 @@
+// Package sys holds the raw Linux system calls iopool's loop makes, behind a
+// small seam through which tests inject faults.
+//
+// Every wrapper follows the x/sys convention: pointers are converted inside
+// the Syscall argument list, and a nil error (never a typed zero Errno) is
+// returned on success.
+package sys
+
+import (
+	"sync/atomic"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Call names a system call that can have a fault injected.
+type Call uint8
+
+// The calls with an injection point.
+const (
+	CallEpollWait  Call = iota // epoll_pwait2 / epoll_wait
+	CallEpollCtl               // epoll_ctl ADD and DEL
+	CallEventfd                // eventfd2 when a pool is created
+	CallAccept                 // accept4 on a listener
+	CallRead                   // read on a registered fd
+	CallWrite                  // write on a registered fd
+	CallUringSetup             // io_uring_setup
+	numCalls
+)
+
+var callNames = [numCalls]string{"epoll_wait", "epoll_ctl", "eventfd", "accept4", "read", "write", "io_uring_setup"}
+
+func (c Call) String() string {
+	if c < numCalls {
+		return callNames[c]
+	}
+	return "call?"
+}
+
+// FaultFunc decides, before a system call, whether it fails: a non-nil
+// result is returned in place of calling the kernel.
+type FaultFunc func(c Call) error
+
+var faults atomic.Pointer[FaultFunc]
+
+// SetFaults installs f (nil removes it) and returns the previous function.
+// It is meant for tests; with no function installed the cost of the seam is
+// one atomic load per call.
+func SetFaults(f FaultFunc) FaultFunc {
+	var p *FaultFunc
+	if f != nil {
+		p = &f
+	}
+	old := faults.Swap(p)
+	if old == nil {
+		return nil
+	}
+	return *old
+}
+
+// Inject reports the fault to inject into c, if any.
+func Inject(c Call) error {
+	if f := faults.Load(); f != nil {
+		return (*f)(c)
+	}
+	return nil
+}
+
+// errnoErr returns nil for a zero errno, so that callers never see a non-nil
+// error that holds errno 0.
+func errnoErr(e unix.Errno) error {
+	if e == 0 {
+		return nil
+	}
+	return e
+}
+
+// pwait2State records whether the kernel has epoll_pwait2 (Linux 5.11+):
+// 0 unknown, 1 yes, 2 no.
+var pwait2State atomic.Int32
+
+// EpollWait waits for events on epfd for at most timeoutNs nanoseconds
+// (negative: forever; zero: poll). It uses epoll_pwait2 for nanosecond
+// precision where the kernel has it; otherwise epoll_wait with the timeout
+// rounded up to whole milliseconds, so that a sleep never ends before its
+// deadline and the loop never spins on a sub-millisecond remainder.
+//
+// EINTR is returned to the caller, which retries: the Go runtime preempts
+// goroutines with signals, so EINTR is frequent and not an error.
+func EpollWait(epfd int, events []unix.EpollEvent, timeoutNs int64) (int, error) {
+	if err := Inject(CallEpollWait); err != nil {
+		return 0, err
+	}
+	if len(events) == 0 {
+		return 0, unix.EINVAL
+	}
+	if pwait2State.Load() != 2 {
+		var ts *unix.Timespec
+		var tsv unix.Timespec
+		if timeoutNs >= 0 {
+			tsv = unix.NsecToTimespec(timeoutNs)
+			ts = &tsv
+		}
+		r, _, e := unix.Syscall6(unix.SYS_EPOLL_PWAIT2, uintptr(epfd),
+			uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)),
+			uintptr(unsafe.Pointer(ts)), 0, 0)
+		if e != unix.ENOSYS {
+			pwait2State.Store(1)
+			return int(r), errnoErr(e)
+		}
+		pwait2State.Store(2)
+	}
+	return unix.EpollWait(epfd, events, MillisRoundedUp(timeoutNs))
+}
+
+// ForceEpollWaitFallback makes EpollWait use epoll_wait (milliseconds) as if
+// the kernel lacked epoll_pwait2; for tests of the fallback path.
+func ForceEpollWaitFallback(on bool) {
+	if on {
+		pwait2State.Store(2)
+	} else {
+		pwait2State.Store(0)
+	}
+}
+
+// MillisRoundedUp converts a nanosecond timeout to epoll_wait's milliseconds,
+// rounding up: rounding down would wake the loop before its deadline and make
+// it spin with zero timeouts until the deadline passes.
+func MillisRoundedUp(ns int64) int {
+	if ns < 0 {
+		return -1
+	}
+	ms := (ns + 999_999) / 1_000_000
+	if ms > 1<<31-1 {
+		ms = 1<<31 - 1
+	}
+	return int(ms)
+}
+
+// EpollCtl is epoll_ctl with an injection point.
+func EpollCtl(epfd, op, fd int, ev *unix.EpollEvent) error {
+	if err := Inject(CallEpollCtl); err != nil {
+		return err
+	}
+	return unix.EpollCtl(epfd, op, fd, ev)
+}
+
+// Eventfd is eventfd2 with an injection point.
+func Eventfd(initval uint, flags int) (int, error) {
+	if err := Inject(CallEventfd); err != nil {
+		return -1, err
+	}
+	return unix.Eventfd(initval, flags)
+}
+
+// Accept4 is accept4 with an injection point.
+func Accept4(fd int, flags int) (int, unix.Sockaddr, error) {
+	if err := Inject(CallAccept); err != nil {
+		return -1, nil, err
+	}
+	return unix.Accept4(fd, flags)
+}
+
+// Read is read(2) with an injection point.
+func Read(fd int, p []byte) (int, error) {
+	if err := Inject(CallRead); err != nil {
+		return -1, err
+	}
+	return unix.Read(fd, p)
+}
+
+// Write is write(2) with an injection point.
+func Write(fd int, p []byte) (int, error) {
+	if err := Inject(CallWrite); err != nil {
+		return -1, err
+	}
+	return unix.Write(fd, p)
+}
+
+// EventfdSignal adds one to an eventfd counter. EAGAIN (the counter is at
+// its maximum) is fine: the fd is readable either way.
+func EventfdSignal(fd int) error {
+	one := uint64(1)
+	buf := (*[8]byte)(unsafe.Pointer(&one))[:]
+	for {
+		_, err := unix.Write(fd, buf)
+		if err == unix.EINTR {
+			continue
+		}
+		if err == unix.EAGAIN {
+			return nil
+		}
+		return err
+	}
+}
+
+// EventfdDrain resets an eventfd counter to zero. EAGAIN means another
+// reader got there first, which is fine.
+func EventfdDrain(fd int) error {
+	var buf [8]byte
+	for {
+		_, err := unix.Read(fd, buf[:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err == unix.EAGAIN {
+			return nil
+		}
+		return err
+	}
+}

@@ -1,0 +1,351 @@
+package iopool
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/iopool/iopool/internal/sys"
+)
+
+// Sentinel errors. Compare with errors.Is.
+var (
+	// ErrClosed is returned by operations on a closed pool or object.
+	ErrClosed = errors.New("iopool: closed")
+
+	// ErrCanceled is returned by the awaits of a canceled task. It wraps
+	// context.Canceled, so errors.Is(err, context.Canceled) holds too.
+	ErrCanceled = fmt.Errorf("iopool: task canceled: %w", context.Canceled)
+
+	// ErrRunning is returned by Run while another Run of the same pool is
+	// active; the first one keeps running.
+	ErrRunning = errors.New("iopool: Run called while the pool is already running")
+
+	// ErrNilTask is returned by Run(nil).
+	ErrNilTask = errors.New("iopool: Run called with a nil task")
+)
+
+// Option configures a Pool in New.
+type Option func(*options) error
+
+type options struct {
+	lockOSThread bool
+	eventBuffer  int
+	uringEntries uint32
+	uringRefuse  error // test hook: make io_uring setup fail with this error
+}
+
+const (
+	defaultEventBuffer = 256
+	maxEventBuffer     = 1 << 16
+)
+
+// WithLockOSThread makes Run lock the calling goroutine to its OS thread for
+// as long as it runs, so every task of the pool runs on one OS thread
+// (thread-bound kernel state such as setns, CPU pinning, thread-per-core).
+func WithLockOSThread() Option {
+	return func(o *options) error { o.lockOSThread = true; return nil }
+}
+
+// WithEventBuffer sets how many epoll events the loop takes from the kernel
+// per wait (default 256, at most 65536).
+func WithEventBuffer(n int) Option {
+	return func(o *options) error {
+		if n < 1 || n > maxEventBuffer {
+			return fmt.Errorf("iopool: WithEventBuffer(%d): want 1..%d events", n, maxEventBuffer)
+		}
+		o.eventBuffer = n
+		return nil
+	}
+}
+
+// Pool is a single-threaded executor: one event loop that runs tasks,
+// delivers fd readiness, fires timers and completes io_uring operations, all
+// on the goroutine that calls Run. Create one with New; it is safe to use
+// from any goroutine through its Driver.
+type Pool struct {
+	epfd   int // the epoll instance; valid until Close
+	wakefd int // eventfd written to wake a sleeping loop
+	opts   options
+	epoch  time.Time // origin of the pool's monotonic nanosecond clock
+	drv    Driver
+
+	mu       sync.Mutex
+	state    poolState  // mu: the loop's sleep/wake state
+	timers   timerQueue // mu: armed timers
+	ready    []*Task    // mu: tasks woken since the loop last took them, in wake order
+	live     taskList   // mu: tasks spawned and not finished
+	toDelete []*fdOp    // mu: ops closed while the kernel batch may name them
+	fds      fdTable    // mu: registered ops, keeping them reachable
+	running  bool       // mu: a Run (or Close's drain) is driving the loop
+	closing  bool       // mu: Close was called; tasks are being canceled
+	closed   bool       // mu: resources released
+	loopGoid uint64     // mu: goroutine id of the active Run, for misuse checks
+
+	uring    atomic.Pointer[Uring] // created on first use
+	uringMu  sync.Mutex            // serializes ring creation
+	runExit  chan struct{}         // closed when the active Run returns; mu
+	closeEnd chan struct{}         // closed when Close has finished
+
+	// Loop-only state: touched by the goroutine driving the loop.
+	events  []unix.EpollEvent
+	runq    []*Task
+	wakers  WakerList
+	freeing []*fdOp
+	current atomic.Pointer[Task] // the task running now, for misuse checks
+
+	stats poolStats
+}
+
+// Driver spawns tasks and creates timers, fd registrations and io_uring
+// operations on its pool. It is safe to use from any goroutine.
+type Driver struct {
+	p *Pool
+}
+
+// New creates a pool: an epoll instance and its wake eventfd. Release it with
+// Close.
+func New(opts ...Option) (*Pool, error) {
+	p := &Pool{epfd: -1, wakefd: -1, epoch: time.Now(), closeEnd: make(chan struct{})}
+	p.opts = options{eventBuffer: defaultEventBuffer, uringEntries: defaultUringEntries}
+	for _, o := range opts {
+		if o == nil {
+			return nil, errors.New("iopool: New: nil Option")
+		}
+		if err := o(&p.opts); err != nil {
+			return nil, err
+		}
+	}
+	p.drv.p = p
+	var err error
+	if p.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
+		return nil, fmt.Errorf("iopool: New: %w", os.NewSyscallError("epoll_create1", err))
+	}
+	if p.wakefd, err = sys.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
+		unix.Close(p.epfd)
+		return nil, fmt.Errorf("iopool: New: %w", os.NewSyscallError("eventfd", err))
+	}
+	// Edge-triggered: the loop drains the eventfd each time it sees the token.
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET}
+	setEventData(&ev, tokenWake)
+	if err = sys.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, p.wakefd, &ev); err != nil {
+		unix.Close(p.wakefd)
+		unix.Close(p.epfd)
+		return nil, fmt.Errorf("iopool: New: registering the wake eventfd: %w", os.NewSyscallError("epoll_ctl", err))
+	}
+	p.events = make([]unix.EpollEvent, p.opts.eventBuffer)
+	return p, nil
+}
+
+// Driver returns the pool's driver.
+func (p *Pool) Driver() *Driver { return &p.drv }
+
+// Pool returns the driver's pool.
+func (d *Driver) Pool() *Pool { return d.p }
+
+// Run runs root as a task on the calling goroutine and drives the pool until
+// root returns, then returns root's error. Other tasks still running when
+// root returns stay in the pool and continue on the next Run (or are
+// canceled by Close). A panic in root is re-raised by Run as a *PanicError.
+//
+// Run returns ErrNilTask for a nil root, ErrClosed on a closed pool (or when
+// Close ends the run), and ErrRunning while another Run is active.
+func (p *Pool) Run(root func(t *Task) error) error {
+	if root == nil {
+		return ErrNilTask
+	}
+	p.mu.Lock()
+	switch {
+	case p.closing || p.closed:
+		p.mu.Unlock()
+		return ErrClosed
+	case p.running:
+		p.mu.Unlock()
+		return ErrRunning
+	}
+	p.running = true
+	p.runExit = make(chan struct{})
+	p.loopGoid = currentGoid()
+	p.mu.Unlock()
+
+	if p.opts.lockOSThread {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+	}
+	r := &rootRunner{fn: root}
+	t := newTask(p, "root", r)
+	p.enqueueNew(t)
+
+	defer p.endRun()
+	if !p.runLoop(func() bool { return t.finished }) {
+		return ErrClosed
+	}
+	if r.panicked != nil {
+		panic(r.panicked)
+	}
+	return r.err
+}
+
+func (p *Pool) endRun() {
+	p.mu.Lock()
+	p.running = false
+	p.loopGoid = 0
+	close(p.runExit)
+	p.mu.Unlock()
+}
+
+// rootRunner runs the function given to Run.
+type rootRunner struct {
+	fn       func(t *Task) error
+	err      error
+	panicked *PanicError
+}
+
+func (r *rootRunner) run(t *Task) error { return r.fn(t) }
+
+func (r *rootRunner) complete(err error, pe *PanicError) { r.err, r.panicked = err, pe }
+
+// Close cancels every task, lets them finish, and releases the pool's fds and
+// its io_uring. Called while Run is active (from another goroutine), it wakes
+// the loop, which cancels the tasks, runs them to completion and makes Run
+// return ErrClosed; Close returns after that. A second Close is a no-op.
+// Close must not be called from one of the pool's own tasks.
+func (p *Pool) Close() error {
+	p.mu.Lock()
+	if p.closing {
+		p.mu.Unlock()
+		<-p.closeEnd
+		return nil
+	}
+	if p.running && p.loopGoid == currentGoid() {
+		p.mu.Unlock()
+		panic("iopool: Pool.Close called from one of the pool's own tasks; return from the root task instead")
+	}
+	p.closing = true
+	if p.running {
+		exit := p.runExit
+		signal := p.state.wake()
+		p.mu.Unlock()
+		if signal {
+			p.signal()
+		}
+		<-exit
+	} else {
+		p.running = true
+		p.mu.Unlock()
+		p.runLoop(func() bool { return false })
+		p.mu.Lock()
+		p.running = false
+		p.mu.Unlock()
+	}
+	err := p.release()
+	close(p.closeEnd)
+	return err
+}
+
+// release frees the kernel resources once no task is left.
+func (p *Pool) release() error {
+	p.mu.Lock()
+	p.closed = true
+	ops := p.fds.takeAll()
+	p.mu.Unlock()
+	for _, op := range ops {
+		op.release()
+	}
+	var errs []error
+	if u := p.uring.Load(); u != nil {
+		errs = append(errs, u.close())
+	}
+	if err := unix.Close(p.wakefd); err != nil {
+		errs = append(errs, os.NewSyscallError("close eventfd", err))
+	}
+	if err := unix.Close(p.epfd); err != nil {
+		errs = append(errs, os.NewSyscallError("close epoll", err))
+	}
+	return errors.Join(errs...)
+}
+
+// signal writes the wake eventfd. Callers write it only on the state
+// machine's Sleeping→Waking transition, so a sleep sees at most one write.
+func (p *Pool) signal() {
+	p.stats.eventfdWrites.Add(1)
+	if err := sys.EventfdSignal(p.wakefd); err != nil {
+		// Only EBADF is possible, after Close: nobody is left to wake.
+		return
+	}
+}
+
+// wake asks the loop to run another cycle.
+func (p *Pool) wake() {
+	p.mu.Lock()
+	signal := p.state.wake()
+	p.mu.Unlock()
+	if signal {
+		p.signal()
+	}
+}
+
+// monoNow is the pool's clock: nanoseconds since New, monotonic.
+func (p *Pool) monoNow() int64 { return int64(time.Since(p.epoch)) }
+
+// mono converts a time to the pool's clock. Times before the epoch are
+// negative, which compares as expired.
+func (p *Pool) mono(t time.Time) int64 { return int64(t.Sub(p.epoch)) }
+
+// Stats is a snapshot of a pool's counters. Reading them is cheap and safe
+// from any goroutine; counters only grow, except the two live gauges.
+type Stats struct {
+	Cycles         uint64 // loop cycles run
+	Sleeps         uint64 // times the loop blocked in epoll_wait
+	EventfdWrites  uint64 // wake eventfd writes (at most one per sleep)
+	Wakes          uint64 // task wakes that queued a task
+	TimersFired    uint64 // timers that expired in the loop
+	TasksSpawned   uint64 // tasks created, the root tasks included
+	TasksLive      int64  // tasks not yet finished
+	FdsRegistered  int64  // fds registered now
+	Events         uint64 // epoll events dispatched to registrations
+	UringEnters    uint64 // io_uring_enter calls
+	UringSubmitted uint64 // SQEs handed to the kernel
+	UringCompleted uint64 // CQEs consumed
+}
+
+type poolStats struct {
+	cycles, sleeps, eventfdWrites, wakes, timersFired, tasksSpawned atomic.Uint64
+	events, uringEnters, uringSubmitted, uringCompleted             atomic.Uint64
+	tasksLive, fdsRegistered                                        atomic.Int64
+}
+
+// Stats returns a snapshot of the pool's counters.
+func (p *Pool) Stats() Stats {
+	s := &p.stats
+	return Stats{
+		Cycles: s.cycles.Load(), Sleeps: s.sleeps.Load(), EventfdWrites: s.eventfdWrites.Load(),
+		Wakes: s.wakes.Load(), TimersFired: s.timersFired.Load(), TasksSpawned: s.tasksSpawned.Load(),
+		TasksLive: s.tasksLive.Load(), FdsRegistered: s.fdsRegistered.Load(), Events: s.events.Load(),
+		UringEnters: s.uringEnters.Load(), UringSubmitted: s.uringSubmitted.Load(),
+		UringCompleted: s.uringCompleted.Load(),
+	}
+}
+
+// currentGoid returns the calling goroutine's id, parsed from its stack
+// header ("goroutine 42 [running]:"). It costs about a microsecond and is
+// used only by Run and Close to catch a Close from inside the pool.
+func currentGoid() uint64 {
+	var buf [64]byte
+	b := buf[:runtime.Stack(buf[:], false)]
+	b = bytes.TrimPrefix(b, []byte("goroutine "))
+	if i := bytes.IndexByte(b, ' '); i > 0 {
+		b = b[:i]
+	}
+	id, _ := strconv.ParseUint(string(b), 10, 64)
+	return id
+}

@@ -1,0 +1,415 @@
+package iopool
+
+import (
+	"context"
+	"fmt"
+	"iter"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Task is a coroutine running on a pool. Its function is ordinary Go code
+// that calls blocking-looking methods (t.Sleep, sock.Read, h.Join); each of
+// them polls a future and, while it is pending, switches back to the loop,
+// which resumes the task when the future's waker fires. All tasks of a pool
+// run one at a time on the loop's goroutine.
+//
+// A *Task may be used only by its own task function, while it runs: using it
+// from another goroutine or another task panics.
+//
+// Task states (fields guarded as noted):
+//
+//	created  --first resume-->  running  --await pending-->  suspended
+//	suspended --waker fires--> queued --loop resumes--> running
+//	running  --function returns or panics-->  finished
+//	any      --Cancel-->  canceled flag set; every await returns ErrCanceled
+//	created + canceled: finishes with ErrCanceled without running
+type Task struct {
+	pool   *Pool
+	name   string
+	runner taskRunner
+
+	cx       Context                 // waker = the task itself
+	next     func() (struct{}, bool) // resumes the coroutine; loop only
+	stop     func()                  // releases the coroutine; loop only
+	yield    func(struct{}) bool     // suspends the coroutine; task only
+	queued   atomic.Bool             // on the ready queue; set by Wake, cleared by the loop
+	canceled atomic.Bool             // Cancel was called
+	finished bool                    // loop only: the function returned
+	err      error                   // loop only: the function's result
+	panicked *PanicError             // loop only: the function's panic
+	sleep    timerFuture             // task only: t.Sleep's timer
+	ctxMu    sync.Mutex              // guards ctx and ctxCancel
+	ctx      context.Context         // created by Context()
+	cancel   context.CancelFunc      // cancels ctx
+	prev     *Task                   // pool.mu: live list
+	nextLive *Task                   // pool.mu: live list
+	_        [0]func()               // not comparable by value
+}
+
+// taskRunner is what a task runs and whom it tells when it finishes.
+type taskRunner interface {
+	run(t *Task) error
+	complete(err error, panicked *PanicError)
+}
+
+// PanicError is the error of a task whose function panicked: Join and Wait
+// return it, and Run re-panics with it for the root task.
+type PanicError struct {
+	Task  string // the task's name
+	Value any    // the value passed to panic
+	Stack []byte // the task's stack at the panic
+}
+
+func (e *PanicError) Error() string {
+	return fmt.Sprintf("iopool: task %q panicked: %v\n\n%s", e.Task, e.Value, e.Stack)
+}
+
+// Unwrap returns the panic value if it is an error.
+func (e *PanicError) Unwrap() error {
+	err, _ := e.Value.(error)
+	return err
+}
+
+func newTask(p *Pool, name string, r taskRunner) *Task {
+	t := &Task{pool: p, name: name, runner: r}
+	t.cx.waker = t
+	return t
+}
+
+// Name returns the name the task was spawned with.
+func (t *Task) Name() string { return t.name }
+
+// Driver returns the driver of the task's pool.
+func (t *Task) Driver() *Driver { return &t.pool.drv }
+
+// Wake queues the task to run. It is the task's Waker and may be called from
+// any goroutine; a task woken several times before it runs is queued once.
+func (t *Task) Wake() {
+	if !t.queued.CompareAndSwap(false, true) {
+		return
+	}
+	p := t.pool
+	p.stats.wakes.Add(1)
+	p.mu.Lock()
+	p.ready = append(p.ready, t)
+	signal := p.state.wake()
+	p.mu.Unlock()
+	if signal {
+		p.signal()
+	}
+}
+
+// enqueueNew adds a new task to the live list and the ready queue, or, on a
+// closed pool, finishes it with ErrClosed without running it.
+func (p *Pool) enqueueNew(t *Task) {
+	p.stats.tasksSpawned.Add(1)
+	t.queued.Store(true)
+	p.mu.Lock()
+	if p.closing || p.closed {
+		p.mu.Unlock()
+		t.finished = true
+		t.runner.complete(ErrClosed, nil)
+		return
+	}
+	p.live.push(t)
+	p.stats.tasksLive.Add(1)
+	p.ready = append(p.ready, t)
+	signal := p.state.wake()
+	p.mu.Unlock()
+	if signal {
+		p.signal()
+	}
+}
+
+// resume runs t until it next suspends or finishes. Loop only.
+func (p *Pool) resume(t *Task) {
+	if t.finished {
+		return // a stale wake
+	}
+	if t.next == nil {
+		if t.canceled.Load() {
+			p.finish(t, ErrCanceled, nil)
+			return
+		}
+		t.next, t.stop = iter.Pull(t.body)
+	}
+	p.current.Store(t)
+	_, more := t.next()
+	p.current.Store(nil)
+	if !more {
+		t.stop()
+		t.next, t.stop, t.yield = nil, nil, nil
+		p.finish(t, t.err, t.panicked)
+	}
+}
+
+// body is the coroutine: it runs the task's function and catches its panic.
+func (t *Task) body(yield func(struct{}) bool) {
+	t.yield = yield
+	defer func() {
+		if v := recover(); v != nil {
+			t.panicked = &PanicError{Task: t.name, Value: v, Stack: debug.Stack()}
+		}
+	}()
+	t.err = t.runner.run(t)
+}
+
+func (p *Pool) finish(t *Task, err error, pe *PanicError) {
+	t.finished = true
+	p.mu.Lock()
+	p.live.remove(t)
+	p.mu.Unlock()
+	p.stats.tasksLive.Add(-1)
+	t.sleep.timer.Stop()
+	t.cancelContext()
+	t.runner.complete(err, pe)
+}
+
+// suspend switches from the task back to the loop.
+func (t *Task) suspend() {
+	t.yield(struct{}{})
+}
+
+// checkCurrent panics unless t is the task running now.
+func (t *Task) checkCurrent() {
+	if t.pool.current.Load() != t {
+		panic(fmt.Sprintf("iopool: *Task %q used outside its own task function (from another goroutine, another task, or after it returned)", t.name))
+	}
+}
+
+// Cancel cancels the task: its current and every later await returns
+// ErrCanceled, and its Context is canceled. A task that has not started yet
+// finishes with ErrCanceled without running. Safe from any goroutine.
+func (t *Task) Cancel() {
+	if t.canceled.Swap(true) {
+		return
+	}
+	t.cancelContext()
+	t.Wake()
+}
+
+// cancelContext cancels the task's context.Context, if one was created.
+func (t *Task) cancelContext() {
+	t.ctxMu.Lock()
+	if t.cancel != nil {
+		t.cancel()
+	}
+	t.ctxMu.Unlock()
+}
+
+// Canceled reports whether the task has been canceled.
+func (t *Task) Canceled() bool { return t.canceled.Load() }
+
+// Context returns a context.Context that is canceled when the task is
+// canceled or finishes, for passing to APIs that take one.
+func (t *Task) Context() context.Context {
+	t.ctxMu.Lock()
+	defer t.ctxMu.Unlock()
+	if t.ctx == nil {
+		t.ctx, t.cancel = context.WithCancel(context.Background())
+		if t.canceled.Load() || t.finished {
+			t.cancel()
+		}
+	}
+	return t.ctx
+}
+
+// Await polls fut with the task's waker until it is ready and returns its
+// value. While fut is pending the task is suspended and the loop runs other
+// work. If the task is canceled, Await returns ErrCanceled at once, without
+// polling.
+func Await[T any](t *Task, fut Future[T]) (T, error) {
+	t.checkCurrent()
+	for {
+		if t.canceled.Load() {
+			var zero T
+			return zero, ErrCanceled
+		}
+		if v, ok := fut.Poll(&t.cx); ok {
+			return v, nil
+		}
+		t.suspend()
+	}
+}
+
+// Yield lets the other ready tasks and the loop run, then continues. It
+// returns ErrCanceled if the task is canceled.
+func (t *Task) Yield() error {
+	t.checkCurrent()
+	if t.canceled.Load() {
+		return ErrCanceled
+	}
+	t.Wake()
+	t.suspend()
+	if t.canceled.Load() {
+		return ErrCanceled
+	}
+	return nil
+}
+
+// Sleep suspends the task for d (a zero or negative d returns at once). It
+// returns ErrCanceled if the task is canceled first.
+func (t *Task) Sleep(d time.Duration) error {
+	return t.SleepUntil(time.Now().Add(d))
+}
+
+// SleepUntil suspends the task until the deadline passes.
+func (t *Task) SleepUntil(deadline time.Time) error {
+	f := &t.sleep
+	if f.timer == nil {
+		f.timer = NewTimer(&t.pool.drv)
+	}
+	f.deadline = deadline
+	_, err := Await[time.Time](t, f)
+	if err != nil {
+		f.timer.Stop()
+	}
+	return err
+}
+
+// Handle is the result of a spawned task. It is a Future of the task's value,
+// so it can be awaited from another task (Join), waited for from a plain
+// goroutine (Wait), or polled.
+type Handle[T any] struct {
+	task    *Task
+	fn      func(t *Task) (T, error)
+	mu      sync.Mutex
+	done    bool          // mu: the task finished
+	value   T             // valid once done
+	err     error         // valid once done
+	waiters []Waker       // mu: pollers to wake when done
+	doneCh  chan struct{} // mu: created by Wait, closed when done
+}
+
+// Spawn starts fn as a new task on drv's pool. It is safe from any goroutine.
+// On a closed pool the handle resolves at once to ErrClosed.
+func Spawn[T any](drv *Driver, name string, fn func(t *Task) (T, error)) *Handle[T] {
+	if fn == nil {
+		panic("iopool: Spawn called with a nil function")
+	}
+	h := &Handle[T]{fn: fn}
+	h.task = newTask(drv.p, name, h)
+	drv.p.enqueueNew(h.task)
+	return h
+}
+
+func (h *Handle[T]) run(t *Task) error {
+	v, err := h.fn(t)
+	h.value = v
+	return err
+}
+
+func (h *Handle[T]) complete(err error, pe *PanicError) {
+	if pe != nil {
+		err = pe
+	}
+	h.mu.Lock()
+	h.done = true
+	h.err = err
+	h.fn = nil
+	waiters := h.waiters
+	h.waiters = nil
+	if h.doneCh != nil {
+		close(h.doneCh)
+	}
+	h.mu.Unlock()
+	for _, w := range waiters {
+		w.Wake()
+	}
+}
+
+// Task returns the spawned task, to cancel it or read its name.
+func (h *Handle[T]) Task() *Task { return h.task }
+
+// Cancel cancels the task (see Task.Cancel).
+func (h *Handle[T]) Cancel() { h.task.Cancel() }
+
+// Poll is ready with the task's value once it has finished; its error is
+// then returned by Result.
+func (h *Handle[T]) Poll(cx *Context) (T, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.done {
+		return h.value, true
+	}
+	for _, w := range h.waiters {
+		if w == cx.waker {
+			var zero T
+			return zero, false
+		}
+	}
+	h.waiters = append(h.waiters, cx.waker)
+	var zero T
+	return zero, false
+}
+
+// Result returns the task's value and error once it has finished, and
+// reports whether it has.
+func (h *Handle[T]) Result() (T, error, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.value, h.err, h.done
+}
+
+// Join waits, inside task t, for the spawned task to finish and returns its
+// value and error (a *PanicError if it panicked).
+func (h *Handle[T]) Join(t *Task) (T, error) {
+	v, err := Await[T](t, h)
+	if err != nil {
+		return v, err
+	}
+	h.mu.Lock()
+	err = h.err
+	h.mu.Unlock()
+	return v, err
+}
+
+// Wait blocks the calling plain goroutine (not a task of the pool) until the
+// task finishes, and returns its value and error.
+func (h *Handle[T]) Wait() (T, error) {
+	h.mu.Lock()
+	if !h.done {
+		if h.doneCh == nil {
+			h.doneCh = make(chan struct{})
+		}
+		ch := h.doneCh
+		h.mu.Unlock()
+		<-ch
+		h.mu.Lock()
+	}
+	defer h.mu.Unlock()
+	return h.value, h.err
+}
+
+// taskList is an intrusive doubly linked list of live tasks.
+type taskList struct {
+	head *Task
+	n    int
+}
+
+func (l *taskList) push(t *Task) {
+	t.nextLive = l.head
+	if l.head != nil {
+		l.head.prev = t
+	}
+	l.head = t
+	l.n++
+}
+
+func (l *taskList) remove(t *Task) {
+	if t.prev != nil {
+		t.prev.nextLive = t.nextLive
+	} else if l.head == t {
+		l.head = t.nextLive
+	} else {
+		return // not in the list
+	}
+	if t.nextLive != nil {
+		t.nextLive.prev = t.prev
+	}
+	t.prev, t.nextLive = nil, nil
+	l.n--
+}

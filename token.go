@@ -1,0 +1,44 @@
+package iopool
+
+import (
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// The epoll data of a registration is its token: a small reserved number for
+// the pool's own fds, or the address of the registration's op for everything
+// else. Op addresses are never this small.
+const (
+	tokenWake uint64 = 0 // the wake eventfd
+	tokenRing uint64 = 1 // the io_uring fd; completions are drained at the top of each cycle
+)
+
+// The codec needs 64-bit pointers.
+var _ [8 - unsafe.Sizeof(uintptr(0))]byte
+
+// The 64 data bits of x/sys's EpollEvent are the Fd and Pad fields on every
+// 64-bit architecture; the struct is 12 bytes on amd64 (data at offset 4,
+// unaligned) and 16 on arm64 (offset 8). Going through the named fields keeps
+// one code path for all of them.
+func setEventData(ev *unix.EpollEvent, data uint64) {
+	ev.Fd = int32(uint32(data))
+	ev.Pad = int32(uint32(data >> 32))
+}
+
+func eventData(ev *unix.EpollEvent) uint64 {
+	return uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
+}
+
+// tokenOf returns the token of a pinned object.
+func tokenOf(p unsafe.Pointer) uint64 {
+	return *(*uint64)(unsafe.Pointer(&p))
+}
+
+// pointerOf turns a token back into the pointer it was made from. The bits
+// are copied into an aligned word and read as a pointer, never converted
+// through uintptr, which checkptr rejects under -race. It is valid only for a
+// token of an object that is still pinned and reachable from the pool.
+func pointerOf(token uint64) unsafe.Pointer {
+	return *(*unsafe.Pointer)(unsafe.Pointer(&token))
+}
