@@ -75,14 +75,16 @@ func (p *Pool) runLoop(done func() bool) bool {
 			t.queued.Store(false)
 			p.resume(t)
 		}
-		if done() {
-			return true
-		}
-
 		p.mu.Lock()
-		if p.closing && p.live.n == 0 && canceledAll {
+		if p.closing {
+			// Closing: every task is canceled and run until it returns.
+			if canceledAll && p.live.n == 0 {
+				p.mu.Unlock()
+				return false
+			}
+		} else if done() {
 			p.mu.Unlock()
-			return false
+			return true
 		}
 		if !p.state.canSleep() {
 			continue // woken while running: another cycle, lock held

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"runtime"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -89,7 +88,6 @@ type Pool struct {
 	running  bool       // mu: a Run (or Close's drain) is driving the loop
 	closing  bool       // mu: Close was called; tasks are being canceled
 	closed   bool       // mu: resources released
-	loopGoid uint64     // mu: goroutine id of the active Run, for misuse checks
 
 	uring    atomic.Pointer[Uring] // created on first use
 	uringMu  sync.Mutex            // serializes ring creation
@@ -174,7 +172,6 @@ func (p *Pool) Run(root func(t *Task) error) error {
 	}
 	p.running = true
 	p.runExit = make(chan struct{})
-	p.loopGoid = currentGoid()
 	p.mu.Unlock()
 
 	if p.opts.lockOSThread {
@@ -198,7 +195,6 @@ func (p *Pool) Run(root func(t *Task) error) error {
 func (p *Pool) endRun() {
 	p.mu.Lock()
 	p.running = false
-	p.loopGoid = 0
 	close(p.runExit)
 	p.mu.Unlock()
 }
@@ -226,7 +222,7 @@ func (p *Pool) Close() error {
 		<-p.closeEnd
 		return nil
 	}
-	if p.running && p.loopGoid == currentGoid() {
+	if p.running && p.current.Load() != nil && calledFromTask() {
 		p.mu.Unlock()
 		panic("iopool: Pool.Close called from one of the pool's own tasks; return from the root task instead")
 	}
@@ -336,16 +332,12 @@ func (p *Pool) Stats() Stats {
 	}
 }
 
-// currentGoid returns the calling goroutine's id, parsed from its stack
-// header ("goroutine 42 [running]:"). It costs about a microsecond and is
-// used only by Run and Close to catch a Close from inside the pool.
-func currentGoid() uint64 {
-	var buf [64]byte
-	b := buf[:runtime.Stack(buf[:], false)]
-	b = bytes.TrimPrefix(b, []byte("goroutine "))
-	if i := bytes.IndexByte(b, ' '); i > 0 {
-		b = b[:i]
-	}
-	id, _ := strconv.ParseUint(string(b), 10, 64)
-	return id
+// calledFromTask reports whether the caller runs inside a task coroutine.
+// Close uses it, only while one of its pool's tasks is running, to turn a
+// self-deadlock into a clear panic; it reads the caller's stack (about a
+// microsecond). Tasks run on coroutine goroutines of their own, so goroutine
+// identity cannot tell.
+func calledFromTask() bool {
+	buf := make([]byte, 64<<10)
+	return bytes.Contains(buf[:runtime.Stack(buf, false)], []byte("iopool.(*Task).body"))
 }

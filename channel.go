@@ -1,0 +1,228 @@
+package iopool
+
+import (
+	"errors"
+	"sync"
+)
+
+// ErrChannelClosed is returned by receives on a closed, drained channel and
+// by sends on a closed channel.
+var ErrChannelClosed = errors.New("iopool: channel closed")
+
+// Result is a value or an error, the output of futures that can fail.
+type Result[T any] struct {
+	Value T
+	Err   error
+}
+
+// Oneshot carries one value from any goroutine to one receiver: a task
+// (Recv), a plain goroutine (Wait) or a poller (Poll). Sending never blocks.
+type Oneshot[T any] struct {
+	mu     sync.Mutex
+	sent   bool  // mu: Send succeeded
+	closed bool  // mu: Close was called
+	taken  bool  // mu: the receiver has the value
+	value  T     // mu
+	waker  Waker // mu: the receiver's waker while it waits
+}
+
+// NewOneshot returns an empty oneshot.
+func NewOneshot[T any]() *Oneshot[T] { return &Oneshot[T]{} }
+
+// Send delivers v. A second Send, or a Send after Close, returns
+// ErrChannelClosed and v is dropped.
+func (o *Oneshot[T]) Send(v T) error {
+	o.mu.Lock()
+	if o.sent || o.closed {
+		o.mu.Unlock()
+		return ErrChannelClosed
+	}
+	o.sent, o.value = true, v
+	w := o.waker
+	o.waker = nil
+	o.mu.Unlock()
+	if w != nil {
+		w.Wake()
+	}
+	return nil
+}
+
+// Close wakes the receiver; if nothing was sent it receives
+// ErrChannelClosed. Closing twice is a no-op.
+func (o *Oneshot[T]) Close() {
+	o.mu.Lock()
+	o.closed = true
+	w := o.waker
+	o.waker = nil
+	o.mu.Unlock()
+	if w != nil {
+		w.Wake()
+	}
+}
+
+// Poll is ready with the value once it has been sent, or with
+// ErrChannelClosed if the oneshot was closed empty or its value was already
+// received.
+func (o *Oneshot[T]) Poll(cx *Context) (Result[T], bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	switch {
+	case o.sent && !o.taken:
+		o.taken = true
+		v := o.value
+		var zero T
+		o.value = zero
+		return Result[T]{Value: v}, true
+	case o.closed || o.taken:
+		return Result[T]{Err: ErrChannelClosed}, true
+	}
+	o.waker = cx.waker
+	return Result[T]{}, false
+}
+
+// Recv waits inside task t for the value.
+func (o *Oneshot[T]) Recv(t *Task) (T, error) {
+	return awaitResult[T](t, o)
+}
+
+// Wait blocks a plain goroutine until the value arrives.
+func (o *Oneshot[T]) Wait() (T, error) {
+	r := BlockOn[Result[T]](o)
+	return r.Value, r.Err
+}
+
+// Chan is an unbounded multi-producer, single-consumer channel: any
+// goroutine may Send without blocking, and one receiver at a time (a task,
+// a plain goroutine or a poller) takes the values in order. A second
+// concurrent receiver replaces the first one's waker.
+type Chan[T any] struct {
+	mu     sync.Mutex
+	buf    []T        // mu: queued values are buf[head:]
+	head   int        // mu
+	closed bool       // mu
+	waker  Waker      // mu: the receiver's waker while it waits
+	park   *parkWaker // mu: reused by RecvWait
+}
+
+// NewChan returns an empty, open channel.
+func NewChan[T any]() *Chan[T] { return &Chan[T]{} }
+
+// Send queues v and wakes the receiver. It never blocks; on a closed
+// channel it returns ErrChannelClosed and drops v.
+func (c *Chan[T]) Send(v T) error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return ErrChannelClosed
+	}
+	c.buf = append(c.buf, v)
+	w := c.waker
+	c.waker = nil
+	c.mu.Unlock()
+	if w != nil {
+		w.Wake()
+	}
+	return nil
+}
+
+// Close stops further sends. Values already queued are still received;
+// after them the receiver gets ErrChannelClosed. Closing twice is a no-op.
+func (c *Chan[T]) Close() {
+	c.mu.Lock()
+	c.closed = true
+	w := c.waker
+	c.waker = nil
+	c.mu.Unlock()
+	if w != nil {
+		w.Wake()
+	}
+}
+
+// Len returns the number of queued values.
+func (c *Chan[T]) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.buf) - c.head
+}
+
+// Poll is ready with the next value, or with ErrChannelClosed once the
+// channel is closed and drained.
+func (c *Chan[T]) Poll(cx *Context) (Result[T], bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if v, ok := c.popLocked(); ok {
+		return Result[T]{Value: v}, true
+	}
+	if c.closed {
+		return Result[T]{Err: ErrChannelClosed}, true
+	}
+	c.waker = cx.waker
+	return Result[T]{}, false
+}
+
+// TryRecv takes the next value if one is queued, without waiting. The error
+// is ErrChannelClosed once the channel is closed and drained.
+func (c *Chan[T]) TryRecv() (T, bool, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if v, ok := c.popLocked(); ok {
+		return v, true, nil
+	}
+	var zero T
+	if c.closed {
+		return zero, false, ErrChannelClosed
+	}
+	return zero, false, nil
+}
+
+func (c *Chan[T]) popLocked() (T, bool) {
+	var zero T
+	if c.head == len(c.buf) {
+		return zero, false
+	}
+	v := c.buf[c.head]
+	c.buf[c.head] = zero
+	c.head++
+	switch {
+	case c.head == len(c.buf):
+		c.buf, c.head = c.buf[:0], 0
+	case c.head >= 64 && c.head*2 >= len(c.buf):
+		// Move the live tail down so that the backing array is reused
+		// instead of growing while the receiver lags.
+		n := copy(c.buf, c.buf[c.head:])
+		clear(c.buf[n:])
+		c.buf, c.head = c.buf[:n], 0
+	}
+	return v, true
+}
+
+// Recv waits inside task t for the next value.
+func (c *Chan[T]) Recv(t *Task) (T, error) {
+	return awaitResult[T](t, c)
+}
+
+// RecvWait blocks a plain goroutine until the next value arrives.
+func (c *Chan[T]) RecvWait() (T, error) {
+	c.mu.Lock()
+	if c.park == nil {
+		c.park = newParkWaker()
+	}
+	w := c.park
+	c.mu.Unlock()
+	cx := &Context{waker: w}
+	for {
+		if r, ok := c.Poll(cx); ok {
+			return r.Value, r.Err
+		}
+		w.park()
+	}
+}
+
+// awaitResult awaits a future of Result and splits it.
+func awaitResult[T any](t *Task, fut Future[Result[T]]) (T, error) {
+	r, err := Await(t, fut)
+	if err != nil {
+		return r.Value, err
+	}
+	return r.Value, r.Err
+}
