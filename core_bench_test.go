@@ -285,4 +285,3 @@ func processCPU() int64 {
 	_ = unix.Getrusage(unix.RUSAGE_SELF, &ru)
 	return ru.Utime.Nano() + ru.Stime.Nano()
 }
-
