@@ -9,8 +9,9 @@ import "time"
 // A Timer may be polled, re-armed and stopped from any goroutine. Re-arming
 // an existing Timer allocates nothing; create one per waiter and reuse it.
 type Timer struct {
-	p *Pool
-	e timerEntry // pool.mu
+	p           *Pool
+	e           timerEntry // pool.mu: heap entry; e.deadline is the deadline
+	hasDeadline bool       // pool.mu: a deadline was ever set
 }
 
 // NewTimer returns an unarmed timer on drv's pool.
@@ -18,20 +19,46 @@ func NewTimer(drv *Driver) *Timer {
 	return &Timer{p: drv.p, e: timerEntry{index: -1}}
 }
 
-// PollTimer is ready with the current time once deadline has passed.
-// Otherwise it arms the timer for deadline, stores the waker, and, if the
-// loop is sleeping past deadline, wakes it to sleep again for less.
+// PollTimer sets the timer's deadline and polls it: it is ready with the
+// current time once deadline has passed; otherwise it arms the timer, stores
+// the waker, and, if the loop is sleeping past deadline, wakes it to sleep
+// again for less.
 func (tm *Timer) PollTimer(cx *Context, deadline time.Time) (time.Time, bool) {
+	return tm.poll(cx, tm.p.mono(deadline), true)
+}
+
+// Poll polls the timer at its current deadline (set by SetDeadline or an
+// earlier PollTimer), so Timer is a Future of the time it fired. A timer
+// that never had a deadline stays pending.
+func (tm *Timer) Poll(cx *Context) (time.Time, bool) {
+	return tm.poll(cx, 0, false)
+}
+
+func (tm *Timer) poll(cx *Context, d int64, setDeadline bool) (time.Time, bool) {
 	p := tm.p
-	d := p.mono(deadline)
 	p.mu.Lock()
+	if setDeadline {
+		tm.hasDeadline = true
+		if tm.e.deadline != d {
+			tm.e.deadline = d
+			if tm.e.index >= 0 {
+				p.timers.arm(&tm.e, d)
+			}
+		}
+	}
+	if !tm.hasDeadline {
+		tm.e.waker = cx.waker
+		p.mu.Unlock()
+		return time.Time{}, false
+	}
+	d = tm.e.deadline
 	if d <= p.monoNow() {
 		p.timers.disarm(&tm.e)
 		tm.e.waker = nil
 		p.mu.Unlock()
 		return time.Now(), true
 	}
-	if tm.e.index < 0 || tm.e.deadline != d {
+	if tm.e.index < 0 {
 		p.timers.arm(&tm.e, d)
 	}
 	if tm.e.waker != cx.waker {
@@ -52,6 +79,7 @@ func (tm *Timer) SetDeadline(deadline time.Time) {
 	p := tm.p
 	d := p.mono(deadline)
 	p.mu.Lock()
+	tm.hasDeadline = true
 	p.timers.arm(&tm.e, d)
 	signal := tm.e.waker != nil && p.state.wakeForTimer(d)
 	p.mu.Unlock()
@@ -60,7 +88,7 @@ func (tm *Timer) SetDeadline(deadline time.Time) {
 	}
 }
 
-// Stop disarms the timer and forgets its waker. Stopping a nil or unarmed
+// Stop disarms the timer and forgets its waker and deadline. Stopping a nil or unarmed
 // timer does nothing.
 func (tm *Timer) Stop() {
 	if tm == nil {
@@ -70,6 +98,7 @@ func (tm *Timer) Stop() {
 	p.mu.Lock()
 	p.timers.disarm(&tm.e)
 	tm.e.waker = nil
+	tm.hasDeadline = false
 	p.mu.Unlock()
 }
 
