@@ -1,0 +1,70 @@
+// Package iopool is an embeddable, single-threaded epoll + io_uring executor.
+//
+// A Pool is one event loop on one goroutine (optionally one locked OS
+// thread). It owns an epoll instance, an eventfd that wakes it, a timer heap
+// and, created on first use, an io_uring. Everything it runs — tasks, fd
+// readiness, timers, io_uring completions — is driven from the goroutine
+// that calls Run, one task at a time, so code inside a pool needs no locks.
+// It follows the design of the epoll executor of OpenVMM's pal_async.
+//
+// # Two layers
+//
+// The poll layer is made of futures: a Future's Poll is ready now, or stores
+// the Context's Waker and is pending; FdReady.PollReady, Timer.PollTimer and
+// the channels' Poll are such functions, and they allocate nothing in steady
+// state. The task layer turns them into straight-line Go: a task is a
+// func(t *Task) running as a coroutine on the pool, and Await(t, fut) polls
+// fut and, while it is pending, switches back to the loop until its waker
+// fires (about 100 ns for a switch out and back).
+//
+//	p, _ := iopool.New(iopool.WithLockOSThread())
+//	defer p.Close()
+//	err := p.Run(func(t *iopool.Task) error {
+//		h := iopool.Spawn(p.Driver(), "worker", func(t *iopool.Task) (int, error) {
+//			return 42, t.Sleep(10 * time.Millisecond)
+//		})
+//		v, err := h.Join(t)
+//		...
+//	})
+//
+// # Edge-triggered readiness and ClearReady
+//
+// Driver.NewFdReady registers any fd (socket, pipe, eventfd, timerfd,
+// signalfd, pidfd, tun, vfio, netlink) once, edge-triggered, for IN, OUT,
+// PRI, RDHUP (ERR and HUP are always reported). Readiness is kept in two
+// slots, SlotRead and SlotWrite, so one task can wait to read while another
+// waits to write. The protocol is epoll's: wait for readiness, do I/O until
+// the fd returns EAGAIN, then call ClearReady for that slot and wait again.
+// Waiting without ClearReady after EAGAIN returns at once with the old
+// readiness; calling ClearReady while data remains waits for an edge that
+// may never come. Close an FdReady before closing its fd.
+//
+// # Timers
+//
+// The loop sleeps exactly until the earliest armed timer, with a nanosecond
+// timeout (epoll_pwait2; epoll_wait with the timeout rounded up on kernels
+// without it, never a busy spin). A sleep ends late by the kernel's wake-up
+// latency plus the thread's timer slack: 50 µs by default, and 1 ns on the
+// loop thread of a pool created WithLockOSThread (about 20 µs median late
+// here, against about 1 ms for time.Sleep). Timers may be polled and re-armed
+// from any goroutine; re-arming allocates nothing.
+//
+// # io_uring buffer ownership
+//
+// Submissions queued during a loop cycle reach the kernel in one
+// io_uring_enter just before the loop sleeps. A buffer handed to an io_uring
+// operation stays reachable and pinned until the kernel's completion for it
+// has been consumed, even if the task that submitted it was canceled (its
+// await returns ErrCanceled at once, and the operation is canceled in the
+// kernel); the caller must not reuse the buffer until the operation returns.
+//
+// # What is safe off the loop goroutine
+//
+// Pool.Close, Pool.Stats, Pool.Driver, everything on Driver (Spawn, NewTimer,
+// NewFdReady), Waker.Wake, Handle.Wait/Cancel/Result, Timer methods,
+// FdReady.Close, and the channels (Oneshot, Chan) may be used from any
+// goroutine. A *Task may be used only inside its own task function: Await,
+// Sleep, Yield and the blocking-style methods that take a *Task panic when
+// called from anywhere else. Close must not be called from a task of the
+// same pool (it would wait for itself); return from the root task instead.
+package iopool
