@@ -231,34 +231,24 @@ func BenchmarkTimerRearm(b *testing.B) {
 // wake up (median), as custom metrics.
 func BenchmarkSleepOvershoot(b *testing.B) {
 	const d = 100 * time.Microsecond
-	b.Run("iopool", func(b *testing.B) {
-		late := make([]time.Duration, 0, b.N)
-		runBench(b, func(t *Task) error {
-			for range b.N {
-				start := time.Now()
-				if err := t.Sleep(d); err != nil {
-					return err
+	pool := func(opts ...Option) func(b *testing.B) {
+		return func(b *testing.B) {
+			late := make([]time.Duration, 0, b.N)
+			runBench(b, func(t *Task) error {
+				for range b.N {
+					start := time.Now()
+					if err := t.Sleep(d); err != nil {
+						return err
+					}
+					late = append(late, time.Since(start)-d)
 				}
-				late = append(late, time.Since(start)-d)
-			}
-			return nil
-		})
-		b.ReportMetric(float64(median(late).Nanoseconds()), "overshoot-ns")
-	})
-	b.Run("iopool-locked", func(b *testing.B) {
-		late := make([]time.Duration, 0, b.N)
-		runBench(b, func(t *Task) error {
-			for range b.N {
-				start := time.Now()
-				if err := t.Sleep(d); err != nil {
-					return err
-				}
-				late = append(late, time.Since(start)-d)
-			}
-			return nil
-		}, WithLockOSThread())
-		b.ReportMetric(float64(median(late).Nanoseconds()), "overshoot-ns")
-	})
+				return nil
+			}, opts...)
+			b.ReportMetric(float64(median(late).Nanoseconds()), "overshoot-ns")
+		}
+	}
+	b.Run("iopool", pool())
+	b.Run("iopool-locked", pool(WithLockOSThread()))
 	b.Run("time.Sleep", func(b *testing.B) {
 		late := make([]time.Duration, 0, b.N)
 		for range b.N {

@@ -91,9 +91,14 @@ func (t *Task) Wake() {
 	if !t.queued.CompareAndSwap(false, true) {
 		return
 	}
-	p := t.pool
-	p.stats.wakes.Add(1)
-	p.mu.Lock()
+	t.pool.stats.wakes.Add(1)
+	t.pool.mu.Lock()
+	t.pool.pushReadyLocked(t)
+}
+
+// pushReadyLocked appends t to the ready queue and wakes the loop. It is
+// called with p.mu held and releases it before writing the eventfd.
+func (p *Pool) pushReadyLocked(t *Task) {
 	p.ready = append(p.ready, t)
 	signal := p.state.wake()
 	p.mu.Unlock()
@@ -116,12 +121,7 @@ func (p *Pool) enqueueNew(t *Task) {
 	}
 	p.live.push(t)
 	p.stats.tasksLive.Add(1)
-	p.ready = append(p.ready, t)
-	signal := p.state.wake()
-	p.mu.Unlock()
-	if signal {
-		p.signal()
-	}
+	p.pushReadyLocked(t)
 }
 
 // resume runs t until it next suspends or finishes. Loop only.
