@@ -3,6 +3,7 @@ package iopool
 import (
 	"context"
 	"errors"
+	"runtime"
 
 	"golang.org/x/sys/unix"
 	"sync"
@@ -432,4 +433,38 @@ func TestWithLockOSThreadRunsOnOneThread(t *testing.T) {
 		}
 		return nil
 	}))
+}
+
+// Regression: tasks left by a Run of a WithLockOSThread pool used to be
+// resumed by Close on the (unlocked) closing goroutine, which the runtime
+// rejects ("coro: OS thread locking must match locking at coroutine
+// creation") by killing the process.
+func TestRegressionLockedPoolCloseDrainsLeftoverTasks(t *testing.T) {
+	p, err := New(WithLockOSThread())
+	require.NoError(t, err)
+	h := Spawn(p.Driver(), "leftover", func(t *Task) (int, error) { return 0, t.Sleep(time.Hour) })
+	require.NoError(t, p.Run(func(tk *Task) error { return tk.Yield() }))
+	require.NoError(t, p.Close())
+	_, err = h.Wait()
+	require.ErrorIs(t, err, ErrCanceled)
+}
+
+// Regression: the same when the caller locks its own goroutine, runs a
+// plain pool, and another goroutine closes it.
+func TestRegressionCallerLockedRunThenCloseElsewhere(t *testing.T) {
+	p, err := New()
+	require.NoError(t, err)
+	var h *Handle[int]
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		h = Spawn(p.Driver(), "leftover", func(t *Task) (int, error) { return 0, t.Sleep(time.Hour) })
+		require.NoError(t, p.Run(func(tk *Task) error { return tk.Yield() }))
+	}()
+	<-done
+	require.NoError(t, p.Close())
+	_, err = h.Wait()
+	require.ErrorIs(t, err, ErrCanceled)
 }

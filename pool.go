@@ -48,9 +48,11 @@ const (
 	maxEventBuffer     = 1 << 16
 )
 
-// WithLockOSThread makes Run lock the calling goroutine to its OS thread for
-// as long as it runs, so every task of the pool runs on one OS thread
-// (thread-bound kernel state such as setns, CPU pinning, thread-per-core).
+// WithLockOSThread runs the pool's loop on a goroutine locked to an OS thread
+// of its own for the pool's whole life, so every task of the pool runs on
+// that one thread: thread-bound kernel state set by a task (setns, CPU
+// affinity, timer slack) stays in force for all of them, and the thread
+// exits when the pool closes.
 func WithLockOSThread() Option {
 	return func(o *options) error { o.lockOSThread = true; return nil }
 }
@@ -89,10 +91,13 @@ type Pool struct {
 	closing  bool       // mu: Close was called; tasks are being canceled
 	closed   bool       // mu: resources released
 
-	uring    atomic.Pointer[Uring] // created on first use
-	uringMu  sync.Mutex            // serializes ring creation
-	runExit  chan struct{}         // closed when the active Run returns; mu
-	closeEnd chan struct{}         // closed when Close has finished
+	uring     atomic.Pointer[Uring] // created on first use
+	uringMu   sync.Mutex            // serializes ring creation
+	runExit   chan struct{}         // closed when the active Run returns; mu
+	loopStart sync.Once             // starts the loop goroutine
+	loopWork  chan func()           // work for the loop goroutine; closed by Close
+	loopExit  chan struct{}         // closed when the loop goroutine has exited
+	closeEnd  chan struct{}         // closed when Close has finished
 
 	// Loop-only state: touched by the goroutine driving the loop.
 	events  []unix.EpollEvent
@@ -150,8 +155,9 @@ func (p *Pool) Driver() *Driver { return &p.drv }
 // Pool returns the driver's pool.
 func (d *Driver) Pool() *Pool { return d.p }
 
-// Run runs root as a task on the calling goroutine and drives the pool until
-// root returns, then returns root's error. Other tasks still running when
+// Run runs root as a task and drives the pool until root returns, then
+// returns root's error. The loop runs on the pool's own goroutine (locked to
+// its own OS thread with WithLockOSThread) while the caller waits. Other tasks still running when
 // root returns stay in the pool and continue on the next Run (or are
 // canceled by Close). A panic in root is re-raised by Run as a *PanicError.
 //
@@ -174,23 +180,14 @@ func (p *Pool) Run(root func(t *Task) error) error {
 	p.runExit = make(chan struct{})
 	p.mu.Unlock()
 
-	if p.opts.lockOSThread {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		// The kernel lets a thread's timed sleeps end up to its timer slack
-		// late (50 µs by default). The loop thread is ours alone while Run
-		// lasts, so ask for 1 ns and put the old value back afterwards.
-		if old, err := unix.PrctlRetInt(unix.PR_GET_TIMERSLACK, 0, 0, 0, 0); err == nil {
-			_ = unix.Prctl(unix.PR_SET_TIMERSLACK, 1, 0, 0, 0)
-			defer unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(old), 0, 0, 0)
-		}
-	}
 	r := &rootRunner{fn: root}
 	t := newTask(p, "root", r)
 	p.enqueueNew(t)
 
-	defer p.endRun()
-	if !p.runLoop(func() bool { return t.finished }) {
+	var finished bool
+	p.onLoop(func() { finished = p.runLoop(func() bool { return t.finished }) })
+	p.endRun()
+	if !finished {
 		return ErrClosed
 	}
 	if r.panicked != nil {
@@ -245,14 +242,53 @@ func (p *Pool) Close() error {
 	} else {
 		p.running = true
 		p.mu.Unlock()
-		p.runLoop(func() bool { return false })
+		p.onLoop(func() { p.runLoop(func() bool { return false }) })
 		p.mu.Lock()
 		p.running = false
 		p.mu.Unlock()
 	}
 	err := p.release()
+	if p.loopWork != nil {
+		close(p.loopWork)
+		<-p.loopExit
+	}
 	close(p.closeEnd)
 	return err
+}
+
+// onLoop runs fn on the pool's loop goroutine and waits for it. The loop
+// goroutine is the pool's own, created on first use and, with
+// WithLockOSThread, locked to its OS thread for its whole life. Every task
+// coroutine is therefore created and resumed on one goroutine in one lock
+// state, as the runtime requires, whichever goroutine calls Run or Close.
+func (p *Pool) onLoop(fn func()) {
+	p.loopStart.Do(func() {
+		p.loopWork = make(chan func())
+		p.loopExit = make(chan struct{})
+		go p.loopGoroutine()
+	})
+	done := make(chan struct{})
+	p.loopWork <- func() {
+		defer close(done)
+		fn()
+	}
+	<-done
+}
+
+func (p *Pool) loopGoroutine() {
+	defer close(p.loopExit)
+	if p.opts.lockOSThread {
+		// Never unlocked: the thread is the pool's and exits with this
+		// goroutine, taking its thread-bound state (timer slack, setns,
+		// affinity set by tasks) with it.
+		runtime.LockOSThread()
+		// A thread's timed sleeps may end up to its timer slack late (50 µs
+		// by default); this thread is ours, so ask for 1 ns.
+		_ = unix.Prctl(unix.PR_SET_TIMERSLACK, 1, 0, 0, 0)
+	}
+	for fn := range p.loopWork {
+		fn()
+	}
 }
 
 // release frees the kernel resources once no task is left.
