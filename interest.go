@@ -1,39 +1,108 @@
 package iopool
 
-// TEMPORARY minimal version; replaced by the full interest set.
+import (
+	"fmt"
+	"strings"
+)
+
+// PollEvents is a set of readiness events. The bit values are Linux's EPOLL*
+// values (uapi/linux/eventpoll.h), so events from the kernel are converted
+// with a mask.
 type PollEvents uint32
 
+// The readiness events.
 const (
-	PollIn    PollEvents = 0x001
-	PollPri   PollEvents = 0x002
-	PollOut   PollEvents = 0x004
-	PollErr   PollEvents = 0x008
-	PollHup   PollEvents = 0x010
-	PollRdHup PollEvents = 0x2000
+	PollIn    PollEvents = 0x001  // readable (EPOLLIN)
+	PollPri   PollEvents = 0x002  // urgent or exceptional data (EPOLLPRI)
+	PollOut   PollEvents = 0x004  // writable (EPOLLOUT)
+	PollErr   PollEvents = 0x008  // error condition; always reported (EPOLLERR)
+	PollHup   PollEvents = 0x010  // hang-up; always reported (EPOLLHUP)
+	PollRdHup PollEvents = 0x2000 // the peer shut down its writing half (EPOLLRDHUP)
 )
 
 const pollEventsAll = PollIn | PollPri | PollOut | PollErr | PollHup | PollRdHup
 
+var pollEventNames = []struct {
+	ev   PollEvents
+	name string
+}{{PollIn, "IN"}, {PollPri, "PRI"}, {PollOut, "OUT"}, {PollErr, "ERR"}, {PollHup, "HUP"}, {PollRdHup, "RDHUP"}}
+
+// pollEventsFromEpoll keeps the events iopool knows of an epoll event mask.
 func pollEventsFromEpoll(ev uint32) PollEvents { return PollEvents(ev) & pollEventsAll }
 
+// String returns the events as "IN|OUT|RDHUP", "0" for none; unknown bits
+// are shown in hex.
+func (e PollEvents) String() string {
+	if e == 0 {
+		return "0"
+	}
+	var parts []string
+	for _, n := range pollEventNames {
+		if e&n.ev != 0 {
+			parts = append(parts, n.name)
+		}
+	}
+	if rest := e &^ pollEventsAll; rest != 0 {
+		parts = append(parts, fmt.Sprintf("%#x", uint32(rest)))
+	}
+	return strings.Join(parts, "|")
+}
+
+// InterestSlot selects one of an FdReady's two independent waiters, so that
+// one task can wait to read while another waits to write.
 type InterestSlot uint8
 
+// The slots.
 const (
-	SlotRead InterestSlot = iota
-	SlotWrite
+	SlotRead  InterestSlot = iota // the reader's slot
+	SlotWrite                     // the writer's slot
 	slotCount
 )
 
+// String returns "read" or "write".
+func (s InterestSlot) String() string {
+	switch s {
+	case SlotRead:
+		return "read"
+	case SlotWrite:
+		return "write"
+	}
+	return fmt.Sprintf("InterestSlot(%d)", uint8(s))
+}
+
+// interestSet is the readiness state of one registration: one interestSlot
+// per InterestSlot. It is pure bookkeeping, guarded by its op's mutex.
+//
+// Per slot, with E the events asked for (always plus ERR|HUP):
+//
+//	pollReady(E):  (observed|delivered)&E != 0 → ready with them; request
+//	               cleared; those bits move delivered → observed
+//	               otherwise → pending; requested = E; waker stored (kept if
+//	               it is the same waker)
+//	clearReady:    requested = 0, observed = 0 (after EAGAIN)
+//	wakeReady(R):  delivered |= R in every slot; a slot whose request
+//	               meets R has its waker taken and its request cleared
 type interestSet struct{ slots [slotCount]interestSlot }
 
 type interestSlot struct {
-	requested, observed, delivered PollEvents
-	waker                          Waker
+	requested PollEvents // events the pending poller waits for; 0 when none waits
+	observed  PollEvents // events returned to a poller and not cleared since
+	delivered PollEvents // events the kernel reported since the last poll
+	waker     Waker      // the pending poller
 }
 
+func (s *interestSet) slot(slot InterestSlot) *interestSlot {
+	if slot >= slotCount {
+		panic(fmt.Sprintf("iopool: invalid InterestSlot %d: use SlotRead or SlotWrite", uint8(slot)))
+	}
+	return &s.slots[slot]
+}
+
+// pollReady returns the ready events of slot among events, or records the
+// request and the waker and reports pending.
 func (s *interestSet) pollReady(cx *Context, slot InterestSlot, events PollEvents) (PollEvents, bool) {
+	in := s.slot(slot)
 	events |= PollErr | PollHup
-	in := &s.slots[slot]
 	if r := (in.observed | in.delivered) & events; r != 0 {
 		in.requested = 0
 		in.waker = nil
@@ -48,11 +117,15 @@ func (s *interestSet) pollReady(cx *Context, slot InterestSlot, events PollEvent
 	return 0, false
 }
 
+// clearReady forgets the request and the observed readiness of slot.
 func (s *interestSet) clearReady(slot InterestSlot) {
-	s.slots[slot].requested = 0
-	s.slots[slot].observed = 0
+	in := s.slot(slot)
+	in.requested = 0
+	in.observed = 0
 }
 
+// wakeReady records events from the kernel and collects the wakers of the
+// slots waiting for any of them.
 func (s *interestSet) wakeReady(events PollEvents, wakers *WakerList) {
 	for i := range s.slots {
 		in := &s.slots[i]

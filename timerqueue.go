@@ -1,16 +1,25 @@
 package iopool
 
-// TEMPORARY minimal version; replaced by the full heap.
+import "fmt"
+
+// timerEntry is one timer's place in the queue, embedded in its Timer.
+//
+//	unarmed (index == -1) --arm-->               armed (index >= 0)
+//	armed                 --arm-->               armed, moved to the new deadline
+//	armed                 --disarm/wakeExpired--> unarmed (the waker is taken on expiry)
 type timerEntry struct {
-	deadline int64
-	waker    Waker
-	index    int
+	deadline int64 // pool clock ns; pool.mu
+	waker    Waker // the poller to wake on expiry; pool.mu
+	index    int   // position in the heap, -1 when unarmed; pool.mu
 }
 
-func newTimerEntry() *timerEntry { return &timerEntry{index: -1} }
-
+// timerQueue is a binary min-heap of the armed timers, ordered by deadline,
+// with each entry's index kept in the entry so that arm (re-arm) and disarm
+// are O(log n) without a search. Only armed timers are in it. Guarded by
+// pool.mu.
 type timerQueue struct{ heap []*timerEntry }
 
+// len returns the number of armed timers.
 func (q *timerQueue) len() int { return len(q.heap) }
 
 func (q *timerQueue) less(i, j int) bool { return q.heap[i].deadline < q.heap[j].deadline }
@@ -51,6 +60,8 @@ func (q *timerQueue) down(i int) {
 	}
 }
 
+// arm inserts e with deadline, or moves it there if it is armed already.
+// Re-arming allocates nothing.
 func (q *timerQueue) arm(e *timerEntry, deadline int64) {
 	e.deadline = deadline
 	if e.index >= 0 {
@@ -63,6 +74,7 @@ func (q *timerQueue) arm(e *timerEntry, deadline int64) {
 	q.up(e.index)
 }
 
+// disarm removes e if it is armed and reports whether it was.
 func (q *timerQueue) disarm(e *timerEntry) bool {
 	i := e.index
 	if i < 0 {
@@ -82,6 +94,7 @@ func (q *timerQueue) disarm(e *timerEntry) bool {
 	return true
 }
 
+// nextDeadline returns the earliest deadline, false when no timer is armed.
 func (q *timerQueue) nextDeadline() (int64, bool) {
 	if len(q.heap) == 0 {
 		return 0, false
@@ -89,6 +102,8 @@ func (q *timerQueue) nextDeadline() (int64, bool) {
 	return q.heap[0].deadline, true
 }
 
+// wakeExpired disarms every timer whose deadline is at or before now, moves
+// their wakers into wakers, and returns how many expired.
 func (q *timerQueue) wakeExpired(now int64, wakers *WakerList) int {
 	n := 0
 	for len(q.heap) > 0 && q.heap[0].deadline <= now {
@@ -101,4 +116,17 @@ func (q *timerQueue) wakeExpired(now int64, wakers *WakerList) int {
 		n++
 	}
 	return n
+}
+
+// verify checks the heap order and every index back-pointer; for tests.
+func (q *timerQueue) verify() error {
+	for i, e := range q.heap {
+		if e.index != i {
+			return fmt.Errorf("entry at %d has index %d", i, e.index)
+		}
+		if i > 0 && q.less(i, (i-1)/2) {
+			return fmt.Errorf("entry at %d (deadline %d) is before its parent (deadline %d)", i, e.deadline, q.heap[(i-1)/2].deadline)
+		}
+	}
+	return nil
 }
