@@ -1,0 +1,455 @@
+package iopool
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/iopool/iopool/internal/sys"
+)
+
+// Socket is a nonblocking stream fd (TCP or unix socket, socketpair, pipe
+// end, tty, tun) registered with a pool. Its Read and Write take the task
+// they run in and suspend it, not the thread, while the fd is not ready.
+//
+// One task may read while another writes. Read and write deadlines use the
+// pool's timers; an expired deadline fails the call with an error for which
+// errors.Is(err, os.ErrDeadlineExceeded) holds, and the socket stays usable
+// once the deadline is moved.
+type Socket struct {
+	fd     int
+	fr     *FdReady
+	closed atomic.Bool
+	read   ioWait // task-only state of the reading side
+	write  ioWait // task-only state of the writing side
+
+	// drained is set by a short read: the receive queue was empty then, so
+	// the next Read waits for a new edge first instead of paying a read
+	// that would fail with EAGAIN. Edges that arrived since are kept in the
+	// interest set's delivered events, so none is missed. Reader only.
+	drained bool
+}
+
+// ioWait waits for one side's readiness or its deadline, whichever first.
+type ioWait struct {
+	fr       *FdReady
+	slot     InterestSlot
+	events   PollEvents
+	deadline atomic.Int64 // unix ns; 0 = none; set from any goroutine
+	timer    *Timer       // created with the first deadline
+}
+
+// Poll is ready with nil when the fd is ready, or with an error when the
+// deadline passes first.
+func (w *ioWait) Poll(cx *Context) (error, bool) {
+	if _, ok := w.fr.PollReady(cx, w.slot, w.events); ok {
+		return nil, true
+	}
+	if d := w.deadline.Load(); d != 0 {
+		if _, fired := w.timer.PollTimer(cx, time.Unix(0, d)); fired {
+			return os.ErrDeadlineExceeded, true
+		}
+	}
+	return nil, false
+}
+
+// expired reports whether the side's deadline has passed.
+func (w *ioWait) expired() bool {
+	d := w.deadline.Load()
+	return d != 0 && time.Now().UnixNano() >= d
+}
+
+func (w *ioWait) setDeadline(drv *Driver, t time.Time) {
+	if t.IsZero() {
+		w.deadline.Store(0)
+		if w.timer != nil {
+			w.timer.Stop()
+		}
+		return
+	}
+	if w.timer == nil {
+		w.timer = NewTimer(drv)
+	}
+	w.deadline.Store(max(t.UnixNano(), 1))
+	w.timer.SetDeadline(t) // wakes a waiter if the deadline moved earlier
+}
+
+// wait suspends t until the side is ready again after EAGAIN.
+func (w *ioWait) wait(t *Task, op string, fd int) error {
+	w.fr.ClearReady(w.slot)
+	err, cerr := Await[error](t, w)
+	if cerr != nil {
+		return cerr
+	}
+	if err != nil {
+		return fmt.Errorf("iopool: %s fd %d: %w", op, fd, err)
+	}
+	return nil
+}
+
+// NewSocket registers a stream fd with drv's pool, making it nonblocking.
+// The Socket owns fd from then on: Close closes it.
+func NewSocket(drv *Driver, fd int) (*Socket, error) {
+	if err := unix.SetNonblock(fd, true); err != nil {
+		return nil, fmt.Errorf("iopool: NewSocket fd %d: %w", fd, os.NewSyscallError("fcntl", err))
+	}
+	fr, err := drv.NewFdReady(fd)
+	if err != nil {
+		return nil, err
+	}
+	s := &Socket{fd: fd, fr: fr}
+	s.read = ioWait{fr: fr, slot: SlotRead, events: PollIn | PollRdHup}
+	s.write = ioWait{fr: fr, slot: SlotWrite, events: PollOut}
+	return s, nil
+}
+
+// Fd returns the socket's fd.
+func (s *Socket) Fd() int { return s.fd }
+
+// Read reads up to len(p) bytes into p inside task t, waiting while no data
+// is available. It returns io.EOF at the end of the stream; a reset
+// connection gives an error wrapping ECONNRESET.
+func (s *Socket) Read(t *Task, p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if s.drained {
+		s.drained = false
+		if err := s.read.wait(t, "read", s.fd); err != nil {
+			return 0, err
+		}
+	}
+	for {
+		if s.read.expired() {
+			return 0, fmt.Errorf("iopool: read fd %d: %w", s.fd, os.ErrDeadlineExceeded)
+		}
+		n, err := sys.Read(s.fd, p)
+		switch {
+		case err == nil && n == 0:
+			return 0, io.EOF
+		case err == nil:
+			s.drained = n < len(p)
+			return n, nil
+		case err == unix.EINTR:
+		case err == unix.EAGAIN:
+			if err := s.read.wait(t, "read", s.fd); err != nil {
+				return 0, err
+			}
+		case s.closed.Load():
+			return 0, ErrClosed
+		default:
+			return 0, os.NewSyscallError("read", err)
+		}
+	}
+}
+
+// Write writes all of p inside task t, waiting while the fd is full. It
+// returns len(p) or an error with the count written before it.
+func (s *Socket) Write(t *Task, p []byte) (int, error) {
+	done := 0
+	for done < len(p) {
+		if s.write.expired() {
+			return done, fmt.Errorf("iopool: write fd %d: %w", s.fd, os.ErrDeadlineExceeded)
+		}
+		n, err := sys.Write(s.fd, p[done:])
+		switch {
+		case err == nil:
+			done += n
+		case err == unix.EINTR:
+		case err == unix.EAGAIN:
+			if err := s.write.wait(t, "write", s.fd); err != nil {
+				return done, err
+			}
+		case s.closed.Load():
+			return done, ErrClosed
+		default:
+			return done, os.NewSyscallError("write", err)
+		}
+	}
+	return done, nil
+}
+
+// SetReadDeadline sets the time after which Read fails (zero: never). Safe
+// from any goroutine; a Read waiting now is woken if the deadline moved
+// earlier than its wait.
+func (s *Socket) SetReadDeadline(t time.Time) error {
+	s.read.setDeadline(&s.fr.p.drv, t)
+	return nil
+}
+
+// SetWriteDeadline sets the time after which Write fails (zero: never).
+func (s *Socket) SetWriteDeadline(t time.Time) error {
+	s.write.setDeadline(&s.fr.p.drv, t)
+	return nil
+}
+
+// SetDeadline sets both deadlines.
+func (s *Socket) SetDeadline(t time.Time) error {
+	_ = s.SetReadDeadline(t)
+	return s.SetWriteDeadline(t)
+}
+
+// CloseWrite shuts down the writing half (the peer reads EOF). For an fd
+// that is not a socket (a pipe end) it returns the kernel's ENOTSOCK: close
+// the pipe's write end instead.
+func (s *Socket) CloseWrite() error {
+	if err := unix.Shutdown(s.fd, unix.SHUT_WR); err != nil {
+		return fmt.Errorf("iopool: CloseWrite fd %d: %w", s.fd, os.NewSyscallError("shutdown", err))
+	}
+	return nil
+}
+
+// Close removes the registration and closes the fd. Closing twice is a
+// no-op. Tasks waiting on the socket are woken and fail.
+func (s *Socket) Close() error {
+	if s.closed.Swap(true) {
+		return nil
+	}
+	for _, w := range []*ioWait{&s.read, &s.write} {
+		if w.timer != nil {
+			w.timer.Stop()
+		}
+	}
+	err := s.fr.Close()
+	if cerr := unix.Close(s.fd); cerr != nil && err == nil {
+		err = fmt.Errorf("iopool: close fd %d: %w", s.fd, os.NewSyscallError("close", cerr))
+	}
+	return err
+}
+
+// LocalAddr returns the socket's local address, or nil if it has none.
+func (s *Socket) LocalAddr() net.Addr {
+	sa, err := unix.Getsockname(s.fd)
+	if err != nil {
+		return nil
+	}
+	return sockaddrToAddr(sa)
+}
+
+// RemoteAddr returns the peer's address, or nil if there is none.
+func (s *Socket) RemoteAddr() net.Addr {
+	sa, err := unix.Getpeername(s.fd)
+	if err != nil {
+		return nil
+	}
+	return sockaddrToAddr(sa)
+}
+
+// Reader returns an io.Reader that reads from s inside task t, so bufio,
+// io.Copy and encoding/* work in a task. Use it only in t.
+func (s *Socket) Reader(t *Task) io.Reader { return taskReader{s, t} }
+
+// Writer returns an io.Writer that writes to s inside task t.
+func (s *Socket) Writer(t *Task) io.Writer { return taskWriter{s, t} }
+
+type taskReader struct {
+	s *Socket
+	t *Task
+}
+
+func (r taskReader) Read(p []byte) (int, error) { return r.s.Read(r.t, p) }
+
+type taskWriter struct {
+	s *Socket
+	t *Task
+}
+
+func (w taskWriter) Write(p []byte) (int, error) { return w.s.Write(w.t, p) }
+
+// Listener accepts stream connections on a pool.
+type Listener struct {
+	sock *Socket
+	addr net.Addr
+}
+
+// ListenConfig holds listening options.
+type ListenConfig struct {
+	// ReusePort sets SO_REUSEPORT so that several pools (one per core) can
+	// listen on the same port and the kernel spreads connections.
+	ReusePort bool
+	// Backlog is the accept queue length; 0 means 4096.
+	Backlog int
+}
+
+// Listen listens on a tcp, tcp4, tcp6 or unix address with numeric hosts
+// ("127.0.0.1:0", "[::1]:8080", "/run/app.sock").
+func Listen(drv *Driver, network, addr string) (*Listener, error) {
+	return ListenConfig{}.Listen(drv, network, addr)
+}
+
+// Listen listens with the configuration's options.
+func (lc ListenConfig) Listen(drv *Driver, network, addr string) (*Listener, error) {
+	sa, family, err := resolve(network, addr)
+	if err != nil {
+		return nil, fmt.Errorf("iopool: listen %s %s: %w", network, addr, err)
+	}
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("iopool: listen %s %s: %w", network, addr, os.NewSyscallError("socket", err))
+	}
+	fail := func(call string, err error) (*Listener, error) {
+		unix.Close(fd)
+		return nil, fmt.Errorf("iopool: listen %s %s: %w", network, addr, os.NewSyscallError(call, err))
+	}
+	if family != unix.AF_UNIX {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+			return fail("setsockopt", err)
+		}
+		if lc.ReusePort {
+			if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
+				return fail("setsockopt", err)
+			}
+		}
+	}
+	if err := unix.Bind(fd, sa); err != nil {
+		return fail("bind", err)
+	}
+	backlog := lc.Backlog
+	if backlog <= 0 {
+		backlog = 4096
+	}
+	if err := unix.Listen(fd, backlog); err != nil {
+		return fail("listen", err)
+	}
+	s, err := NewSocket(drv, fd)
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return &Listener{sock: s, addr: s.LocalAddr()}, nil
+}
+
+// Addr returns the address the listener is bound to (with the port chosen
+// by the kernel for port 0).
+func (l *Listener) Addr() net.Addr { return l.addr }
+
+// Close stops listening.
+func (l *Listener) Close() error { return l.sock.Close() }
+
+// acceptBackoff bounds the pause when the process is out of fds.
+const (
+	acceptBackoffMin = 10 * time.Millisecond
+	acceptBackoffMax = time.Second
+)
+
+// Accept waits inside task t for a connection and returns it registered on
+// the same pool. When the process or system is out of fds (EMFILE, ENFILE)
+// it backs off (10 ms doubling to 1 s) and tries again, so the listener
+// keeps working once fds are freed.
+func (l *Listener) Accept(t *Task) (*Socket, error) {
+	backoff := acceptBackoffMin
+	for {
+		fd, _, err := sys.Accept4(l.sock.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		switch {
+		case err == nil:
+			s, err := NewSocket(t.Driver(), fd)
+			if err != nil {
+				unix.Close(fd)
+				return nil, err
+			}
+			return s, nil
+		case err == unix.EINTR || err == unix.ECONNABORTED:
+		case err == unix.EAGAIN:
+			if err := l.sock.read.wait(t, "accept", l.sock.fd); err != nil {
+				return nil, err
+			}
+		case err == unix.EMFILE || err == unix.ENFILE || err == unix.ENOBUFS || err == unix.ENOMEM:
+			if err := t.Sleep(backoff); err != nil {
+				return nil, err
+			}
+			backoff = min(2*backoff, acceptBackoffMax)
+		case l.sock.closed.Load():
+			return nil, ErrClosed
+		default:
+			return nil, fmt.Errorf("iopool: accept on %v: %w", l.addr, os.NewSyscallError("accept4", err))
+		}
+	}
+}
+
+// Dial connects to a tcp, tcp4, tcp6 or unix address with a numeric host
+// inside task t, without blocking the loop.
+func Dial(t *Task, network, addr string) (*Socket, error) {
+	sa, family, err := resolve(network, addr)
+	if err != nil {
+		return nil, fmt.Errorf("iopool: dial %s %s: %w", network, addr, err)
+	}
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("iopool: dial %s %s: %w", network, addr, os.NewSyscallError("socket", err))
+	}
+	s, err := NewSocket(t.Driver(), fd)
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	err = unix.Connect(fd, sa)
+	for err == unix.EINTR {
+		err = unix.Connect(fd, sa)
+	}
+	if err == unix.EINPROGRESS || err == unix.EAGAIN {
+		// Connecting: writable when done; SO_ERROR says how it ended.
+		if _, werr := Await[error](t, &s.write); werr != nil {
+			s.Close()
+			return nil, werr
+		}
+		var soerr int
+		soerr, err = unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
+		if err == nil && soerr != 0 {
+			err = unix.Errno(soerr)
+		}
+	}
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("iopool: dial %s %s: %w", network, addr, os.NewSyscallError("connect", err))
+	}
+	if family != unix.AF_UNIX {
+		_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	}
+	return s, nil
+}
+
+// resolve turns a numeric address into a sockaddr and its family.
+func resolve(network, addr string) (unix.Sockaddr, int, error) {
+	switch network {
+	case "unix":
+		return &unix.SockaddrUnix{Name: addr}, unix.AF_UNIX, nil
+	case "tcp", "tcp4", "tcp6":
+	default:
+		return nil, 0, fmt.Errorf("unsupported network %q (want tcp, tcp4, tcp6 or unix)", network)
+	}
+	ta, err := net.ResolveTCPAddr(network, addr)
+	if err != nil {
+		return nil, 0, err
+	}
+	if ip4 := ta.IP.To4(); network != "tcp6" && (ip4 != nil || ta.IP == nil) {
+		sa := &unix.SockaddrInet4{Port: ta.Port}
+		if ip4 != nil {
+			copy(sa.Addr[:], ip4)
+		}
+		return sa, unix.AF_INET, nil
+	}
+	if network == "tcp4" {
+		return nil, 0, errors.New("not an IPv4 address")
+	}
+	sa := &unix.SockaddrInet6{Port: ta.Port}
+	copy(sa.Addr[:], ta.IP.To16())
+	return sa, unix.AF_INET6, nil
+}
+
+func sockaddrToAddr(sa unix.Sockaddr) net.Addr {
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		return &net.TCPAddr{IP: net.IP(sa.Addr[:]).To16(), Port: sa.Port}
+	case *unix.SockaddrInet6:
+		return &net.TCPAddr{IP: net.IP(sa.Addr[:]), Port: sa.Port}
+	case *unix.SockaddrUnix:
+		return &net.UnixAddr{Name: sa.Name, Net: "unix"}
+	}
+	return nil
+}

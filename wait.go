@@ -1,0 +1,70 @@
+package iopool
+
+import (
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/iopool/iopool/internal/sys"
+)
+
+// Wait waits for a signal on an eventfd-like fd (eventfd, timerfd,
+// signalfd): readable means signaled, and reading consumes the signal.
+type Wait struct {
+	fr       *FdReady
+	fd       int
+	readSize int
+	buf      [8]byte
+}
+
+// NewWait registers fd, whose signal is consumed by reading readSize bytes
+// (1 to 8: 8 for eventfd and timerfd). The fd should be nonblocking and
+// stays the caller's: close the Wait before the fd.
+func (d *Driver) NewWait(fd, readSize int) (*Wait, error) {
+	if readSize < 1 || readSize > 8 {
+		return nil, fmt.Errorf("iopool: NewWait fd %d: readSize %d out of range 1..8", fd, readSize)
+	}
+	fr, err := d.NewFdReady(fd)
+	if err != nil {
+		return nil, err
+	}
+	return &Wait{fr: fr, fd: fd, readSize: readSize}, nil
+}
+
+// Poll is ready once a signal was consumed (with nil), or when reading the
+// fd failed (with the error). EAGAIN on the read means another reader won
+// the race: it polls again.
+func (w *Wait) Poll(cx *Context) (error, bool) {
+	for {
+		if _, ok := w.fr.PollReady(cx, SlotRead, PollIn); !ok {
+			return nil, false
+		}
+		w.fr.ClearReady(SlotRead)
+		_, err := sys.Read(w.fd, w.buf[:w.readSize])
+		switch err {
+		case nil:
+			return nil, true
+		case unix.EAGAIN, unix.EINTR:
+			continue
+		default:
+			return fmt.Errorf("iopool: wait fd %d: %w", w.fd, os.NewSyscallError("read", err)), true
+		}
+	}
+}
+
+// Wait suspends task t until the fd is signaled and consumes the signal.
+func (w *Wait) Wait(t *Task) error {
+	err, cerr := Await[error](t, w)
+	if cerr != nil {
+		return cerr
+	}
+	return err
+}
+
+// Cancel gives up a pending wait and reports whether a signal was consumed
+// by it; a signal is consumed only when Poll returns ready, so never.
+func (w *Wait) Cancel() bool { return false }
+
+// Close removes the registration (not the fd).
+func (w *Wait) Close() error { return w.fr.Close() }
