@@ -89,19 +89,6 @@ func (p *Pool) runLoop(done func() bool) bool {
 		if !p.state.canSleep() {
 			continue // woken while running: another cycle, lock held
 		}
-		if !p.opts.lockOSThread {
-			// Let goroutines this cycle made runnable start before the loop
-			// blocks: a goroutine blocked in a syscall keeps its P for up to
-			// a sysmon tick (20 µs to 10 ms), stranding them. Gosched costs
-			// ~100 ns here but ~20 µs on a locked thread, so it is skipped
-			// there.
-			p.mu.Unlock()
-			runtime.Gosched()
-			p.mu.Lock()
-			if !p.state.canSleep() {
-				continue
-			}
-		}
 		deadline, hasDeadline := p.timers.nextDeadline()
 		p.state.sleep(deadline, hasDeadline)
 		p.mu.Unlock()
@@ -128,10 +115,21 @@ func (p *Pool) runLoop(done func() bool) bool {
 const preciseWaitBelow = 2_000_000 // ns
 
 // wait blocks in epoll until an event or the deadline, and returns the
-// number of events. EINTR is retried with the remaining time: the Go runtime
-// preempts goroutines with signals, so it is common.
+// number of events. It polls once without blocking first, so that a busy
+// loop skips the hand-off below; EINTR is retried with the remaining time.
 func (p *Pool) wait(deadline int64, hasDeadline bool) int {
 	p.stats.sleeps.Add(1)
+	// Look first without blocking: a busy loop finds events and goes on.
+	if n := p.epollWait(0); n > 0 || (hasDeadline && deadline <= p.monoNow()) {
+		return n
+	}
+	if !p.opts.lockOSThread {
+		// The loop is about to block. Let goroutines it made runnable start
+		// first: a goroutine blocked in a syscall keeps its P for up to a
+		// sysmon tick (20 µs to 10 ms), stranding them. Gosched costs about
+		// 100 ns here (about 20 µs on a locked thread, where it is skipped).
+		runtime.Gosched()
+	}
 	if hasDeadline && !p.opts.lockOSThread && deadline-p.monoNow() < preciseWaitBelow {
 		// A short timed sleep would end up to the thread's timer slack
 		// (50 µs by default) late. The loop does not own this thread, so it
@@ -149,14 +147,32 @@ func (p *Pool) wait(deadline int64, hasDeadline bool) int {
 		if hasDeadline {
 			timeout = max(deadline-p.monoNow(), 0)
 		}
-		n, err := sys.EpollWait(p.epfd, p.events, timeout)
-		if err == nil {
+		if n := p.epollWait(timeout); n > 0 || timeout == 0 {
 			return n
 		}
-		if err != unix.EINTR {
-			panic(fmt.Sprintf("iopool: epoll_wait on epoll fd %d failed: %v", p.epfd, err))
+		// Zero events before the deadline: EINTR, or a timeout that ended
+		// a little early; wait for the rest.
+		if !hasDeadline {
+			continue
+		}
+		if deadline <= p.monoNow() {
+			return 0
 		}
 	}
+}
+
+// epollWait waits up to timeoutNs (negative: forever) and returns the number
+// of events, 0 on timeout or EINTR. EINTR is common: the Go runtime preempts
+// goroutines with signals.
+func (p *Pool) epollWait(timeoutNs int64) int {
+	n, err := sys.EpollWait(p.epfd, p.events, timeoutNs)
+	if err == nil {
+		return n
+	}
+	if err != unix.EINTR {
+		panic(fmt.Sprintf("iopool: epoll_wait on epoll fd %d failed: %v", p.epfd, err))
+	}
+	return 0
 }
 
 // dispatch hands each event to its registration.
