@@ -94,7 +94,10 @@ type FdReady struct {
 	dev    uint64 // identity of the file at registration, checked by Close
 	ino    uint64
 	closed atomic.Bool
-	futs   [slotCount]readyFuture // task only: WaitReady's futures, reused
+	// waitEvents holds what WaitReady waits for, per slot: the futures
+	// readWait and writeWait are this FdReady itself, so waiting allocates
+	// nothing and costs no memory per registration. Task only.
+	waitEvents [slotCount]PollEvents
 }
 
 // NewFdReady registers fd with the pool. The fd should be nonblocking; it is
@@ -131,11 +134,7 @@ func (d *Driver) NewFdReady(fd int) (*FdReady, error) {
 		return nil, fmt.Errorf("iopool: registering fd %d: %w", fd, os.NewSyscallError("epoll_ctl", err))
 	}
 	p.stats.fdsRegistered.Add(1)
-	fr := &FdReady{p: p, op: op, fd: fd, dev: st.Dev, ino: st.Ino}
-	for s := range fr.futs {
-		fr.futs[s] = readyFuture{fr: fr, slot: InterestSlot(s)}
-	}
-	return fr, nil
+	return &FdReady{p: p, op: op, fd: fd, dev: st.Dev, ino: st.Ino}, nil
 }
 
 // Fd returns the registered fd.
@@ -156,9 +155,15 @@ func (fr *FdReady) PollReady(cx *Context, slot InterestSlot, events PollEvents) 
 
 // WaitReady suspends task t until PollReady is ready and returns its events.
 func (fr *FdReady) WaitReady(t *Task, slot InterestSlot, events PollEvents) (PollEvents, error) {
-	f := &fr.futs[slot]
-	f.events = events
-	return Await[PollEvents](t, f)
+	switch slot {
+	case SlotRead:
+		fr.waitEvents[slot] = events
+		return Await[PollEvents](t, (*readWait)(fr))
+	case SlotWrite:
+		fr.waitEvents[slot] = events
+		return Await[PollEvents](t, (*writeWait)(fr))
+	}
+	panic(fmt.Sprintf("iopool: invalid InterestSlot %d: use SlotRead or SlotWrite", uint8(slot)))
 }
 
 // ClearReady forgets the readiness seen in slot: call it after the fd
@@ -228,13 +233,19 @@ func (fr *FdReady) Close() error {
 	return err
 }
 
-// readyFuture adapts PollReady to Future for WaitReady.
-type readyFuture struct {
-	fr     *FdReady
-	slot   InterestSlot
-	events PollEvents
+// readWait and writeWait are an FdReady seen as the Future that WaitReady
+// awaits for one slot.
+type (
+	readWait  FdReady
+	writeWait FdReady
+)
+
+func (f *readWait) Poll(cx *Context) (PollEvents, bool) {
+	fr := (*FdReady)(f)
+	return fr.PollReady(cx, SlotRead, fr.waitEvents[SlotRead])
 }
 
-func (f *readyFuture) Poll(cx *Context) (PollEvents, bool) {
-	return f.fr.PollReady(cx, f.slot, f.events)
+func (f *writeWait) Poll(cx *Context) (PollEvents, bool) {
+	fr := (*FdReady)(f)
+	return fr.PollReady(cx, SlotWrite, fr.waitEvents[SlotWrite])
 }
