@@ -110,6 +110,7 @@ func BenchmarkIdleConnMemory(b *testing.B) {
 						return err
 					}
 					Spawn(t.Driver(), "idle", func(t *Task) (int, error) {
+						defer s.Close()
 						var buf [1]byte
 						return s.Read(t, buf[:])
 					})
