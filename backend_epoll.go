@@ -75,6 +75,9 @@ func (p *Pool) runLoop(done func() bool) bool {
 			t.queued.Store(false)
 			p.resume(t)
 		}
+		if u := p.uring.Load(); u != nil {
+			u.flush() // one io_uring_enter for what this cycle queued
+		}
 		p.mu.Lock()
 		if p.closing {
 			// Closing: every task is canceled and run until it returns.
@@ -93,9 +96,6 @@ func (p *Pool) runLoop(done func() bool) bool {
 		p.state.sleep(deadline, hasDeadline)
 		p.mu.Unlock()
 
-		if u := p.uring.Load(); u != nil {
-			u.flush()
-		}
 		n := p.wait(deadline, hasDeadline)
 
 		p.mu.Lock()

@@ -189,6 +189,14 @@ func (fr *FdReady) Close() error {
 	}
 	p := fr.p
 	op := fr.op
+	p.mu.Lock()
+	poolClosed := p.closed
+	p.mu.Unlock()
+	if poolClosed {
+		// The pool released every registration and closed its epoll fd,
+		// whose number may now name another epoll instance: touch nothing.
+		return nil
+	}
 	var err error
 	var st unix.Stat_t
 	if serr := unix.Fstat(fr.fd, &st); serr != nil || st.Dev != fr.dev || st.Ino != fr.ino {

@@ -93,6 +93,7 @@ type Pool struct {
 
 	uring     atomic.Pointer[Uring] // created on first use
 	uringMu   sync.Mutex            // serializes ring creation
+	uringErr  error                 // uringMu: why the ring could not be created
 	runExit   chan struct{}         // closed when the active Run returns; mu
 	loopStart sync.Once             // starts the loop goroutine
 	loopWork  chan func()           // work for the loop goroutine; closed by Close

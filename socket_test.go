@@ -447,3 +447,30 @@ func BenchmarkRawEpollPingPong(b *testing.B) {
 		}
 	}
 }
+
+// Regression: closing an FdReady after its pool must not call epoll_ctl on
+// the pool's closed epoll fd, whose number may already name another one.
+func TestRegressionFdReadyCloseAfterPoolClose(t *testing.T) {
+	requireNoLeaks(t)
+	p, err := New()
+	require.NoError(t, err)
+	sp := socketpair(t)
+	defer unix.Close(sp[0])
+	defer unix.Close(sp[1])
+	fr, err := p.Driver().NewFdReady(sp[0])
+	require.NoError(t, err)
+	require.NoError(t, p.Close())
+
+	// A new pool likely reuses the old epoll fd's number; register the same
+	// fd there and check that closing the stale FdReady leaves it alone.
+	q := newTestPool(t)
+	fresh, err := q.Driver().NewFdReady(sp[0])
+	require.NoError(t, err)
+	defer fresh.Close()
+	require.NoError(t, fr.Close())
+	require.NoError(t, q.Run(func(tk *Task) error {
+		unix.Write(sp[1], []byte("x"))
+		_, err := fresh.WaitReady(tk, SlotRead, PollIn)
+		return err
+	}))
+}
