@@ -15,8 +15,9 @@ import (
 )
 
 // newTestPool returns a pool closed at the end of the test.
-func newTestPool(t testing.TB, opts ...Option) *Pool {
+func newTestPool(t *testing.T, opts ...Option) *Pool {
 	t.Helper()
+	requireNoLeaks(t) // registered first, so it runs after the Close below
 	p, err := New(opts...)
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, p.Close()) })

@@ -174,6 +174,13 @@ func (fr *FdReady) ClearReady(slot InterestSlot) {
 	fr.op.mu.Unlock()
 }
 
+// clearEvents forgets the readiness ev seen in slot and keeps the rest.
+func (fr *FdReady) clearEvents(slot InterestSlot, ev PollEvents) {
+	fr.op.mu.Lock()
+	fr.op.interests.clearEvents(slot, ev)
+	fr.op.mu.Unlock()
+}
+
 // ErrFdClosedFirst is returned (wrapped) by FdReady.Close when the fd was
 // closed, or replaced by another file, before its FdReady was closed.
 var ErrFdClosedFirst = errors.New("iopool: fd closed before its FdReady")

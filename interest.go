@@ -80,6 +80,8 @@ func (s InterestSlot) String() string {
 //	               otherwise → pending; requested = E; waker stored (kept if
 //	               it is the same waker)
 //	clearReady:    requested = 0, observed = 0 (after EAGAIN)
+//	clearEvents(C): requested = 0, observed &^= C (after a short read:
+//	               the data edge is spent, a hang-up edge is not)
 //	wakeReady(R):  delivered |= R in every slot; a slot whose request
 //	               meets R has its waker taken and its request cleared
 type interestSet struct{ slots [slotCount]interestSlot }
@@ -118,10 +120,15 @@ func (s *interestSet) pollReady(cx *Context, slot InterestSlot, events PollEvent
 }
 
 // clearReady forgets the request and the observed readiness of slot.
-func (s *interestSet) clearReady(slot InterestSlot) {
+func (s *interestSet) clearReady(slot InterestSlot) { s.clearEvents(slot, pollEventsAll) }
+
+// clearEvents forgets the request and the observed events ev of slot.
+// Hang-up and error edges come once: a caller that has not seen EAGAIN (or
+// EOF) must keep them, or it would wait for an edge that never comes.
+func (s *interestSet) clearEvents(slot InterestSlot, ev PollEvents) {
 	in := s.slot(slot)
 	in.requested = 0
-	in.observed = 0
+	in.observed &^= ev
 }
 
 // wakeReady records events from the kernel and collects the wakers of the

@@ -60,6 +60,21 @@ func TestInterestSetRules(t *testing.T) {
 		_, ok = s.pollReady(cx1, SlotRead, PollIn)
 		require.False(t, ok, "after ClearReady, wait for a new edge")
 	})
+	t.Run("clearing the data edge keeps a hang-up seen with it", func(t *testing.T) {
+		var s interestSet
+		var wl WakerList
+		s.wakeReady(PollIn|PollRdHup, &wl) // data, then the peer's shutdown, in one edge
+		ev, ok := s.pollReady(cx1, SlotRead, PollIn|PollRdHup)
+		require.True(t, ok)
+		require.Equal(t, PollIn|PollRdHup, ev)
+		s.clearEvents(SlotRead, PollIn) // a short read drained the data
+		ev, ok = s.pollReady(cx1, SlotRead, PollIn|PollRdHup)
+		require.True(t, ok, "the shutdown edge never repeats: still ready")
+		require.Equal(t, PollRdHup, ev)
+		s.clearEvents(SlotRead, PollIn)
+		_, ok = s.pollReady(cx1, SlotRead, PollIn)
+		require.False(t, ok, "a reader of PollIn alone waits for new data")
+	})
 	t.Run("hang-up is reported to any request", func(t *testing.T) {
 		var s interestSet
 		var wl WakerList
@@ -105,7 +120,7 @@ func FuzzInterestSet(f *testing.F) {
 		delivered := map[InterestSlot]PollEvents{}
 		waker := map[InterestSlot]*counterWaker{}
 		for len(data) >= 3 {
-			op, slot, ev := data[0]%3, InterestSlot(data[1]%2), pollEventsFromEpoll(uint32(data[2])|uint32(data[2]&1)<<13)
+			op, slot, ev := data[0]%4, InterestSlot(data[1]%2), pollEventsFromEpoll(uint32(data[2])|uint32(data[2]&1)<<13)
 			wi := int(data[1]>>1) % 2
 			data = data[3:]
 			switch op {
@@ -126,6 +141,10 @@ func FuzzInterestSet(f *testing.F) {
 			case 1:
 				s.clearReady(slot)
 				requested[slot], observed[slot] = 0, 0
+			case 3:
+				s.clearEvents(slot, ev)
+				requested[slot] = 0
+				observed[slot] &^= ev
 			case 2:
 				var wl WakerList
 				want := 0

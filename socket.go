@@ -32,7 +32,9 @@ type Socket struct {
 	// drained is set by a short read: the receive queue was empty then, so
 	// the next Read waits for a new edge first instead of paying a read
 	// that would fail with EAGAIN. Edges that arrived since are kept in the
-	// interest set's delivered events, so none is missed. Reader only.
+	// interest set's delivered events, so none is missed; a hang-up seen
+	// with the data (its edge never repeats) is kept too, so the wait ends
+	// at once and the read returns EOF. Reader only.
 	drained bool
 }
 
@@ -80,9 +82,14 @@ func (w *ioWait) setDeadline(drv *Driver, t time.Time) {
 	w.timer.SetDeadline(t) // wakes a waiter if the deadline moved earlier
 }
 
-// wait suspends t until the side is ready again after EAGAIN.
-func (w *ioWait) wait(t *Task, op string, fd int) error {
-	w.fr.ClearReady(w.slot)
+// wait suspends t until the side is ready again after EAGAIN, or, with
+// dataOnly, after a short read: then only the data edge is spent.
+func (w *ioWait) wait(t *Task, op string, fd int, dataOnly bool) error {
+	if dataOnly {
+		w.fr.clearEvents(w.slot, PollIn)
+	} else {
+		w.fr.ClearReady(w.slot)
+	}
 	err, cerr := Await[error](t, w)
 	if cerr != nil {
 		return cerr
@@ -121,7 +128,7 @@ func (s *Socket) Read(t *Task, p []byte) (int, error) {
 	}
 	if s.drained {
 		s.drained = false
-		if err := s.read.wait(t, "read", s.fd); err != nil {
+		if err := s.read.wait(t, "read", s.fd, true); err != nil {
 			return 0, err
 		}
 	}
@@ -138,7 +145,7 @@ func (s *Socket) Read(t *Task, p []byte) (int, error) {
 			return n, nil
 		case err == unix.EINTR:
 		case err == unix.EAGAIN:
-			if err := s.read.wait(t, "read", s.fd); err != nil {
+			if err := s.read.wait(t, "read", s.fd, false); err != nil {
 				return 0, err
 			}
 		case s.closed.Load():
@@ -163,7 +170,7 @@ func (s *Socket) Write(t *Task, p []byte) (int, error) {
 			done += n
 		case err == unix.EINTR:
 		case err == unix.EAGAIN:
-			if err := s.write.wait(t, "write", s.fd); err != nil {
+			if err := s.write.wait(t, "write", s.fd, false); err != nil {
 				return done, err
 			}
 		case s.closed.Load():
@@ -356,7 +363,7 @@ func (l *Listener) Accept(t *Task) (*Socket, error) {
 			return s, nil
 		case err == unix.EINTR || err == unix.ECONNABORTED:
 		case err == unix.EAGAIN:
-			if err := l.sock.read.wait(t, "accept", l.sock.fd); err != nil {
+			if err := l.sock.read.wait(t, "accept", l.sock.fd, false); err != nil {
 				return nil, err
 			}
 		case err == unix.EMFILE || err == unix.ENFILE || err == unix.ENOBUFS || err == unix.ENOMEM:

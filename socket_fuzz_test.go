@@ -1,0 +1,148 @@
+package iopool
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+)
+
+// FuzzSocketReadChunking: a peer writes a stream in chunks whose sizes come
+// from the input, with pauses; a task reads it with buffer sizes from the
+// input. The bytes read are exactly the bytes written, and EOF ends it.
+func FuzzSocketReadChunking(f *testing.F) {
+	f.Add([]byte{1, 200, 3, 17, 255, 0, 9}, []byte{1, 5, 64, 3})
+	f.Add([]byte{255, 255, 255, 255}, []byte{255})
+	f.Fuzz(func(t *testing.T, chunks, bufSizes []byte) {
+		if len(chunks) == 0 || len(bufSizes) == 0 || len(chunks) > 64 {
+			return
+		}
+		var want []byte
+		for i, c := range chunks {
+			for j := range int(c) + 1 {
+				want = append(want, byte(i*31+j))
+			}
+		}
+		p, err := New()
+		require.NoError(t, err)
+		defer p.Close()
+		sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+		require.NoError(t, err)
+		defer unix.Close(sp[1])
+		var got []byte
+		require.NoError(t, p.Run(func(tk *Task) error {
+			s, err := NewSocket(tk.Driver(), sp[0])
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			w, err := NewSocket(tk.Driver(), sp[1])
+			if err != nil {
+				return err
+			}
+			writer := Spawn(tk.Driver(), "writer", func(t *Task) (int, error) {
+				off := 0
+				for i, c := range chunks {
+					n := int(c) + 1
+					if _, err := w.Write(t, want[off:off+n]); err != nil {
+						return 0, err
+					}
+					off += n
+					if i%3 == 0 {
+						if err := t.Sleep(time.Duration(c) * time.Microsecond); err != nil {
+							return 0, err
+						}
+					}
+				}
+				return 0, w.CloseWrite()
+			})
+			for i := 0; ; i++ {
+				buf := make([]byte, int(bufSizes[i%len(bufSizes)])+1)
+				n, err := s.Read(tk, buf)
+				got = append(got, buf[:n]...)
+				if errors.Is(err, io.EOF) {
+					break
+				}
+				if err != nil {
+					return err
+				}
+			}
+			_, err = writer.Join(tk)
+			return err
+		}))
+		require.True(t, bytes.Equal(want, got), "read %d bytes, wrote %d", len(got), len(want))
+	})
+}
+
+// TestEAGAINStorm: while a peer streams data, another goroutine steals
+// reads from the same fd, so many wakes of the reading task find nothing
+// (EAGAIN). Every byte is read once by one side or the other, the task never
+// hangs, and the loop does not spin: it sleeps between edges.
+func TestEAGAINStorm(t *testing.T) {
+	runPool(t, func(tk *Task) error {
+		sp := socketpair(t)
+		defer unix.Close(sp[1])
+		s, err := NewSocket(tk.Driver(), sp[0])
+		require.NoError(t, err)
+		defer s.Close()
+		const total = 10000
+		stolen := 0
+		stop, thiefDone := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(thiefDone)
+			buf := make([]byte, 16)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if n, err := unix.Read(sp[0], buf); err == nil {
+					stolen += n
+				}
+			}
+		}()
+		writerDone := make(chan struct{})
+		go func() {
+			defer close(writerDone)
+			for i := 0; i < total; i += 10 {
+				unix.Write(sp[1], make([]byte, 10))
+				time.Sleep(10 * time.Microsecond)
+			}
+		}()
+		mine := 0
+		buf := make([]byte, 64)
+		for writing := true; writing; {
+			select {
+			case <-writerDone:
+				writing = false
+			default:
+			}
+			require.NoError(t, s.SetReadDeadline(time.Now().Add(20*time.Millisecond)))
+			n, err := s.Read(tk, buf)
+			if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+				return err
+			}
+			mine += n
+		}
+		close(stop)
+		<-thiefDone
+		for { // what neither side took yet
+			n, err := unix.Read(sp[0], buf)
+			if err != nil {
+				break
+			}
+			mine += n
+		}
+		require.Equal(t, total, mine+stolen, "every byte was read exactly once")
+		st := tk.Driver().Pool().Stats()
+		t.Logf("read %d, stolen %d, stats %+v", mine, stolen, st)
+		require.Less(t, st.Cycles, uint64(4*total), "the loop does not spin on EAGAIN")
+		return nil
+	})
+}
