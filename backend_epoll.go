@@ -75,8 +75,15 @@ func (p *Pool) runLoop(done func() bool) bool {
 			t.queued.Store(false)
 			p.resume(t)
 		}
+		if len(p.runq) > 0 {
+			p.current.Store(nil)
+		}
+		completed := false
 		if u := p.uring.Load(); u != nil {
 			u.flush() // one io_uring_enter for what this cycle queued
+			// Operations that completed inside that enter (NOPs, cached
+			// reads) are drained by another cycle without an epoll_wait.
+			completed = u.ring.CQReady()
 		}
 		p.mu.Lock()
 		if p.closing {
@@ -89,7 +96,7 @@ func (p *Pool) runLoop(done func() bool) bool {
 			p.mu.Unlock()
 			return true
 		}
-		if !p.state.canSleep() {
+		if !p.state.canSleep() || completed {
 			continue // woken while running: another cycle, lock held
 		}
 		deadline, hasDeadline := p.timers.nextDeadline()
@@ -198,11 +205,12 @@ func (p *Pool) dispatch(events []unix.EpollEvent) {
 // the lock or a state change; anything else is woken normally.
 func (p *Pool) wakeCollected() {
 	l := &p.wakers
+	var local uint64
 	for i, w := range l.wakers {
 		l.wakers[i] = nil
 		if t, ok := w.(*Task); ok && t.pool == p {
 			if t.queued.CompareAndSwap(false, true) {
-				p.stats.wakes.Add(1)
+				local++
 				p.runq = append(p.runq, t)
 			}
 			continue
@@ -210,6 +218,9 @@ func (p *Pool) wakeCollected() {
 		w.Wake()
 	}
 	l.wakers = l.wakers[:0]
+	if local > 0 {
+		p.stats.wakes.Add(local)
+	}
 }
 
 // cancelAllLocked cancels every live task, for Close. Called with p.mu held;

@@ -59,6 +59,13 @@
 // has been consumed, even if the task that submitted it was canceled (its
 // await returns ErrCanceled at once, and the operation is canceled in the
 // kernel); the caller must not reuse the buffer until the operation returns.
+// Operations that complete inside that io_uring_enter (NOPs, reads served
+// from the page cache) are drained by the next cycle without an epoll_wait.
+// With WithLockOSThread the ring is single-issuer and cooperative
+// (IORING_SETUP_SINGLE_ISSUER|COOP_TASKRUN) where the kernel has them: only
+// the loop thread talks to it, Pool.Close included. Uring.Start queues an
+// operation from any goroutine; poll or Wait its Completion to release its
+// buffers, and Close cancels it (the waiter sees ECANCELED).
 //
 // # What is safe off the loop goroutine
 //

@@ -303,7 +303,9 @@ func (p *Pool) release() error {
 	}
 	var errs []error
 	if u := p.uring.Load(); u != nil {
-		errs = append(errs, u.close())
+		// On the loop goroutine: a single-issuer ring takes no calls from
+		// other threads.
+		p.onLoop(func() { errs = append(errs, u.close()) })
 	}
 	if err := unix.Close(p.wakefd); err != nil {
 		errs = append(errs, os.NewSyscallError("close eventfd", err))

@@ -20,10 +20,10 @@ import (
 
 // runPool runs fn as the root task of a new pool, closes the pool, and
 // checks that no fd or goroutine is left.
-func runPool(t *testing.T, fn func(tk *Task) error) *Pool {
+func runPool(t *testing.T, fn func(tk *Task) error, opts ...Option) *Pool {
 	t.Helper()
 	requireNoLeaks(t)
-	p, err := New()
+	p, err := New(opts...)
 	require.NoError(t, err)
 	require.NoError(t, p.Run(fn))
 	require.NoError(t, p.Close())

@@ -136,9 +136,8 @@ func (p *Pool) resume(t *Task) {
 		}
 		t.next, t.stop = iter.Pull(t.body)
 	}
-	p.current.Store(t)
+	p.current.Store(t) // cleared by the caller once the cycle's tasks ran
 	_, more := t.next()
-	p.current.Store(nil)
 	if !more {
 		t.stop()
 		t.next, t.stop, t.yield = nil, nil, nil

@@ -38,6 +38,15 @@ const (
 	OpWrite  = uring.OpWrite
 	OpSend   = uring.OpSend
 	OpRecv   = uring.OpRecv
+
+	OpPollAdd     = uring.OpPollAdd
+	OpTimeout     = uring.OpTimeout
+	OpAccept      = uring.OpAccept
+	OpAsyncCancel = uring.OpAsyncCancel
+	OpConnect     = uring.OpConnect
+	OpOpenat      = uring.OpOpenat
+	OpClose       = uring.OpClose
+	OpStatx       = uring.OpStatx
 )
 
 // WithUringEntries sets the io_uring submission queue size (default 64).
@@ -68,55 +77,60 @@ func withUringRefused(err error) Option {
 // buffer stays pinned until its completion arrives; do not reuse it before
 // the call returns.
 type Uring struct {
-	p     *Pool
-	ring  *uring.Ring  // the loop's (and Close's once the loop stopped)
-	probe *uring.Probe // read-only
+	p      *Pool
+	ring   *uring.Ring  // used on the loop goroutine only
+	probe  *uring.Probe // read-only
+	closed atomic.Bool  // set on the loop by close, under mu
 
-	mu        sync.Mutex
-	ops       []*uringOp  // mu: slot table; user_data = index+1
-	free      []*uringOp  // mu: task-layer ops ready for reuse
-	remote    []uring.SQE // mu: SQEs from other goroutines
-	hasRemote atomic.Bool // remote is non-empty
-	inflight  int         // mu: ops whose completion has not arrived
-	closed    bool        // mu
+	// Task-layer operations belong to the loop goroutine, which submits
+	// them, drains their completions and closes the ring: no lock.
+	enabled  bool       // false until a ring created disabled is enabled
+	ops      []*uringOp // user_data = index+1
+	free     []*uringOp // ops ready for reuse
+	inflight int        // task-layer ops whose completion has not arrived
+
+	// Operations started from other goroutines with Start.
+	mu         sync.Mutex
+	remoteOps  []*uringOp  // mu: user_data = remoteTag|index
+	remoteFree []uint32    // mu: free indexes of remoteOps
+	remoteLive int         // mu: remote ops whose completion has not arrived
+	remote     []uring.SQE // mu: SQEs queued for the loop
+	hasRemote  atomic.Bool // remote is non-empty
 }
 
-// cancelUserData marks the SQEs whose completions are ignored (cancels).
-const cancelUserData = 0
+const (
+	// cancelUserData marks the SQEs whose completions are ignored (cancels).
+	cancelUserData = 0
+	// remoteTag marks the user_data of operations started with Start.
+	remoteTag = 1 << 63
+)
 
-// uringOp is one operation in the kernel. Its buffers are pinned from
-// submission until release, which runs exactly once, after the CQE.
+// uringOp is one operation in the kernel. Its memory is pinned from
+// submission until reset, which runs exactly once, after the CQE.
 //
 //	free --acquire--> submitted --CQE--> done --release--> free
 //	submitted --task canceled--> abandoned --CQE--> released by the loop
 type uringOp struct {
 	userData  uint64
-	name      string         // for errors
-	res       int32          // mu: the CQE's result, once done
-	done      bool           // mu
-	abandoned bool           // mu: nobody waits; release at the CQE
-	reusable  bool           // task-layer op: back to the free list on release
-	waker     Waker          // mu
-	pinner    runtime.Pinner // buffers, iovecs, paths, timespecs in use by the kernel
+	res       int32          // the CQE's result, once done
+	busy      bool           // submitted and not released
+	done      bool           // the CQE arrived
+	abandoned bool           // nobody waits; release at the CQE
+	leaked    bool           // the kernel kept it past Close: never unpinned
+	waker     Waker          // the waiting task or poller
+	pinner    runtime.Pinner // buffers, iovecs, paths, sockaddrs in use by the kernel
 	iov       []unix.Iovec   // reused by Readv/Writev
 	ts        unix.Timespec  // Timeout's time
-}
-
-// Poll is ready with the CQE's result.
-func (op *uringOp) poll(u *Uring, cx *Context) (int32, bool) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if op.done {
-		return op.res, true
-	}
-	op.waker = cx.waker
-	return 0, false
+	sa        unix.RawSockaddrAny
 }
 
 // Uring returns the pool's io_uring, creating it on first use: default 64
-// entries (WithUringEntries), its fd registered in the epoll set. If the
-// kernel refuses io_uring the error wraps ErrUringUnavailable and the cause,
-// and is returned again by later calls.
+// entries (WithUringEntries), its fd registered in the epoll set. With
+// WithLockOSThread the ring is set up single-issuer with cooperative task
+// running (IORING_SETUP_SINGLE_ISSUER|COOP_TASKRUN) where the kernel has
+// them: only the loop thread submits, and completions do not interrupt it.
+// If the kernel refuses io_uring the error wraps ErrUringUnavailable and the
+// cause, and is returned again by later calls.
 func (d *Driver) Uring() (*Uring, error) {
 	p := d.p
 	if u := p.uring.Load(); u != nil {
@@ -145,6 +159,17 @@ func (d *Driver) Uring() (*Uring, error) {
 	return u, nil
 }
 
+// setupFlags lists the setup flags to try, best first; a kernel rejects
+// flags it does not know with EINVAL. A single-issuer ring is created
+// disabled and enabled by its first submission, on the loop thread, which
+// binds it to that thread wherever Uring was called.
+func setupFlags(locked bool) []uint32 {
+	if locked {
+		return []uint32{uring.SetupSingleIssuer | uring.SetupCoopTaskrun | uring.SetupRDisabled, uring.SetupCoopTaskrun, 0}
+	}
+	return []uint32{0}
+}
+
 func newUring(p *Pool) (*Uring, error) {
 	unavailable := func(err error) error { return fmt.Errorf("%w: %w", ErrUringUnavailable, err) }
 	if p.opts.uringRefuse != nil {
@@ -153,7 +178,13 @@ func newUring(p *Pool) (*Uring, error) {
 	if err := sys.Inject(sys.CallUringSetup); err != nil {
 		return nil, unavailable(os.NewSyscallError("io_uring_setup", err))
 	}
-	ring, err := uring.New(p.opts.uringEntries, 0)
+	var ring *uring.Ring
+	var err error
+	for _, flags := range setupFlags(p.opts.lockOSThread) {
+		if ring, err = uring.New(p.opts.uringEntries, flags); !errors.Is(err, unix.EINVAL) {
+			break
+		}
+	}
 	if err != nil {
 		return nil, unavailable(err)
 	}
@@ -170,46 +201,44 @@ func newUring(p *Pool) (*Uring, error) {
 		ring.Close()
 		return nil, fmt.Errorf("iopool: registering the io_uring fd: %w", os.NewSyscallError("epoll_ctl", err))
 	}
-	return &Uring{p: p, ring: ring, probe: probe}, nil
+	return &Uring{p: p, ring: ring, probe: probe, enabled: ring.Flags()&uring.SetupRDisabled == 0}, nil
 }
 
 // Probe reports whether the kernel supports an io_uring opcode.
 func (u *Uring) Probe(op uint8) bool { return u.probe.Supported(op) }
 
-// acquire takes an op for a new operation.
-func (u *Uring) acquire(name string, reusable bool) (*uringOp, error) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if u.closed {
+// acquire takes a task-layer op. Loop only.
+func (u *Uring) acquire() (*uringOp, error) {
+	if u.closed.Load() {
 		return nil, ErrClosed
 	}
 	var op *uringOp
-	if n := len(u.free); reusable && n > 0 {
+	if n := len(u.free); n > 0 {
 		op = u.free[n-1]
 		u.free = u.free[:n-1]
 	} else {
-		op = &uringOp{reusable: reusable}
+		op = &uringOp{}
 		u.ops = append(u.ops, op)
 		op.userData = uint64(len(u.ops))
 	}
-	op.name = name
+	op.busy = true
 	u.inflight++
 	return op, nil
 }
 
-// releaseLocked unpins the op's memory and recycles its slot: the one place
-// where kernel-held memory is given back. Called with u.mu held, once the
-// CQE has been consumed.
-func (u *Uring) releaseLocked(op *uringOp) {
+// reset unpins the op's memory: the one place where memory held for the
+// kernel is given back. Called once per operation, after its CQE.
+func (op *uringOp) reset() {
 	op.pinner.Unpin()
-	op.done, op.abandoned, op.waker, op.res = false, false, nil, 0
+	op.busy, op.done, op.abandoned, op.waker, op.res = false, false, false, nil, 0
 	clear(op.iov)
 	op.iov = op.iov[:0]
-	if op.reusable {
-		u.free = append(u.free, op)
-	} else {
-		u.ops[op.userData-1] = nil // a Completion keeps the op; its slot is not reused
-	}
+}
+
+// release recycles a task-layer op. Loop only.
+func (u *Uring) release(op *uringOp) {
+	op.reset()
+	u.free = append(u.free, op)
 }
 
 // pushOnLoop puts an SQE straight into the ring; the caller runs on the
@@ -230,19 +259,15 @@ func (u *Uring) pushOnLoop(sqe *uring.SQE) {
 	*slot = *sqe
 }
 
-// pushRemote queues an SQE from another goroutine and wakes the loop on the
-// queue's empty→non-empty transition.
-func (u *Uring) pushRemote(sqe *uring.SQE) {
-	u.mu.Lock()
-	u.remote = append(u.remote, *sqe)
-	first := !u.hasRemote.Swap(true)
-	u.mu.Unlock()
-	if first {
-		u.p.wake()
-	}
-}
-
+// submit makes one io_uring_enter for the queued SQEs. Loop only.
 func (u *Uring) submit() {
+	if !u.enabled {
+		// Binds a single-issuer ring to this thread, the loop's.
+		if err := u.ring.Enable(); err != nil {
+			panic(fmt.Sprintf("iopool: enabling the io_uring on the loop thread: %v", err))
+		}
+		u.enabled = true
+	}
 	pending := u.ring.SQPending()
 	n, err := u.ring.Submit()
 	if pending > 0 || n > 0 {
@@ -274,24 +299,39 @@ func (u *Uring) flush() {
 }
 
 // drain consumes the completions, collecting the wakers of their waiters.
-// Loop only.
+// Loop only; the lock is taken only for completions of remote operations.
 func (u *Uring) drain(wakers *WakerList) {
-	u.mu.Lock()
+	locked := false
 	n := u.ring.DrainCQ(func(c uring.CQE) {
-		if c.UserData == cancelUserData {
+		var op *uringOp
+		switch {
+		case c.UserData == cancelUserData:
 			return
+		case c.UserData&remoteTag != 0:
+			if !locked {
+				u.mu.Lock()
+				locked = true
+			}
+			op = u.remoteOps[c.UserData&^remoteTag]
+			u.remoteLive--
+		default:
+			op = u.ops[c.UserData-1]
+			u.inflight--
 		}
-		op := u.ops[c.UserData-1]
-		u.inflight--
 		op.res, op.done = c.Res, true
-		if op.abandoned {
-			u.releaseLocked(op)
-			return
+		switch {
+		case !op.abandoned:
+			wakers.Add(op.waker)
+			op.waker = nil
+		case c.UserData&remoteTag != 0:
+			u.releaseRemoteLocked(op)
+		default:
+			u.release(op)
 		}
-		wakers.Add(op.waker)
-		op.waker = nil
 	})
-	u.mu.Unlock()
+	if locked {
+		u.mu.Unlock()
+	}
 	if n > 0 {
 		u.p.stats.uringCompleted.Add(uint64(n))
 	}
@@ -305,11 +345,9 @@ func (u *Uring) run(t *Task, name string, op *uringOp, sqe *uring.SQE) (int32, e
 	sqe.UserData = op.userData
 	u.pushOnLoop(sqe)
 	res, err := Await[int32](t, (*taskOp)(op))
-	u.mu.Lock()
-	defer u.mu.Unlock()
 	if err != nil {
 		if op.done {
-			u.releaseLocked(op)
+			u.release(op)
 		} else {
 			op.abandoned = true
 			cancel := uring.SQE{Opcode: uring.OpAsyncCancel, Addr: op.userData, UserData: cancelUserData}
@@ -317,27 +355,29 @@ func (u *Uring) run(t *Task, name string, op *uringOp, sqe *uring.SQE) (int32, e
 		}
 		return 0, err
 	}
-	u.releaseLocked(op)
+	u.release(op)
 	if res < 0 {
 		return res, fmt.Errorf("iopool: %w", os.NewSyscallError("io_uring "+name, unix.Errno(-res)))
 	}
 	return res, nil
 }
 
-// taskOp is a uringOp awaited by a task; its pool is found through the task.
+// taskOp is a uringOp awaited by a task; both run on the loop goroutine.
 type taskOp uringOp
 
+// Poll is ready with the CQE's result.
 func (f *taskOp) Poll(cx *Context) (int32, bool) {
-	op := (*uringOp)(f)
-	t := cx.waker.(*Task)
-	u := t.pool.uring.Load()
-	return op.poll(u, cx)
+	if f.done {
+		return f.res, true
+	}
+	f.waker = cx.waker
+	return 0, false
 }
 
 // prepare takes an op inside task t and pins bufs.
-func (u *Uring) prepare(t *Task, name string, bufs ...[]byte) (*uringOp, error) {
+func (u *Uring) prepare(t *Task, bufs ...[]byte) (*uringOp, error) {
 	t.checkCurrent()
-	op, err := u.acquire(name, true)
+	op, err := u.acquire()
 	if err != nil {
 		return nil, err
 	}
@@ -353,8 +393,8 @@ func checkRW(name string, buf []byte, off int64) error {
 	if buf == nil {
 		return fmt.Errorf("iopool: io_uring %s: nil buffer", name)
 	}
-	if off < 0 {
-		return fmt.Errorf("iopool: io_uring %s: negative offset %d", name, off)
+	if off < -1 {
+		return fmt.Errorf("iopool: io_uring %s: negative offset %d (-1 means the file position)", name, off)
 	}
 	if len(buf) > 1<<31-1 {
 		return fmt.Errorf("iopool: io_uring %s: buffer of %d bytes is larger than one operation can take", name, len(buf))
@@ -371,7 +411,7 @@ func bufAddr(b []byte) uint64 {
 
 // Nop submits a no-op and waits for its completion.
 func (u *Uring) Nop(t *Task) error {
-	op, err := u.prepare(t, "nop")
+	op, err := u.prepare(t)
 	if err != nil {
 		return err
 	}
@@ -379,7 +419,9 @@ func (u *Uring) Nop(t *Task) error {
 	return err
 }
 
-// Read reads into buf from fd at offset off, inside task t.
+// Read reads into buf from fd at offset off, inside task t. An offset of -1
+// reads at the file's position and advances it, as read(2) does; pipes and
+// sockets ignore the offset.
 func (u *Uring) Read(t *Task, fd int, buf []byte, off int64) (int, error) {
 	return u.rw(t, "read", uring.OpRead, fd, buf, off)
 }
@@ -394,7 +436,7 @@ func (u *Uring) rw(t *Task, name string, opcode uint8, fd int, buf []byte, off i
 	if err := checkRW(name, buf, off); err != nil {
 		return 0, err
 	}
-	op, err := u.prepare(t, name, buf)
+	op, err := u.prepare(t, buf)
 	if err != nil {
 		return 0, err
 	}
@@ -414,13 +456,13 @@ func (u *Uring) Writev(t *Task, fd int, bufs [][]byte, off int64) (int, error) {
 }
 
 func (u *Uring) rwv(t *Task, name string, opcode uint8, fd int, bufs [][]byte, off int64) (int, error) {
-	if off < 0 {
-		return 0, fmt.Errorf("iopool: io_uring %s: negative offset %d", name, off)
+	if off < -1 {
+		return 0, fmt.Errorf("iopool: io_uring %s: negative offset %d (-1 means the file position)", name, off)
 	}
 	if len(bufs) == 0 {
 		return 0, fmt.Errorf("iopool: io_uring %s: no buffers", name)
 	}
-	op, err := u.prepare(t, name, bufs...)
+	op, err := u.prepare(t, bufs...)
 	if err != nil {
 		return 0, err
 	}
@@ -435,7 +477,7 @@ func (u *Uring) rwv(t *Task, name string, opcode uint8, fd int, bufs [][]byte, o
 
 // Fsync flushes fd's data and metadata to storage, inside task t.
 func (u *Uring) Fsync(t *Task, fd int) error {
-	op, err := u.prepare(t, "fsync")
+	op, err := u.prepare(t)
 	if err != nil {
 		return err
 	}
@@ -450,7 +492,7 @@ func (u *Uring) Openat(t *Task, dirfd int, path string, flags int, mode uint32) 
 	if err != nil {
 		return -1, fmt.Errorf("iopool: io_uring openat %q: %w", path, err)
 	}
-	op, err := u.prepare(t, "openat")
+	op, err := u.prepare(t)
 	if err != nil {
 		return -1, err
 	}
@@ -462,7 +504,7 @@ func (u *Uring) Openat(t *Task, dirfd int, path string, flags int, mode uint32) 
 
 // Close closes fd, inside task t.
 func (u *Uring) Close(t *Task, fd int) error {
-	op, err := u.prepare(t, "close")
+	op, err := u.prepare(t)
 	if err != nil {
 		return err
 	}
@@ -470,12 +512,115 @@ func (u *Uring) Close(t *Task, fd int) error {
 	return err
 }
 
+// Statx fills st with the status of path relative to dirfd (unix.AT_FDCWD
+// for the working directory; with unix.AT_EMPTY_PATH in flags and an empty
+// path, of dirfd itself), inside task t. mask says which fields are wanted
+// (unix.STATX_BASIC_STATS for all the usual ones).
+func (u *Uring) Statx(t *Task, dirfd int, path string, flags int, mask uint32, st *unix.Statx_t) error {
+	if st == nil {
+		return fmt.Errorf("iopool: io_uring statx %q: nil Statx_t", path)
+	}
+	p, err := unix.BytePtrFromString(path)
+	if err != nil {
+		return fmt.Errorf("iopool: io_uring statx %q: %w", path, err)
+	}
+	op, err := u.prepare(t)
+	if err != nil {
+		return err
+	}
+	op.pinner.Pin(p)
+	op.pinner.Pin(st)
+	sqe := uring.SQE{Opcode: uring.OpStatx, Fd: int32(dirfd), Addr: uint64(uintptr(unsafe.Pointer(p))), Len: mask,
+		Off: uint64(uintptr(unsafe.Pointer(st))), OpFlags: uint32(flags)}
+	_, err = u.run(t, "statx", op, &sqe)
+	return err
+}
+
+// Accept accepts a connection on the listening socket fd inside task t
+// and returns the new fd, nonblocking and close-on-exec. Unlike a readiness
+// wait, the kernel completes it when a connection arrives. The peer's
+// address is unix.Getpeername(nfd).
+func (u *Uring) Accept(t *Task, fd int) (int, error) {
+	op, err := u.prepare(t)
+	if err != nil {
+		return -1, err
+	}
+	sqe := uring.SQE{Opcode: uring.OpAccept, Fd: int32(fd), OpFlags: unix.SOCK_NONBLOCK | unix.SOCK_CLOEXEC}
+	nfd, err := u.run(t, "accept", op, &sqe)
+	if err != nil {
+		return -1, err
+	}
+	return int(nfd), nil
+}
+
+// Connect connects the socket fd to sa inside task t. sa is a
+// *unix.SockaddrInet4, *unix.SockaddrInet6 or *unix.SockaddrUnix.
+func (u *Uring) Connect(t *Task, fd int, sa unix.Sockaddr) error {
+	var raw unix.RawSockaddrAny
+	n, err := rawSockaddr(sa, &raw)
+	if err != nil {
+		return fmt.Errorf("iopool: io_uring connect: %w", err)
+	}
+	op, err := u.prepare(t)
+	if err != nil {
+		return err
+	}
+	op.sa = raw
+	op.pinner.Pin(op)
+	sqe := uring.SQE{Opcode: uring.OpConnect, Fd: int32(fd), Addr: uint64(uintptr(unsafe.Pointer(&op.sa))), Off: uint64(n)}
+	_, err = u.run(t, "connect", op, &sqe)
+	return err
+}
+
+// rawSockaddr encodes sa in the kernel's layout and returns its length.
+func rawSockaddr(sa unix.Sockaddr, raw *unix.RawSockaddrAny) (uint32, error) {
+	*raw = unix.RawSockaddrAny{}
+	port := func(p *uint16, v int) error {
+		if v < 0 || v > 0xffff {
+			return fmt.Errorf("port %d out of range", v)
+		}
+		b := (*[2]byte)(unsafe.Pointer(p))
+		b[0], b[1] = byte(v>>8), byte(v) // network byte order
+		return nil
+	}
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		in := (*unix.RawSockaddrInet4)(unsafe.Pointer(raw))
+		in.Family, in.Addr = unix.AF_INET, sa.Addr
+		return unix.SizeofSockaddrInet4, port(&in.Port, sa.Port)
+	case *unix.SockaddrInet6:
+		in := (*unix.RawSockaddrInet6)(unsafe.Pointer(raw))
+		in.Family, in.Addr, in.Scope_id = unix.AF_INET6, sa.Addr, sa.ZoneId
+		return unix.SizeofSockaddrInet6, port(&in.Port, sa.Port)
+	case *unix.SockaddrUnix:
+		un := (*unix.RawSockaddrUnix)(unsafe.Pointer(raw))
+		n := len(sa.Name)
+		if n == 0 || n >= len(un.Path) {
+			return 0, fmt.Errorf("unix socket path %q: want 1..%d bytes", sa.Name, len(un.Path)-1)
+		}
+		un.Family = unix.AF_UNIX
+		for i := range n {
+			un.Path[i] = int8(sa.Name[i])
+		}
+		size := uint32(2 + n + 1)
+		if sa.Name[0] == '@' { // abstract: a leading NUL, no trailing one
+			un.Path[0] = 0
+			size--
+		}
+		return size, nil
+	case nil:
+		return 0, errors.New("nil address")
+	default:
+		return 0, fmt.Errorf("unsupported address type %T", sa)
+	}
+}
+
 // Send sends buf on a socket, inside task t.
 func (u *Uring) Send(t *Task, fd int, buf []byte, flags int) (int, error) {
 	if err := checkRW("send", buf, 0); err != nil {
 		return 0, err
 	}
-	op, err := u.prepare(t, "send", buf)
+	op, err := u.prepare(t, buf)
 	if err != nil {
 		return 0, err
 	}
@@ -489,7 +634,7 @@ func (u *Uring) Recv(t *Task, fd int, buf []byte, flags int) (int, error) {
 	if err := checkRW("recv", buf, 0); err != nil {
 		return 0, err
 	}
-	op, err := u.prepare(t, "recv", buf)
+	op, err := u.prepare(t, buf)
 	if err != nil {
 		return 0, err
 	}
@@ -500,7 +645,7 @@ func (u *Uring) Recv(t *Task, fd int, buf []byte, flags int) (int, error) {
 
 // PollAdd waits inside task t until fd signals one of events (one-shot).
 func (u *Uring) PollAdd(t *Task, fd int, events PollEvents) (PollEvents, error) {
-	op, err := u.prepare(t, "poll_add")
+	op, err := u.prepare(t)
 	if err != nil {
 		return 0, err
 	}
@@ -511,7 +656,7 @@ func (u *Uring) PollAdd(t *Task, fd int, events PollEvents) (PollEvents, error) 
 
 // Timeout completes after d, inside task t (an io_uring timer).
 func (u *Uring) Timeout(t *Task, d time.Duration) error {
-	op, err := u.prepare(t, "timeout")
+	op, err := u.prepare(t)
 	if err != nil {
 		return err
 	}
@@ -530,7 +675,7 @@ func (u *Uring) Timeout(t *Task, d time.Duration) error {
 // the completion. It returns the CQE's result, or an error for a negative
 // one.
 func (u *Uring) Submit(t *Task, prep func(*SQE), keep ...[]byte) (int32, error) {
-	op, err := u.prepare(t, "submit", keep...)
+	op, err := u.prepare(t, keep...)
 	if err != nil {
 		return 0, err
 	}
@@ -540,43 +685,74 @@ func (u *Uring) Submit(t *Task, prep func(*SQE), keep ...[]byte) (int32, error) 
 }
 
 // Completion is an operation started from any goroutine with Start: a
-// Future of its CQE result, and Wait for plain goroutines.
+// Future of its CQE result, and Wait for plain goroutines. Poll or Wait it
+// until it is ready: its buffers are released then.
 type Completion struct {
-	u  *Uring
-	op *uringOp
+	u     *Uring
+	op    *uringOp
+	res   int32
+	taken bool // res holds the result and op went back to the pool
 }
 
 // Start submits an operation from any goroutine: the SQE is queued for the
 // loop, which submits it in its next cycle. keep lists the buffers the
 // kernel will use; they stay pinned until the completion is consumed.
 func (u *Uring) Start(prep func(*SQE), keep ...[]byte) (*Completion, error) {
-	op, err := u.acquire("start", false)
-	if err != nil {
-		return nil, err
+	var sqe uring.SQE
+	prep(&sqe)
+	u.mu.Lock()
+	if u.closed.Load() {
+		u.mu.Unlock()
+		return nil, ErrClosed
+	}
+	var op *uringOp
+	if n := len(u.remoteFree); n > 0 {
+		op = u.remoteOps[u.remoteFree[n-1]]
+		u.remoteFree = u.remoteFree[:n-1]
+	} else {
+		op = &uringOp{userData: remoteTag | uint64(len(u.remoteOps))}
+		u.remoteOps = append(u.remoteOps, op)
 	}
 	for _, b := range keep {
 		if len(b) > 0 {
 			op.pinner.Pin(&b[0])
 		}
 	}
-	var sqe uring.SQE
-	prep(&sqe)
+	op.busy = true
+	u.remoteLive++
 	sqe.UserData = op.userData
-	u.pushRemote(&sqe)
+	u.remote = append(u.remote, sqe)
+	first := !u.hasRemote.Swap(true)
+	u.mu.Unlock()
+	if first {
+		u.p.wake()
+	}
 	return &Completion{u: u, op: op}, nil
+}
+
+// releaseRemoteLocked recycles a remote op. Called with u.mu held.
+func (u *Uring) releaseRemoteLocked(op *uringOp) {
+	op.reset()
+	u.remoteFree = append(u.remoteFree, uint32(op.userData&^remoteTag))
 }
 
 // Poll is ready with the CQE's result; the buffers are released then.
 func (c *Completion) Poll(cx *Context) (int32, bool) {
-	res, ok := c.op.poll(c.u, cx)
-	if ok {
-		c.u.mu.Lock()
-		if c.op.userData != 0 && c.u.ops[c.op.userData-1] == c.op {
-			c.u.releaseLocked(c.op)
-		}
-		c.u.mu.Unlock()
+	if c.taken {
+		return c.res, true
 	}
-	return res, ok
+	u := c.u
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if !c.op.done {
+		c.op.waker = cx.waker
+		return 0, false
+	}
+	c.res, c.taken = c.op.res, true
+	if !c.op.leaked {
+		u.releaseRemoteLocked(c.op)
+	}
+	return c.res, true
 }
 
 // Wait blocks a plain goroutine until the operation completes and returns
@@ -598,17 +774,19 @@ var leakedOps struct {
 }
 
 // close cancels the operations in flight, waits (at most a second) for
-// their completions, and unmaps the ring. Called by Pool.Close after the
-// loop stopped.
+// their completions, and unmaps the ring. Called by Pool.Close on the loop
+// goroutine, after the loop stopped: the tasks are gone, and a task's
+// operation still in flight was abandoned and canceled when its task was.
+// Remote operations are canceled; their waiters see -ECANCELED.
 func (u *Uring) close() error {
 	u.mu.Lock()
-	u.closed = true
-	for _, op := range u.ops {
-		if op != nil && !op.done && u.inflight > 0 {
-			if slot := u.ring.NextSQE(); slot != nil {
-				*slot = uring.SQE{Opcode: uring.OpAsyncCancel, Addr: op.userData, UserData: cancelUserData}
-			}
-			op.abandoned = true
+	u.closed.Store(true)
+	u.mu.Unlock()
+	u.flush() // SQEs queued before the close reach the kernel, to be canceled
+	u.mu.Lock()
+	for _, op := range u.remoteOps {
+		if op.busy && !op.done {
+			u.pushOnLoop(&uring.SQE{Opcode: uring.OpAsyncCancel, Addr: op.userData, UserData: cancelUserData})
 		}
 	}
 	u.mu.Unlock()
@@ -617,22 +795,35 @@ func (u *Uring) close() error {
 		u.flush()
 		u.drain(&wakers)
 		u.mu.Lock()
-		left := u.inflight
+		left := u.inflight + u.remoteLive
 		u.mu.Unlock()
 		if left == 0 || time.Since(start) > time.Second {
 			break
 		}
 		time.Sleep(time.Millisecond)
 	}
-	wakers.WakeAll()
-	u.mu.Lock()
+	// Whatever the kernel still holds stays pinned and reachable forever.
+	leak := func(op *uringOp) {
+		op.leaked = true
+		leakedOps.Lock()
+		leakedOps.ops = append(leakedOps.ops, op)
+		leakedOps.Unlock()
+	}
 	for _, op := range u.ops {
-		if op != nil && !op.done && op.abandoned {
-			leakedOps.Lock()
-			leakedOps.ops = append(leakedOps.ops, op)
-			leakedOps.Unlock()
+		if op.busy && !op.done {
+			leak(op)
+		}
+	}
+	u.mu.Lock()
+	for _, op := range u.remoteOps {
+		if op.busy && !op.done {
+			leak(op)
+			op.res, op.done = -int32(unix.ECANCELED), true
+			wakers.Add(op.waker)
+			op.waker = nil
 		}
 	}
 	u.mu.Unlock()
+	wakers.WakeAll()
 	return u.ring.Close()
 }

@@ -2,6 +2,7 @@ package iopool
 
 import (
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/iopool/iopool/internal/sys"
+	"github.com/iopool/iopool/internal/uring"
 )
 
 // requireUring returns the pool's ring, or skips the test when the kernel
@@ -101,9 +103,7 @@ func TestUringCancelKeepsBufferUntilCompletion(t *testing.T) {
 			return u.Read(t, fds[0], make([]byte, 128), 0)
 		})
 		require.NoError(t, tk.Sleep(2*time.Millisecond))
-		u.mu.Lock()
 		require.Equal(t, 1, u.inflight)
-		u.mu.Unlock()
 		start := time.Now()
 		reader.Cancel()
 		_, err := reader.Join(tk)
@@ -111,18 +111,13 @@ func TestUringCancelKeepsBufferUntilCompletion(t *testing.T) {
 		require.Less(t, time.Since(start), time.Second)
 		// The cancel completes the read with ECANCELED; the op is released.
 		for i := 0; ; i++ {
-			u.mu.Lock()
-			left := u.inflight
-			u.mu.Unlock()
-			if left == 0 {
+			if u.inflight == 0 {
 				break
 			}
 			require.Less(t, i, 1000, "the canceled read never completed")
 			require.NoError(t, tk.Sleep(time.Millisecond))
 		}
-		u.mu.Lock()
 		require.Len(t, u.free, len(u.ops), "every op is back on the free list, unpinned")
-		u.mu.Unlock()
 		return nil
 	})
 }
@@ -205,32 +200,44 @@ func TestUringStartFromPlainGoroutine(t *testing.T) {
 	})
 }
 
+// BenchmarkUringNop32InFlight: 32 tasks each submit NOPs one after the
+// other, so 32 are in flight; compare with internal/uring's
+// BenchmarkRawNop32InFlight (the ring without the executor).
 func BenchmarkUringNop32InFlight(b *testing.B) {
-	b.ReportAllocs()
-	runBench(b, func(tk *Task) error {
-		u := requireUring(b, tk.Driver())
-		per := b.N/32 + 1
-		var hs []*Handle[int]
-		b.ResetTimer()
-		for range 32 {
-			hs = append(hs, Spawn(tk.Driver(), "nop", func(t *Task) (int, error) {
-				for range per {
-					if err := u.Nop(t); err != nil {
-						return 0, err
+	for _, mode := range []struct {
+		name string
+		opts []Option
+	}{{"unlocked", nil}, {"locked", []Option{WithLockOSThread()}}} {
+		b.Run(mode.name, func(b *testing.B) {
+			b.ReportAllocs()
+			runBench(b, func(tk *Task) error {
+				u := requireUring(b, tk.Driver())
+				per := b.N/32 + 1
+				var hs []*Handle[int]
+				b.ResetTimer()
+				for range 32 {
+					hs = append(hs, Spawn(tk.Driver(), "nop", func(t *Task) (int, error) {
+						for range per {
+							if err := u.Nop(t); err != nil {
+								return 0, err
+							}
+						}
+						return 0, nil
+					}))
+				}
+				for _, h := range hs {
+					if _, err := h.Join(tk); err != nil {
+						return err
 					}
 				}
-				return 0, nil
-			}))
-		}
-		for _, h := range hs {
-			if _, err := h.Join(tk); err != nil {
-				return err
-			}
-		}
-		b.StopTimer()
-		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(32*per), "ns/nop")
-		return nil
-	})
+				b.StopTimer()
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(32*per), "ns/nop")
+				st := tk.Driver().Pool().Stats()
+				b.ReportMetric(float64(st.UringSubmitted)/float64(max(st.UringEnters, 1)), "sqes/enter")
+				return nil
+			}, mode.opts...)
+		})
+	}
 }
 
 func BenchmarkUringNopSingle(b *testing.B) {
@@ -247,30 +254,23 @@ func BenchmarkUringNopSingle(b *testing.B) {
 	})
 }
 
-// readFile4K makes a file of size bytes for the random-read benchmarks.
-var readFile4K struct {
-	once sync.Once
-	path string
-	err  error
-}
+const randomReadFileSize = 256 << 20
 
-const randomReadFileSize = 64 << 20
-
+// randomReadFile writes a 256 MiB file of data (not a sparse one: the reads
+// copy real page-cache pages) in the benchmark's temporary directory.
 func randomReadFile(b *testing.B) *os.File {
-	readFile4K.once.Do(func() {
-		f, err := os.CreateTemp("", "iopool-read4k")
-		if err != nil {
-			readFile4K.err = err
-			return
-		}
-		defer f.Close()
-		readFile4K.path = f.Name()
-		readFile4K.err = f.Truncate(randomReadFileSize)
-	})
-	require.NoError(b, readFile4K.err)
-	f, err := os.Open(readFile4K.path)
+	b.Helper()
+	f, err := os.CreateTemp(b.TempDir(), "read4k")
 	require.NoError(b, err)
 	b.Cleanup(func() { f.Close() })
+	chunk := make([]byte, 1<<20)
+	for i := range chunk {
+		chunk[i] = byte(i*7 + i>>12)
+	}
+	for range randomReadFileSize / len(chunk) {
+		_, err := f.Write(chunk)
+		require.NoError(b, err)
+	}
 	return f
 }
 
@@ -327,4 +327,152 @@ func BenchmarkOSFileReadAt4K(b *testing.B) {
 		}()
 	}
 	wg.Wait()
+}
+
+// Statx, Accept and Connect through the ring: a TCP and a unix connection
+// made and accepted by io_uring, and the status of a file.
+func TestUringStatxAcceptConnect(t *testing.T) {
+	runPool(t, func(tk *Task) error {
+		u := requireUring(t, tk.Driver())
+		f, err := os.CreateTemp(t.TempDir(), "statx")
+		require.NoError(t, err)
+		defer f.Close()
+		_, err = f.Write(make([]byte, 1234))
+		require.NoError(t, err)
+		var st unix.Statx_t
+		require.NoError(t, u.Statx(tk, unix.AT_FDCWD, f.Name(), 0, unix.STATX_BASIC_STATS, &st))
+		require.EqualValues(t, 1234, st.Size)
+		require.NoError(t, u.Statx(tk, int(f.Fd()), "", unix.AT_EMPTY_PATH, unix.STATX_SIZE, &st))
+		require.EqualValues(t, 1234, st.Size)
+		err = u.Statx(tk, unix.AT_FDCWD, "/no/such/file", 0, unix.STATX_SIZE, &st)
+		require.ErrorIs(t, err, unix.ENOENT)
+		require.ErrorContains(t, err, "io_uring statx")
+		require.ErrorContains(t, u.Statx(tk, unix.AT_FDCWD, "x", 0, 0, nil), "nil Statx_t")
+
+		for _, tc := range []struct {
+			domain int
+			addr   unix.Sockaddr
+		}{
+			{unix.AF_INET, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}},
+			{unix.AF_UNIX, &unix.SockaddrUnix{Name: t.TempDir() + "/a.sock"}},
+			{unix.AF_UNIX, &unix.SockaddrUnix{Name: "@iopool-test-" + t.Name()}},
+		} {
+			lfd, err := unix.Socket(tc.domain, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+			require.NoError(t, err)
+			require.NoError(t, unix.Bind(lfd, tc.addr))
+			require.NoError(t, unix.Listen(lfd, 8))
+			bound, err := unix.Getsockname(lfd)
+			require.NoError(t, err)
+			if un, ok := bound.(*unix.SockaddrUnix); ok && un.Name == "" {
+				bound = tc.addr
+			}
+			accepted := Spawn(tk.Driver(), "accept", func(t *Task) (int, error) { return u.Accept(t, lfd) })
+			cfd, err := unix.Socket(tc.domain, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+			require.NoError(t, err)
+			require.NoError(t, u.Connect(tk, cfd, bound), "connect to %v", bound)
+			nfd, err := accepted.Join(tk)
+			require.NoError(t, err)
+			n, err := u.Send(tk, cfd, []byte("hi"), 0)
+			require.NoError(t, err)
+			require.Equal(t, 2, n)
+			buf := make([]byte, 8)
+			n, err = u.Recv(tk, nfd, buf, 0)
+			require.NoError(t, err)
+			require.Equal(t, "hi", string(buf[:n]))
+			fl, err := unix.FcntlInt(uintptr(nfd), unix.F_GETFL, 0)
+			require.NoError(t, err)
+			require.NotZero(t, fl&unix.O_NONBLOCK, "accepted fds are nonblocking")
+			for _, fd := range []int{nfd, cfd, lfd} {
+				require.NoError(t, u.Close(tk, fd))
+			}
+		}
+		cfd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		require.NoError(t, err)
+		defer unix.Close(cfd)
+		require.ErrorContains(t, u.Connect(tk, cfd, &unix.SockaddrInet4{Port: 70000}), "port 70000 out of range")
+		require.ErrorContains(t, u.Connect(tk, cfd, nil), "nil address")
+		require.ErrorContains(t, u.Connect(tk, cfd, &unix.SockaddrUnix{}), "unix socket path")
+		return nil
+	})
+}
+
+// With WithLockOSThread the ring is single-issuer and cooperative (where the
+// kernel has the flags), created from a plain goroutine before Run and
+// enabled by the loop thread. Completions that arrive while the loop thread
+// sleeps in epoll_wait still wake it: a pipe read finished by a write from
+// another goroutine, a kernel timeout, and remote submissions.
+func TestUringLockedSingleIssuer(t *testing.T) {
+	requireNoLeaks(t)
+	p, err := New(WithLockOSThread())
+	require.NoError(t, err)
+	u := requireUring(t, p.Driver()) // from this goroutine, not the loop's
+	if u.ring.Flags()&uring.SetupSingleIssuer == 0 {
+		t.Logf("the kernel has no IORING_SETUP_SINGLE_ISSUER; flags %#x", u.ring.Flags())
+	}
+	require.NoError(t, p.Run(func(tk *Task) error {
+		var fds [2]int
+		require.NoError(t, unix.Pipe2(fds[:], unix.O_CLOEXEC))
+		defer unix.Close(fds[0])
+		defer unix.Close(fds[1])
+		for range 20 {
+			go func() {
+				time.Sleep(2 * time.Millisecond)
+				unix.Write(fds[1], []byte("x"))
+			}()
+			buf := make([]byte, 4)
+			n, err := u.Read(tk, fds[0], buf, -1)
+			require.NoError(t, err)
+			require.Equal(t, 1, n)
+		}
+		require.NoError(t, u.Timeout(tk, 3*time.Millisecond))
+		done := NewOneshot[error]()
+		go func() {
+			c, err := u.Start(func(s *SQE) { s.Opcode = OpNop })
+			if err == nil {
+				_, err = c.Wait()
+			}
+			_ = done.Send(err)
+		}()
+		err, rerr := done.Recv(tk)
+		require.NoError(t, rerr)
+		return err
+	}))
+	require.NoError(t, p.Close())
+}
+
+// Close cancels operations started from plain goroutines: their waiters get
+// ECANCELED, and their buffers are released.
+func TestUringCloseCancelsRemoteOps(t *testing.T) {
+	for _, locked := range []bool{false, true} {
+		t.Run(fmt.Sprintf("locked=%v", locked), func(t *testing.T) {
+			requireNoLeaks(t)
+			var opts []Option
+			if locked {
+				opts = append(opts, WithLockOSThread())
+			}
+			p, err := New(opts...)
+			require.NoError(t, err)
+			u := requireUring(t, p.Driver())
+			var fds [2]int
+			require.NoError(t, unix.Pipe2(fds[:], unix.O_CLOEXEC))
+			defer unix.Close(fds[0])
+			defer unix.Close(fds[1])
+			buf := make([]byte, 16)
+			c, err := u.Start(func(s *SQE) {
+				s.Opcode, s.Fd, s.Addr, s.Len, s.Off = OpRead, int32(fds[0]), bufAddr(buf), uint32(len(buf)), ^uint64(0)
+			}, buf)
+			require.NoError(t, err)
+			waited := make(chan error, 1)
+			go func() { _, err := c.Wait(); waited <- err }()
+			require.NoError(t, p.Close())
+			select {
+			case err := <-waited:
+				require.ErrorIs(t, err, unix.ECANCELED)
+			case <-time.After(5 * time.Second):
+				t.Fatal("the waiter of a canceled operation was never woken")
+			}
+			require.Zero(t, u.remoteLive)
+			require.Len(t, u.remoteFree, len(u.remoteOps), "the op went back, unpinned")
+		})
+	}
 }

@@ -115,6 +115,7 @@ const (
 // Setup flags (io_uring_params.flags).
 const (
 	SetupClamp        uint32 = 1 << 4
+	SetupRDisabled    uint32 = 1 << 6
 	SetupSubmitAll    uint32 = 1 << 7
 	SetupCoopTaskrun  uint32 = 1 << 8
 	SetupTaskrunFlag  uint32 = 1 << 9
@@ -146,6 +147,7 @@ const (
 	offSQEs   = 0x10000000
 
 	registerProbe   = 8
+	registerEnable  = 12
 	opSupported     = 1 << 0
 	probeOpsEntries = 256
 )

@@ -154,6 +154,9 @@ func (r *Ring) CQOverflowPending() bool {
 	return atomic.LoadUint32(r.sqFlags)&SQCQOverflow != 0
 }
 
+// CQReady reports whether completions wait in the CQ.
+func (r *Ring) CQReady() bool { return atomic.LoadUint32(r.cqTail) != *r.cqHead }
+
 // Submit publishes the prepared SQEs and calls io_uring_enter once, asking
 // for events only when the CQ overflowed (so the kernel flushes it). With
 // nothing to do it makes no system call. It returns how many SQEs the
@@ -203,6 +206,20 @@ func (r *Ring) DrainCQ(fn func(CQE)) int {
 		atomic.StoreUint32(r.cqHead, head)
 	}
 	return n
+}
+
+// Flags returns the setup flags the ring was created with.
+func (r *Ring) Flags() uint32 { return r.params.Flags }
+
+// Enable enables a ring created with SetupRDisabled
+// (IORING_REGISTER_ENABLE_RINGS). A single-issuer ring is bound to the
+// calling thread.
+func (r *Ring) Enable() error {
+	_, _, e := unix.Syscall6(unix.SYS_IO_URING_REGISTER, uintptr(r.fd), registerEnable, 0, 0, 0, 0)
+	if e != 0 {
+		return os.NewSyscallError("io_uring_register enable_rings", e)
+	}
+	return nil
 }
 
 // Probe reports which opcodes the kernel supports.
