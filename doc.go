@@ -71,8 +71,8 @@
 //
 // Pool.Close, Pool.Stats, Pool.Driver, everything on Driver (Spawn, NewTimer,
 // NewFdReady), Waker.Wake, Handle.Wait/Cancel/Result, Timer methods,
-// FdReady.Close, and the channels (Oneshot, Chan) may be used from any
-// goroutine. A *Task may be used only inside its own task function: Await,
+// FdReady.Close, the channels (Oneshot, Chan), Uring.Start and every
+// NetConn method may be used from any goroutine. A *Task may be used only inside its own task function: Await,
 // Sleep, Yield and the blocking-style methods that take a *Task panic when
 // called from anywhere else. Close must not be called from a task of the
 // same pool (it would wait for itself); return from the root task instead.

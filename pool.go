@@ -298,9 +298,14 @@ func (p *Pool) release() error {
 	p.closed = true
 	ops := p.fds.takeAll()
 	p.mu.Unlock()
+	var wakers WakerList
 	for _, op := range ops {
+		// Goroutines parked on the registration (NetConn) wake up and see
+		// the pool closed.
+		op.deliver(PollErr|PollHup, &wakers)
 		op.release()
 	}
+	wakers.WakeAll()
 	var errs []error
 	if u := p.uring.Load(); u != nil {
 		// On the loop goroutine: a single-issuer ring takes no calls from
@@ -314,6 +319,13 @@ func (p *Pool) release() error {
 		errs = append(errs, os.NewSyscallError("close epoll", err))
 	}
 	return errors.Join(errs...)
+}
+
+// isClosing reports whether Close was called.
+func (p *Pool) isClosing() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.closing || p.closed
 }
 
 // signal writes the wake eventfd. Callers write it only on the state

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -44,16 +45,24 @@ type ioWait struct {
 	slot     InterestSlot
 	events   PollEvents
 	deadline atomic.Int64 // unix ns; 0 = none; set from any goroutine
-	timer    *Timer       // created with the first deadline
+
+	mu     sync.Mutex
+	timer  *Timer // mu: created with the first deadline; read after deadline
+	waiter Waker  // mu: the last pending poller, woken when the deadline moves
 }
 
 // Poll is ready with nil when the fd is ready, or with an error when the
 // deadline passes first.
 func (w *ioWait) Poll(cx *Context) (error, bool) {
+	// Recorded first, so that a deadline set from now on wakes this poll.
+	w.mu.Lock()
+	w.waiter = cx.waker
+	w.mu.Unlock()
 	if _, ok := w.fr.PollReady(cx, w.slot, w.events); ok {
 		return nil, true
 	}
 	if d := w.deadline.Load(); d != 0 {
+		// The timer was created before the deadline was stored.
 		if _, fired := w.timer.PollTimer(cx, time.Unix(0, d)); fired {
 			return os.ErrDeadlineExceeded, true
 		}
@@ -67,19 +76,37 @@ func (w *ioWait) expired() bool {
 	return d != 0 && time.Now().UnixNano() >= d
 }
 
+// setDeadline sets the side's deadline from any goroutine and wakes the
+// side's waiter, which polls again against the new deadline.
 func (w *ioWait) setDeadline(drv *Driver, t time.Time) {
+	w.mu.Lock()
 	if t.IsZero() {
 		w.deadline.Store(0)
 		if w.timer != nil {
 			w.timer.Stop()
 		}
-		return
+	} else {
+		if w.timer == nil {
+			w.timer = NewTimer(drv)
+		}
+		w.deadline.Store(max(t.UnixNano(), 1))
+		w.timer.SetDeadline(t)
 	}
-	if w.timer == nil {
-		w.timer = NewTimer(drv)
+	waiter := w.waiter
+	w.mu.Unlock()
+	if waiter != nil {
+		waiter.Wake() // at worst a spurious wake: the poller polls again
 	}
-	w.deadline.Store(max(t.UnixNano(), 1))
-	w.timer.SetDeadline(t) // wakes a waiter if the deadline moved earlier
+}
+
+// stop stops the side's deadline timer.
+func (w *ioWait) stop() {
+	w.mu.Lock()
+	if w.timer != nil {
+		w.timer.Stop()
+	}
+	w.waiter = nil
+	w.mu.Unlock()
 }
 
 // wait suspends t until the side is ready again after EAGAIN, or, with
@@ -218,11 +245,8 @@ func (s *Socket) Close() error {
 	if s.closed.Swap(true) {
 		return nil
 	}
-	for _, w := range []*ioWait{&s.read, &s.write} {
-		if w.timer != nil {
-			w.timer.Stop()
-		}
-	}
+	s.read.stop()
+	s.write.stop()
 	err := s.fr.Close()
 	if cerr := unix.Close(s.fd); cerr != nil && err == nil {
 		err = fmt.Errorf("iopool: close fd %d: %w", s.fd, os.NewSyscallError("close", cerr))
