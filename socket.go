@@ -29,14 +29,6 @@ type Socket struct {
 	closed atomic.Bool
 	read   ioWait // task-only state of the reading side
 	write  ioWait // task-only state of the writing side
-
-	// drained is set by a short read: the receive queue was empty then, so
-	// the next Read waits for a new edge first instead of paying a read
-	// that would fail with EAGAIN. Edges that arrived since are kept in the
-	// interest set's delivered events, so none is missed; a hang-up seen
-	// with the data (its edge never repeats) is kept too, so the wait ends
-	// at once and the read returns EOF. Reader only.
-	drained bool
 }
 
 // ioWait waits for one side's readiness or its deadline, whichever first.
@@ -54,13 +46,14 @@ type ioWait struct {
 // Poll is ready with nil when the fd is ready, or with an error when the
 // deadline passes first.
 func (w *ioWait) Poll(cx *Context) (error, bool) {
-	// Recorded first, so that a deadline set from now on wakes this poll.
-	w.mu.Lock()
-	w.waiter = cx.waker
-	w.mu.Unlock()
 	if _, ok := w.fr.PollReady(cx, w.slot, w.events); ok {
 		return nil, true
 	}
+	// Recorded before the deadline is read, so that a deadline set from now
+	// on wakes this poll.
+	w.mu.Lock()
+	w.waiter = cx.waker
+	w.mu.Unlock()
 	if d := w.deadline.Load(); d != 0 {
 		// The timer was created before the deadline was stored.
 		if _, fired := w.timer.PollTimer(cx, time.Unix(0, d)); fired {
@@ -109,13 +102,11 @@ func (w *ioWait) stop() {
 	w.mu.Unlock()
 }
 
-// wait suspends t until the side is ready again after EAGAIN, or, with
-// dataOnly, after a short read: then only the data edge is spent.
-func (w *ioWait) wait(t *Task, op string, fd int, dataOnly bool) error {
-	if dataOnly {
-		w.fr.clearEvents(w.slot, PollIn)
-	} else {
-		w.fr.ClearReady(w.slot)
+// ready suspends t until the side has readiness recorded (at once if it
+// has) or its deadline passes.
+func (w *ioWait) ready(t *Task, op string, fd int) error {
+	if w.expired() {
+		return fmt.Errorf("iopool: %s fd %d: %w", op, fd, os.ErrDeadlineExceeded)
 	}
 	err, cerr := Await[error](t, w)
 	if cerr != nil {
@@ -125,6 +116,12 @@ func (w *ioWait) wait(t *Task, op string, fd int, dataOnly bool) error {
 		return fmt.Errorf("iopool: %s fd %d: %w", op, fd, err)
 	}
 	return nil
+}
+
+// wait forgets the side's readiness after EAGAIN and waits for the next.
+func (w *ioWait) wait(t *Task, op string, fd int) error {
+	w.fr.ClearReady(w.slot)
+	return w.ready(t, op, fd)
 }
 
 // NewSocket registers a stream fd with drv's pool, making it nonblocking.
@@ -149,32 +146,32 @@ func (s *Socket) Fd() int { return s.fd }
 // Read reads up to len(p) bytes into p inside task t, waiting while no data
 // is available. It returns io.EOF at the end of the stream; a reset
 // connection gives an error wrapping ECONNRESET.
+//
+// Read makes the read system call only when the kernel has signaled data
+// since the socket was last found empty: after EAGAIN, or after a short
+// read (the receive queue was emptied), it waits for the next edge first
+// instead of paying for a read that would fail. A hang-up that came with
+// the data is kept, so the read after it returns EOF at once.
 func (s *Socket) Read(t *Task, p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	if s.drained {
-		s.drained = false
-		if err := s.read.wait(t, "read", s.fd, true); err != nil {
-			return 0, err
-		}
-	}
 	for {
-		if s.read.expired() {
-			return 0, fmt.Errorf("iopool: read fd %d: %w", s.fd, os.ErrDeadlineExceeded)
+		if err := s.read.ready(t, "read", s.fd); err != nil {
+			return 0, err
 		}
 		n, err := sys.Read(s.fd, p)
 		switch {
 		case err == nil && n == 0:
 			return 0, io.EOF
 		case err == nil:
-			s.drained = n < len(p)
+			if n < len(p) {
+				s.fr.clearEvents(SlotRead, PollIn) // drained: the data edge is spent
+			}
 			return n, nil
 		case err == unix.EINTR:
 		case err == unix.EAGAIN:
-			if err := s.read.wait(t, "read", s.fd, false); err != nil {
-				return 0, err
-			}
+			s.fr.ClearReady(SlotRead)
 		case s.closed.Load():
 			return 0, ErrClosed
 		default:
@@ -184,22 +181,26 @@ func (s *Socket) Read(t *Task, p []byte) (int, error) {
 }
 
 // Write writes all of p inside task t, waiting while the fd is full. It
-// returns len(p) or an error with the count written before it.
+// returns len(p) or an error with the count written before it. Like Read,
+// it makes the write system call only while the socket is known writable;
+// a short write means the send buffer filled, and the next write waits for
+// room.
 func (s *Socket) Write(t *Task, p []byte) (int, error) {
 	done := 0
 	for done < len(p) {
-		if s.write.expired() {
-			return done, fmt.Errorf("iopool: write fd %d: %w", s.fd, os.ErrDeadlineExceeded)
+		if err := s.write.ready(t, "write", s.fd); err != nil {
+			return done, err
 		}
 		n, err := sys.Write(s.fd, p[done:])
 		switch {
 		case err == nil:
 			done += n
+			if done < len(p) {
+				s.fr.clearEvents(SlotWrite, PollOut) // full: wait for room
+			}
 		case err == unix.EINTR:
 		case err == unix.EAGAIN:
-			if err := s.write.wait(t, "write", s.fd, false); err != nil {
-				return done, err
-			}
+			s.fr.ClearReady(SlotWrite)
 		case s.closed.Load():
 			return done, ErrClosed
 		default:
@@ -387,7 +388,7 @@ func (l *Listener) Accept(t *Task) (*Socket, error) {
 			return s, nil
 		case err == unix.EINTR || err == unix.ECONNABORTED:
 		case err == unix.EAGAIN:
-			if err := l.sock.read.wait(t, "accept", l.sock.fd, false); err != nil {
+			if err := l.sock.read.wait(t, "accept", l.sock.fd); err != nil {
 				return nil, err
 			}
 		case err == unix.EMFILE || err == unix.ENFILE || err == unix.ENOBUFS || err == unix.ENOMEM:
