@@ -174,8 +174,13 @@ func (fr *FdReady) ClearReady(slot InterestSlot) {
 	fr.op.mu.Unlock()
 }
 
-// clearEvents forgets the readiness ev seen in slot and keeps the rest.
-func (fr *FdReady) clearEvents(slot InterestSlot, ev PollEvents) {
+// ClearEvents forgets only the readiness ev seen in slot. After a short
+// read (the receive queue was emptied) call ClearEvents(SlotRead, PollIn)
+// instead of reading again to get EAGAIN: the next PollReady waits for new
+// data, while a hang-up (PollRdHup, PollHup) that came with the data stays
+// ready, since its edge will not come again. Likewise ClearEvents(SlotWrite,
+// PollOut) after a short write.
+func (fr *FdReady) ClearEvents(slot InterestSlot, ev PollEvents) {
 	fr.op.mu.Lock()
 	fr.op.interests.clearEvents(slot, ev)
 	fr.op.mu.Unlock()

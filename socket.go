@@ -166,7 +166,7 @@ func (s *Socket) Read(t *Task, p []byte) (int, error) {
 			return 0, io.EOF
 		case err == nil:
 			if n < len(p) {
-				s.fr.clearEvents(SlotRead, PollIn) // drained: the data edge is spent
+				s.fr.ClearEvents(SlotRead, PollIn) // drained: the data edge is spent
 			}
 			return n, nil
 		case err == unix.EINTR:
@@ -178,6 +178,13 @@ func (s *Socket) Read(t *Task, p []byte) (int, error) {
 			return 0, os.NewSyscallError("read", err)
 		}
 	}
+}
+
+// WaitReadable suspends task t until the socket has data (or a hang-up or
+// error) to read, without a buffer: a server can wait on many idle
+// connections and take a read buffer only for the one that is ready.
+func (s *Socket) WaitReadable(t *Task) error {
+	return s.read.ready(t, "read", s.fd)
 }
 
 // Write writes all of p inside task t, waiting while the fd is full. It
@@ -196,7 +203,7 @@ func (s *Socket) Write(t *Task, p []byte) (int, error) {
 		case err == nil:
 			done += n
 			if done < len(p) {
-				s.fr.clearEvents(SlotWrite, PollOut) // full: wait for room
+				s.fr.ClearEvents(SlotWrite, PollOut) // full: wait for room
 			}
 		case err == unix.EINTR:
 		case err == unix.EAGAIN:

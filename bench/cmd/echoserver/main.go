@@ -1,0 +1,430 @@
+// Command echoserver is one TCP echo server of the comparison, run as its
+// own process by cmd/compare:
+//
+//	go run ./cmd/echoserver -impl iopool-task -listen 127.0.0.1:9000
+//
+// Implementations (-impl): iopool-task (a task per connection, Socket
+// Read/Write), iopool-poll (the poll layer: a Waker per connection, no
+// coroutine), rawepoll (an edge-triggered x/sys/unix epoll loop, the floor
+// for Go), gonet (Go net, a goroutine per connection) and gnet (gnet v2, one
+// event loop). The one-loop servers run on one locked OS thread; all run
+// with the default GOMAXPROCS. It prints "ready" once listening and serves
+// until SIGINT, SIGTERM or the end of stdin.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"runtime"
+	"syscall"
+
+	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
+
+	"github.com/iopool/iopool"
+)
+
+var impls = map[string]func(addr string, ready func()) error{
+	"iopool-task": serveIopoolTask,
+	"iopool-poll": serveIopoolPoll,
+	"rawepoll":    serveRawEpoll,
+	"gonet":       serveGoNet,
+	"gnet":        serveGnet,
+}
+
+func main() {
+	fs := flag.NewFlagSet("echoserver", flag.ContinueOnError)
+	impl := fs.String("impl", "", "server implementation: iopool-task, iopool-poll, rawepoll, gonet, gnet")
+	listen := fs.String("listen", "127.0.0.1:0", "address to listen on")
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		os.Exit(2)
+	}
+	serve, ok := impls[*impl]
+	if !ok || fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "echoserver: unknown -impl %q\n", *impl)
+		fs.Usage()
+		os.Exit(2)
+	}
+	raiseNofile()
+	go func() { // stop on a signal or when the parent closes stdin
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+		eof := make(chan struct{})
+		go func() { _, _ = io.Copy(io.Discard, os.Stdin); close(eof) }()
+		select {
+		case <-sig:
+		case <-eof:
+		}
+		os.Exit(0)
+	}()
+	if err := serve(*listen, func() { fmt.Println("ready") }); err != nil {
+		fmt.Fprintf(os.Stderr, "echoserver %s: %v\n", *impl, err)
+		os.Exit(1)
+	}
+}
+
+// raiseNofile lifts the soft fd limit to the hard one, for 10k connections.
+func raiseNofile() {
+	var rl unix.Rlimit
+	if unix.Getrlimit(unix.RLIMIT_NOFILE, &rl) == nil && rl.Cur < rl.Max {
+		rl.Cur = rl.Max
+		_ = unix.Setrlimit(unix.RLIMIT_NOFILE, &rl)
+	}
+}
+
+// bufPool is a free list of read buffers for the tasks of one pool (they
+// all run on its loop goroutine, so it needs no lock).
+type bufPool struct{ free [][]byte }
+
+func (p *bufPool) get() []byte {
+	if n := len(p.free); n > 0 {
+		b := p.free[n-1]
+		p.free = p.free[:n-1]
+		return b
+	}
+	return make([]byte, 16<<10)
+}
+
+func (p *bufPool) put(b []byte) { p.free = append(p.free, b) }
+
+func serveIopoolTask(addr string, ready func()) error {
+	var bufs bufPool
+	p, err := iopool.New(iopool.WithLockOSThread())
+	if err != nil {
+		return err
+	}
+	return p.Run(func(t *iopool.Task) error {
+		l, err := iopool.ListenConfig{Backlog: 16384}.Listen(t.Driver(), "tcp", addr)
+		if err != nil {
+			return err
+		}
+		ready()
+		for {
+			s, err := l.Accept(t)
+			if err != nil {
+				return err
+			}
+			_ = unix.SetsockoptInt(s.Fd(), unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+			iopool.Spawn(t.Driver(), "conn", func(t *iopool.Task) (struct{}, error) {
+				defer s.Close()
+				for {
+					// Idle connections hold no buffer: take one only to echo.
+					if err := s.WaitReadable(t); err != nil {
+						return struct{}{}, nil
+					}
+					buf := bufs.get()
+					n, err := s.Read(t, buf)
+					if err == nil {
+						_, err = s.Write(t, buf[:n])
+					}
+					bufs.put(buf)
+					if err != nil {
+						return struct{}{}, nil
+					}
+				}
+			})
+		}
+	})
+}
+
+// listenFd opens a nonblocking listening socket on a numeric IPv4 address.
+func listenFd(addr string) (int, error) {
+	ta, err := net.ResolveTCPAddr("tcp4", addr)
+	if err != nil {
+		return -1, err
+	}
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+	sa := &unix.SockaddrInet4{Port: ta.Port}
+	copy(sa.Addr[:], ta.IP.To4())
+	if err := unix.Bind(fd, sa); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	if err := unix.Listen(fd, 16384); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// pollConn is one connection of the poll-layer server: its Wake runs the
+// echo on the loop goroutine whenever the fd signals, with no coroutine.
+type pollConn struct {
+	fd      int
+	fr      *iopool.FdReady
+	cx      *iopool.Context
+	buf     []byte
+	pending []byte // echoed bytes not yet written
+}
+
+func (c *pollConn) Wake() {
+	for {
+		if len(c.pending) > 0 {
+			if _, ok := c.fr.PollReady(c.cx, iopool.SlotWrite, iopool.PollOut); !ok {
+				// The read buffer is shared by every connection: keep a copy.
+				c.pending = append([]byte(nil), c.pending...)
+				return
+			}
+			n, err := unix.Write(c.fd, c.pending)
+			switch {
+			case err == unix.EAGAIN:
+				c.fr.ClearReady(iopool.SlotWrite)
+				continue
+			case err != nil:
+				c.close()
+				return
+			}
+			if c.pending = c.pending[n:]; len(c.pending) > 0 {
+				c.fr.ClearEvents(iopool.SlotWrite, iopool.PollOut)
+			}
+			continue
+		}
+		if _, ok := c.fr.PollReady(c.cx, iopool.SlotRead, iopool.PollIn|iopool.PollRdHup); !ok {
+			return
+		}
+		n, err := unix.Read(c.fd, c.buf)
+		switch {
+		case err == unix.EAGAIN:
+			c.fr.ClearReady(iopool.SlotRead)
+			continue
+		case err != nil || n == 0:
+			c.close()
+			return
+		case n < len(c.buf):
+			c.fr.ClearEvents(iopool.SlotRead, iopool.PollIn) // drained
+		}
+		c.pending = c.buf[:n]
+	}
+}
+
+func (c *pollConn) close() {
+	c.fr.Close()
+	unix.Close(c.fd)
+}
+
+// pollListener accepts connections when its fd signals.
+type pollListener struct {
+	fd  int
+	fr  *iopool.FdReady
+	cx  *iopool.Context
+	drv *iopool.Driver
+	buf []byte // shared: one connection runs at a time on the loop
+}
+
+func (l *pollListener) Wake() {
+	for {
+		if _, ok := l.fr.PollReady(l.cx, iopool.SlotRead, iopool.PollIn); !ok {
+			return
+		}
+		cfd, _, err := unix.Accept4(l.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		switch {
+		case err == unix.EAGAIN:
+			l.fr.ClearReady(iopool.SlotRead)
+			continue
+		case err != nil:
+			continue // ECONNABORTED, EMFILE: try the next one
+		}
+		_ = unix.SetsockoptInt(cfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+		fr, err := l.drv.NewFdReady(cfd)
+		if err != nil {
+			unix.Close(cfd)
+			continue
+		}
+		c := &pollConn{fd: cfd, fr: fr, buf: l.buf}
+		c.cx = iopool.NewContext(c)
+		c.Wake()
+	}
+}
+
+func serveIopoolPoll(addr string, ready func()) error {
+	p, err := iopool.New(iopool.WithLockOSThread())
+	if err != nil {
+		return err
+	}
+	return p.Run(func(t *iopool.Task) error {
+		fd, err := listenFd(addr)
+		if err != nil {
+			return err
+		}
+		fr, err := t.Driver().NewFdReady(fd)
+		if err != nil {
+			return err
+		}
+		l := &pollListener{fd: fd, fr: fr, drv: t.Driver(), buf: make([]byte, 16<<10)}
+		l.cx = iopool.NewContext(l)
+		l.Wake()
+		ready()
+		_, err = iopool.NewOneshot[struct{}]().Recv(t) // serve until the process ends
+		return err
+	})
+}
+
+// serveRawEpoll is an edge-triggered epoll loop on one locked thread with
+// the same rules as the iopool servers: read only when readable, a short
+// read or EAGAIN means empty until the next edge.
+func serveRawEpoll(addr string, ready func()) error {
+	runtime.LockOSThread()
+	lfd, err := listenFd(addr)
+	if err != nil {
+		return err
+	}
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return err
+	}
+	type rawConn struct {
+		readable, writable bool
+		pending            []byte
+	}
+	conns := map[int32]*rawConn{}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET, Fd: int32(lfd)}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, lfd, &ev); err != nil {
+		return err
+	}
+	ready()
+	events := make([]unix.EpollEvent, 1024)
+	buf := make([]byte, 16<<10)
+	for {
+		n, err := unix.EpollWait(epfd, events, -1)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		for _, e := range events[:n] {
+			if e.Fd == int32(lfd) {
+				for {
+					cfd, _, err := unix.Accept4(lfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+					if err == unix.EAGAIN {
+						break
+					}
+					if err != nil {
+						continue
+					}
+					_ = unix.SetsockoptInt(cfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+					cev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(cfd)}
+					if unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, cfd, &cev) != nil {
+						unix.Close(cfd)
+						continue
+					}
+					conns[int32(cfd)] = &rawConn{}
+				}
+				continue
+			}
+			c := conns[e.Fd]
+			if c == nil {
+				continue
+			}
+			fd := int(e.Fd)
+			if e.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+				c.readable = true
+			}
+			if e.Events&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+				c.writable = true
+			}
+			closed := false
+			for !closed {
+				if len(c.pending) > 0 {
+					if !c.writable {
+						c.pending = append([]byte(nil), c.pending...) // buf is shared
+						break
+					}
+					m, err := unix.Write(fd, c.pending)
+					if err == unix.EAGAIN {
+						c.writable = false
+						continue
+					}
+					if err != nil {
+						closed = true
+						break
+					}
+					if c.pending = c.pending[m:]; len(c.pending) > 0 {
+						c.writable = false
+					}
+					continue
+				}
+				if !c.readable {
+					break
+				}
+				m, err := unix.Read(fd, buf)
+				switch {
+				case err == unix.EAGAIN:
+					c.readable = false
+					continue
+				case err != nil || m == 0:
+					closed = true
+					continue
+				case m < len(buf):
+					c.readable = false
+				}
+				c.pending = buf[:m]
+			}
+			if closed {
+				delete(conns, e.Fd)
+				unix.Close(fd) // also leaves the epoll set
+			}
+		}
+	}
+}
+
+func serveGoNet(addr string, ready func()) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	ready()
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			continue
+		}
+		go func() {
+			defer c.Close()
+			buf := make([]byte, 16<<10)
+			for {
+				n, err := c.Read(buf)
+				if err != nil {
+					return
+				}
+				if _, err := c.Write(buf[:n]); err != nil {
+					return
+				}
+			}
+		}()
+	}
+}
+
+type gnetEcho struct {
+	gnet.BuiltinEventEngine
+	ready func()
+}
+
+func (e *gnetEcho) OnBoot(gnet.Engine) gnet.Action {
+	e.ready()
+	return gnet.None
+}
+
+func (e *gnetEcho) OnTraffic(c gnet.Conn) gnet.Action {
+	buf, _ := c.Next(-1)
+	_, _ = c.Write(buf)
+	return gnet.None
+}
+
+func serveGnet(addr string, ready func()) error {
+	return gnet.Run(&gnetEcho{ready: ready}, "tcp://"+addr,
+		gnet.WithMulticore(false), gnet.WithLockOSThread(true), gnet.WithTCPNoDelay(gnet.TCPNoDelay),
+		gnet.WithLogLevel(5)) // errors only
+}
