@@ -357,8 +357,6 @@ func TestWaitProcess(t *testing.T) {
 	})
 }
 
-// BenchmarkSocketpairPingPong bounces 64 bytes between two tasks of one
-// pool over a socketpair; compare with BenchmarkRawEpollPingPong.
 // BenchmarkSocketpairPingPong: a client task sends 64 bytes over a
 // socketpair and waits for them to come back from an echo task of the same
 // pool; both read into 4 KiB buffers, as servers do. Compare with
@@ -415,6 +413,22 @@ func BenchmarkSocketpairPingPong(b *testing.B) {
 	}))
 }
 
+// rawEpollPair returns a nonblocking socketpair whose ends are registered
+// edge-triggered, with their index as data, in a new epoll set; all are
+// closed when the benchmark ends.
+func rawEpollPair(b *testing.B) ([2]int, int) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	require.NoError(b, err)
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	require.NoError(b, err)
+	b.Cleanup(func() { unix.Close(fds[0]); unix.Close(fds[1]); unix.Close(epfd) })
+	for i, fd := range fds {
+		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(i)}
+		require.NoError(b, unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, fd, &ev))
+	}
+	return fds, epfd
+}
+
 // BenchmarkRawEpollLoopPingPong is BenchmarkSocketpairPingPong written as a
 // raw edge-triggered epoll loop with x/sys/unix: the client and echo
 // handlers run on the readiness epoll_wait reports and use the same rules
@@ -422,17 +436,7 @@ func BenchmarkSocketpairPingPong(b *testing.B) {
 // until the next edge).
 func BenchmarkRawEpollLoopPingPong(b *testing.B) {
 	b.ReportAllocs()
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-	require.NoError(b, err)
-	defer unix.Close(fds[0])
-	defer unix.Close(fds[1])
-	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
-	require.NoError(b, err)
-	defer unix.Close(epfd)
-	for i, fd := range fds {
-		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(i)}
-		require.NoError(b, unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, fd, &ev))
-	}
+	fds, epfd := rawEpollPair(b)
 	var readable [2]bool
 	events := make([]unix.EpollEvent, 8)
 	msg, cbuf, ebuf := make([]byte, 64), make([]byte, 4096), make([]byte, 4096)
@@ -477,17 +481,7 @@ func BenchmarkRawEpollLoopPingPong(b *testing.B) {
 // trip that no event loop reaches.
 func BenchmarkRawSequentialPingPong(b *testing.B) {
 	b.ReportAllocs()
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-	require.NoError(b, err)
-	defer unix.Close(fds[0])
-	defer unix.Close(fds[1])
-	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
-	require.NoError(b, err)
-	defer unix.Close(epfd)
-	for i, fd := range fds {
-		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLET, Fd: int32(i)}
-		require.NoError(b, unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, fd, &ev))
-	}
+	fds, epfd := rawEpollPair(b)
 	events := make([]unix.EpollEvent, 8)
 	msg, buf := make([]byte, 64), make([]byte, 4096)
 	b.ResetTimer()

@@ -5,6 +5,7 @@ go 1.26.0
 require (
 	github.com/iopool/iopool v0.0.0
 	github.com/panjf2000/gnet/v2 v2.9.7
+	golang.org/x/net v0.62.0
 	golang.org/x/sys v0.50.0
 )
 
