@@ -97,8 +97,17 @@ func TestCompareRejectsBadFlags(t *testing.T) {
 	}
 	defer l.Close()
 	for _, impl := range []string{"iopool-poll", "iopool-task", "rawepoll", "gonet", "gnet"} {
-		cmd := exec.Command(filepath.Join(binDir, "echoserver"), "-impl", impl, "-listen", l.Addr().String())
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		cmd := exec.CommandContext(ctx, filepath.Join(binDir, "echoserver"), "-impl", impl, "-listen", l.Addr().String())
+		r, w, err := os.Pipe() // stdin stays open: the server would serve until its end
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd.Stdin = r
 		out, err := cmd.CombinedOutput()
+		r.Close()
+		w.Close()
+		cancel()
 		if err == nil || !strings.Contains(string(out), "address already in use") {
 			t.Errorf("%s on a taken port: %v\n%s", impl, err, out)
 		}
