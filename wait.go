@@ -9,8 +9,10 @@ import (
 	"github.com/iopool/iopool/internal/sys"
 )
 
-// Wait waits for a signal on an eventfd-like fd (eventfd, timerfd,
-// signalfd): readable means signaled, and reading consumes the signal.
+// Wait waits for a signal on an eventfd-like fd (eventfd, timerfd): readable
+// means signaled, and reading a counter of at most 8 bytes consumes the
+// signal. A signalfd is read in 128-byte siginfo records, which a Wait does
+// not read: register it with NewFdReady and read the records yourself.
 type Wait struct {
 	fr       *FdReady
 	fd       int
