@@ -43,6 +43,7 @@ import (
 // be the only goroutine driving the loop.
 func (p *Pool) runLoop(done func() bool) bool {
 	canceledAll := false
+	busy := 0 // consecutive cycles that did not call epoll_wait
 	p.mu.Lock()
 	for {
 		p.state.reset()
@@ -96,18 +97,30 @@ func (p *Pool) runLoop(done func() bool) bool {
 			p.mu.Unlock()
 			return true
 		}
+		var n int
 		if !p.state.canSleep() || completed {
-			continue // woken while running: another cycle, lock held
+			// Woken while running, or completions are waiting: another
+			// cycle, lock held, no epoll_wait.
+			if busy++; busy < harvestEvery {
+				continue
+			}
+			// A loop that always finds work never reaches epoll_wait and
+			// would starve fd events: look once without blocking.
+			p.state.harvest()
+			p.mu.Unlock()
+			n = p.epollWait(0)
+		} else {
+			deadline, hasDeadline := p.timers.nextDeadline()
+			p.state.sleep(deadline, hasDeadline)
+			p.mu.Unlock()
+
+			n = p.wait(deadline, hasDeadline)
+
+			p.mu.Lock()
+			_ = p.state.wake() // Sleeping→Waking: wakers from now on skip the eventfd
+			p.mu.Unlock()
 		}
-		deadline, hasDeadline := p.timers.nextDeadline()
-		p.state.sleep(deadline, hasDeadline)
-		p.mu.Unlock()
-
-		n := p.wait(deadline, hasDeadline)
-
-		p.mu.Lock()
-		_ = p.state.wake() // Sleeping→Waking: wakers from now on skip the eventfd
-		p.mu.Unlock()
+		busy = 0
 		p.dispatch(p.events[:n])
 
 		p.mu.Lock()
@@ -116,6 +129,11 @@ func (p *Pool) runLoop(done func() bool) bool {
 		p.toDelete = p.toDelete[:0]
 	}
 }
+
+// harvestEvery is how many consecutive cycles a loop that never sleeps runs
+// before it looks at epoll without blocking: a yielding or io_uring-only
+// task cannot delay fd events by more than this many cycles.
+const harvestEvery = 32
 
 // preciseWaitBelow is the timeout under which an unlocked loop lowers its
 // thread's timer slack for the wait (see wait).

@@ -90,6 +90,17 @@ func (s *poolState) sleep(deadline int64, has bool) {
 	s.state, s.deadline, s.hasDeadline = stateSleeping, deadline, has
 }
 
+// harvest moves a loop that is not going to sleep (Running with work
+// already known, or RunAgain) to Waking, for a nonblocking epoll_wait: the
+// events it returns name ops, so closers must park them as during a sleep,
+// and wakers need no eventfd write since the loop is about to run a cycle.
+func (s *poolState) harvest() {
+	if s.state != stateRunning && s.state != stateRunAgain {
+		panic("iopool: poolState.harvest in state " + s.state.String())
+	}
+	s.state = stateWaking
+}
+
 // wakeForTimer reports whether a timer newly armed for deadline must wake
 // the loop: only when it sleeps with no timeout or a later one.
 func (s *poolState) wakeForTimer(deadline int64) bool {

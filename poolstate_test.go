@@ -73,6 +73,19 @@ func TestPoolStateReset(t *testing.T) {
 	require.Panics(t, func() { (&poolState{state: stateSleeping}).reset() })
 }
 
+func TestPoolStateHarvest(t *testing.T) {
+	for _, from := range []loopState{stateRunning, stateRunAgain} {
+		s := poolState{state: from}
+		s.harvest()
+		require.Equal(t, stateWaking, s.state, "harvest from %v", from)
+		require.False(t, s.wake(), "a harvesting loop needs no eventfd write")
+		require.True(t, s.isReferencingOps(), "events of a harvest name ops")
+	}
+	for _, from := range []loopState{stateSleeping, stateWaking} {
+		require.Panics(t, func() { (&poolState{state: from}).harvest() }, "harvest from %v", from)
+	}
+}
+
 func TestPoolStateIsReferencingOps(t *testing.T) {
 	for st, want := range map[loopState]bool{stateRunning: false, stateRunAgain: false, stateSleeping: true, stateWaking: true} {
 		require.Equal(t, want, (&poolState{state: st}).isReferencingOps(), "%v", st)
@@ -90,7 +103,7 @@ func runPoolStateOps(t *testing.T, ops []byte) {
 	writes := 0
 	woken := false // a wake arrived during the running cycle
 	for _, op := range ops {
-		switch op % 5 {
+		switch op % 6 {
 		case 0, 1: // another goroutine wakes the loop
 			wasSleeping := s.state == stateSleeping
 			if s.wake() {
@@ -128,6 +141,13 @@ func runPoolStateOps(t *testing.T, ops []byte) {
 			if !s.isReferencingOps() {
 				s.reset()
 				woken = false
+			}
+		case 5: // a loop that has not slept for a while looks at epoll without blocking
+			if !s.isReferencingOps() {
+				s.harvest()
+				require.Equal(t, stateWaking, s.state)
+				// It dispatches, then starts a new cycle: a wake that
+				// arrived while it ran is honored by that cycle.
 			}
 		}
 		require.LessOrEqual(t, writes, 1, "at most one eventfd write per sleep")
