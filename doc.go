@@ -67,6 +67,12 @@
 // operation from any goroutine; poll or Wait its Completion to release its
 // buffers, and Close cancels it (the waiter sees ECANCELED).
 //
+// A task waiting for each of its operations pays two coroutine switches per
+// operation (about 60 ns here). A Batch (Uring.NewBatch) queues many
+// operations and waits for all of them with one suspension: 32 NOPs in
+// flight cost about 100 ns each through a Batch against about 200 ns through
+// 32 tasks, and about 80 ns on a bare ring without an executor.
+//
 // # What is safe off the loop goroutine
 //
 // Pool.Close, Pool.Stats, Pool.Driver, everything on Driver (Spawn, NewTimer,

@@ -340,26 +340,47 @@ func (u *Uring) drain(wakers *WakerList) {
 	}
 }
 
-// run submits one operation inside task t and waits for its result.
+// run submits one operation inside task t and waits for its result. An
+// empty name is derived from the opcode, only if an error needs it.
 func (u *Uring) run(t *Task, name string, op *uringOp, sqe *uring.SQE) (int32, error) {
 	sqe.UserData = op.userData
 	u.pushOnLoop(sqe)
 	res, err := Await[int32](t, (*taskOp)(op))
 	if err != nil {
-		if op.done {
-			u.release(op)
-		} else {
-			op.abandoned = true
-			cancel := uring.SQE{Opcode: uring.OpAsyncCancel, Addr: op.userData, UserData: cancelUserData}
-			u.pushOnLoop(&cancel)
-		}
+		u.abandon(op)
 		return 0, err
 	}
 	u.release(op)
 	if res < 0 {
-		return res, fmt.Errorf("iopool: %w", os.NewSyscallError("io_uring "+name, unix.Errno(-res)))
+		if name == "" {
+			name = opName(sqe.Opcode)
+		}
+		return res, opError(name, res)
 	}
 	return res, nil
+}
+
+// abandon gives up waiting for op: a completed op is recycled at once, one
+// still in the kernel is canceled and recycled when its CQE arrives, its
+// buffers pinned until then. Loop only.
+func (u *Uring) abandon(op *uringOp) {
+	if op.done {
+		u.release(op)
+		return
+	}
+	op.abandoned = true
+	cancel := uring.SQE{Opcode: uring.OpAsyncCancel, Addr: op.userData, UserData: cancelUserData}
+	u.pushOnLoop(&cancel)
+}
+
+// opError is the error of a CQE with a negative result.
+func opError(name string, res int32) error {
+	return fmt.Errorf("iopool: %w", os.NewSyscallError("io_uring "+name, unix.Errno(-res)))
+}
+
+// opName names an opcode for an error message.
+func opName(opcode uint8) string {
+	return fmt.Sprintf("op %d", opcode)
 }
 
 // taskOp is a uringOp awaited by a task; both run on the loop goroutine.
@@ -433,16 +454,24 @@ func (u *Uring) Write(t *Task, fd int, buf []byte, off int64) (int, error) {
 }
 
 func (u *Uring) rw(t *Task, name string, opcode uint8, fd int, buf []byte, off int64) (int, error) {
-	if err := checkRW(name, buf, off); err != nil {
-		return 0, err
-	}
-	op, err := u.prepare(t, buf)
+	op, sqe, err := u.prepareRW(t, name, opcode, fd, buf, off)
 	if err != nil {
 		return 0, err
 	}
-	sqe := uring.SQE{Opcode: opcode, Fd: int32(fd), Addr: bufAddr(buf), Len: uint32(len(buf)), Off: uint64(off)}
 	n, err := u.run(t, name, op, &sqe)
 	return int(n), err
+}
+
+// prepareRW checks a read or write, takes its op and pins buf.
+func (u *Uring) prepareRW(t *Task, name string, opcode uint8, fd int, buf []byte, off int64) (*uringOp, uring.SQE, error) {
+	if err := checkRW(name, buf, off); err != nil {
+		return nil, uring.SQE{}, err
+	}
+	op, err := u.prepare(t, buf)
+	if err != nil {
+		return nil, uring.SQE{}, err
+	}
+	return op, uring.SQE{Opcode: opcode, Fd: int32(fd), Addr: bufAddr(buf), Len: uint32(len(buf)), Off: uint64(off)}, nil
 }
 
 // Readv reads into bufs from fd at offset off, inside task t.
@@ -681,7 +710,7 @@ func (u *Uring) Submit(t *Task, prep func(*SQE), keep ...[]byte) (int32, error) 
 	}
 	var sqe uring.SQE
 	prep(&sqe)
-	return u.run(t, fmt.Sprintf("op %d", sqe.Opcode), op, &sqe)
+	return u.run(t, "", op, &sqe)
 }
 
 // Completion is an operation started from any goroutine with Start: a

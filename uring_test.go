@@ -240,6 +240,40 @@ func BenchmarkUringNop32InFlight(b *testing.B) {
 	}
 }
 
+// BenchmarkUringNop32Batch: one task keeps 32 NOPs in flight as a Batch,
+// waiting for them with one suspension; compare with BenchmarkRawNop32InFlight
+// and with BenchmarkUringNop32InFlight (32 tasks, one suspension per NOP).
+func BenchmarkUringNop32Batch(b *testing.B) {
+	for _, mode := range []struct {
+		name string
+		opts []Option
+	}{{"unlocked", nil}, {"locked", []Option{WithLockOSThread()}}} {
+		b.Run(mode.name, func(b *testing.B) {
+			b.ReportAllocs()
+			runBench(b, func(tk *Task) error {
+				u := requireUring(b, tk.Driver())
+				batch := u.NewBatch()
+				b.ResetTimer()
+				for done := 0; done < b.N; done += 32 {
+					for range 32 {
+						if err := batch.Nop(tk); err != nil {
+							return err
+						}
+					}
+					if err := batch.Wait(tk); err != nil {
+						return err
+					}
+				}
+				b.StopTimer()
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64((b.N+31)/32*32), "ns/nop")
+				st := tk.Driver().Pool().Stats()
+				b.ReportMetric(float64(st.UringSubmitted)/float64(max(st.UringEnters, 1)), "sqes/enter")
+				return nil
+			}, mode.opts...)
+		})
+	}
+}
+
 func BenchmarkUringNopSingle(b *testing.B) {
 	b.ReportAllocs()
 	runBench(b, func(tk *Task) error {
