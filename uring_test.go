@@ -318,6 +318,7 @@ func BenchmarkUringRead4K(b *testing.B) {
 		per := b.N/32 + 1
 		var hs []*Handle[int]
 		b.ResetTimer()
+		cpu0 := processCPU()
 		for i := range 32 {
 			hs = append(hs, Spawn(tk.Driver(), "reader", func(t *Task) (int, error) {
 				rng := rand.New(rand.NewPCG(uint64(i), 1))
@@ -336,6 +337,45 @@ func BenchmarkUringRead4K(b *testing.B) {
 				return err
 			}
 		}
+		b.StopTimer()
+		b.ReportMetric(float64(processCPU()-cpu0)/float64(32*per), "cpu-ns/read")
+		return nil
+	})
+}
+
+// BenchmarkUringRead4KBatch: the same reads, 32 in flight as one Batch of
+// one task.
+func BenchmarkUringRead4KBatch(b *testing.B) {
+	b.ReportAllocs()
+	f := randomReadFile(b)
+	runBench(b, func(tk *Task) error {
+		u := requireUring(b, tk.Driver())
+		batch := u.NewBatch()
+		rng := rand.New(rand.NewPCG(1, 1))
+		bufs := make([][]byte, 32)
+		for i := range bufs {
+			bufs[i] = make([]byte, 4096)
+		}
+		b.ResetTimer()
+		cpu0 := processCPU()
+		for done := 0; done < b.N; done += len(bufs) {
+			for _, buf := range bufs {
+				off := int64(rng.IntN(randomReadFileSize/4096)) * 4096
+				if err := batch.Read(tk, int(f.Fd()), buf, off); err != nil {
+					return err
+				}
+			}
+			if err := batch.Wait(tk); err != nil {
+				return err
+			}
+			for i := range bufs {
+				if n, err := batch.Result(i); err != nil || n != 4096 {
+					return fmt.Errorf("read %d: %d bytes, %v", i, n, err)
+				}
+			}
+		}
+		b.StopTimer()
+		b.ReportMetric(float64(processCPU()-cpu0)/float64((b.N+31)/32*32), "cpu-ns/read")
 		return nil
 	})
 }
@@ -346,6 +386,7 @@ func BenchmarkOSFileReadAt4K(b *testing.B) {
 	per := b.N/32 + 1
 	var wg sync.WaitGroup
 	b.ResetTimer()
+	cpu0 := processCPU()
 	for i := range 32 {
 		wg.Add(1)
 		go func() {
@@ -361,6 +402,8 @@ func BenchmarkOSFileReadAt4K(b *testing.B) {
 		}()
 	}
 	wg.Wait()
+	b.StopTimer()
+	b.ReportMetric(float64(processCPU()-cpu0)/float64(32*per), "cpu-ns/read")
 }
 
 // Statx, Accept and Connect through the ring: a TCP and a unix connection
