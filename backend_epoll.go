@@ -140,15 +140,21 @@ const harvestEvery = 32
 const preciseWaitBelow = 2_000_000 // ns
 
 // wait blocks in epoll until an event or the deadline, and returns the
-// number of events. It polls once without blocking first, so that a busy
-// loop skips the hand-off below; EINTR is retried with the remaining time.
+// number of events. An unlocked loop polls once without blocking first, so
+// that a busy loop skips the hand-off below; EINTR is retried with the
+// remaining time.
 func (p *Pool) wait(deadline int64, hasDeadline bool) int {
 	p.stats.sleeps.Add(1)
-	// Look first without blocking: a busy loop finds events and goes on.
-	if n := p.epollWait(0); n > 0 || (hasDeadline && deadline <= p.monoNow()) {
-		return n
+	if hasDeadline && deadline <= p.monoNow() {
+		return p.epollWait(0)
 	}
 	if !p.opts.lockOSThread {
+		// Look first without blocking: a busy loop finds events and goes
+		// on without the hand-off. A locked loop has no hand-off to skip,
+		// and the look would only add a syscall to every sleep.
+		if n := p.epollWait(0); n > 0 {
+			return n
+		}
 		// The loop is about to block. Let goroutines it made runnable start
 		// first: a goroutine blocked in a syscall keeps its P for up to a
 		// sysmon tick (20 µs to 10 ms), stranding them. Gosched costs about
