@@ -200,10 +200,10 @@ func TestUringStartFromPlainGoroutine(t *testing.T) {
 	})
 }
 
-// BenchmarkUringNop32InFlight: 32 tasks each submit NOPs one after the
-// other, so 32 are in flight; compare with internal/uring's
-// BenchmarkRawNop32InFlight (the ring without the executor).
-func BenchmarkUringNop32InFlight(b *testing.B) {
+// benchNops runs nops (which completes at least b.N NOPs of the b it is
+// given and returns how many) on a pool with and without a locked OS thread, and reports the time
+// per NOP and the SQEs each io_uring_enter carried.
+func benchNops(b *testing.B, nops func(b *testing.B, tk *Task, u *Uring) (int, error)) {
 	for _, mode := range []struct {
 		name string
 		opts []Option
@@ -212,26 +212,13 @@ func BenchmarkUringNop32InFlight(b *testing.B) {
 			b.ReportAllocs()
 			runBench(b, func(tk *Task) error {
 				u := requireUring(b, tk.Driver())
-				per := b.N/32 + 1
-				var hs []*Handle[int]
 				b.ResetTimer()
-				for range 32 {
-					hs = append(hs, Spawn(tk.Driver(), "nop", func(t *Task) (int, error) {
-						for range per {
-							if err := u.Nop(t); err != nil {
-								return 0, err
-							}
-						}
-						return 0, nil
-					}))
-				}
-				for _, h := range hs {
-					if _, err := h.Join(tk); err != nil {
-						return err
-					}
+				n, err := nops(b, tk, u)
+				if err != nil {
+					return err
 				}
 				b.StopTimer()
-				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(32*per), "ns/nop")
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/nop")
 				st := tk.Driver().Pool().Stats()
 				b.ReportMetric(float64(st.UringSubmitted)/float64(max(st.UringEnters, 1)), "sqes/enter")
 				return nil
@@ -240,38 +227,51 @@ func BenchmarkUringNop32InFlight(b *testing.B) {
 	}
 }
 
+// BenchmarkUringNop32InFlight: 32 tasks each submit NOPs one after the
+// other, so 32 are in flight; compare with internal/uring's
+// BenchmarkRawNop32InFlight (the ring without the executor).
+func BenchmarkUringNop32InFlight(b *testing.B) {
+	benchNops(b, func(b *testing.B, tk *Task, u *Uring) (int, error) {
+		per := b.N/32 + 1
+		var hs []*Handle[int]
+		for range 32 {
+			hs = append(hs, Spawn(tk.Driver(), "nop", func(t *Task) (int, error) {
+				for range per {
+					if err := u.Nop(t); err != nil {
+						return 0, err
+					}
+				}
+				return 0, nil
+			}))
+		}
+		for _, h := range hs {
+			if _, err := h.Join(tk); err != nil {
+				return 0, err
+			}
+		}
+		return 32 * per, nil
+	})
+}
+
 // BenchmarkUringNop32Batch: one task keeps 32 NOPs in flight as a Batch,
 // waiting for them with one suspension; compare with BenchmarkRawNop32InFlight
 // and with BenchmarkUringNop32InFlight (32 tasks, one suspension per NOP).
 func BenchmarkUringNop32Batch(b *testing.B) {
-	for _, mode := range []struct {
-		name string
-		opts []Option
-	}{{"unlocked", nil}, {"locked", []Option{WithLockOSThread()}}} {
-		b.Run(mode.name, func(b *testing.B) {
-			b.ReportAllocs()
-			runBench(b, func(tk *Task) error {
-				u := requireUring(b, tk.Driver())
-				batch := u.NewBatch()
-				b.ResetTimer()
-				for done := 0; done < b.N; done += 32 {
-					for range 32 {
-						if err := batch.Nop(tk); err != nil {
-							return err
-						}
-					}
-					if err := batch.Wait(tk); err != nil {
-						return err
-					}
+	benchNops(b, func(b *testing.B, tk *Task, u *Uring) (int, error) {
+		batch := u.NewBatch()
+		done := 0
+		for ; done < b.N; done += 32 {
+			for range 32 {
+				if err := batch.Nop(tk); err != nil {
+					return 0, err
 				}
-				b.StopTimer()
-				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64((b.N+31)/32*32), "ns/nop")
-				st := tk.Driver().Pool().Stats()
-				b.ReportMetric(float64(st.UringSubmitted)/float64(max(st.UringEnters, 1)), "sqes/enter")
-				return nil
-			}, mode.opts...)
-		})
-	}
+			}
+			if err := batch.Wait(tk); err != nil {
+				return 0, err
+			}
+		}
+		return done, nil
+	})
 }
 
 func BenchmarkUringNopSingle(b *testing.B) {
