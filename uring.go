@@ -528,7 +528,16 @@ func (u *Uring) Openat(t *Task, dirfd int, path string, flags int, mode uint32) 
 	op.pinner.Pin(p)
 	sqe := uring.SQE{Opcode: uring.OpOpenat, Fd: int32(dirfd), Addr: uint64(uintptr(unsafe.Pointer(p))), Len: mode, OpFlags: uint32(flags | unix.O_CLOEXEC)}
 	fd, err := u.run(t, "openat", op, &sqe)
+	if fd < 0 {
+		return -1, pathError("openat", path, fd)
+	}
 	return int(fd), err
+}
+
+// pathError is the error of a negative result of an operation on path: an
+// *os.PathError naming it, so errors.Is(err, fs.ErrNotExist) works too.
+func pathError(name, path string, res int32) error {
+	return fmt.Errorf("iopool: %w", &os.PathError{Op: "io_uring " + name, Path: path, Err: unix.Errno(-res)})
 }
 
 // Close closes fd, inside task t.
@@ -561,7 +570,10 @@ func (u *Uring) Statx(t *Task, dirfd int, path string, flags int, mask uint32, s
 	op.pinner.Pin(st)
 	sqe := uring.SQE{Opcode: uring.OpStatx, Fd: int32(dirfd), Addr: uint64(uintptr(unsafe.Pointer(p))), Len: mask,
 		Off: uint64(uintptr(unsafe.Pointer(st))), OpFlags: uint32(flags)}
-	_, err = u.run(t, "statx", op, &sqe)
+	res, err := u.run(t, "statx", op, &sqe)
+	if res < 0 {
+		return pathError("statx", path, res)
+	}
 	return err
 }
 

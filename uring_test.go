@@ -2,6 +2,7 @@ package iopool
 
 import (
 	"errors"
+	"io/fs"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -423,8 +424,12 @@ func TestUringStatxAcceptConnect(t *testing.T) {
 		require.EqualValues(t, 1234, st.Size)
 		err = u.Statx(tk, unix.AT_FDCWD, "/no/such/file", 0, unix.STATX_SIZE, &st)
 		require.ErrorIs(t, err, unix.ENOENT)
-		require.ErrorContains(t, err, "io_uring statx")
+		require.ErrorIs(t, err, fs.ErrNotExist)
+		require.ErrorContains(t, err, "io_uring statx /no/such/file")
 		require.ErrorContains(t, u.Statx(tk, unix.AT_FDCWD, "x", 0, 0, nil), "nil Statx_t")
+		_, err = u.Openat(tk, unix.AT_FDCWD, "/no/such/dir/f", unix.O_RDONLY, 0)
+		require.ErrorIs(t, err, fs.ErrNotExist)
+		require.ErrorContains(t, err, "io_uring openat /no/such/dir/f: no such file or directory")
 
 		for _, tc := range []struct {
 			domain int
