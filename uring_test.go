@@ -2,8 +2,8 @@ package iopool
 
 import (
 	"errors"
-	"io/fs"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"sync"
