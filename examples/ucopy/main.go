@@ -1,0 +1,240 @@
+// Command ucopy copies a file with io_uring on an iopool pool:
+//
+//	go run ./examples/ucopy SRC DST
+//	go run ./examples/ucopy -bs 1048576 -depth 16 SRC DST
+//
+// Every system call of the copy goes through the pool's ring: statx and
+// openat, then rounds of -depth reads of -bs bytes queued as one Batch and
+// waited for with one suspension of the task, the same for the writes, then
+// fsync and close. It prints the size, the time, the throughput and how many
+// operations each io_uring_enter carried. DST is created (mode 0644) or
+// truncated. If the kernel refuses io_uring, ucopy says so and exits 1.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/iopool/iopool"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(2)
+		}
+		fmt.Fprintln(os.Stderr, "ucopy:", err)
+		os.Exit(1)
+	}
+}
+
+type config struct {
+	src, dst  string
+	bs, depth int
+}
+
+func parseArgs(args []string, out io.Writer) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("ucopy", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.Usage = func() {
+		fmt.Fprintln(out, "Usage: ucopy [-bs BYTES] [-depth N] SRC DST")
+		fs.PrintDefaults()
+	}
+	fs.IntVar(&c.bs, "bs", 128<<10, "bytes per read and write")
+	fs.IntVar(&c.depth, "depth", 8, "reads (and then writes) in flight at once")
+	if err := fs.Parse(args); err != nil {
+		return c, flag.ErrHelp // the flag package printed the problem and the usage
+	}
+	var bad string
+	switch {
+	case c.bs < 512 || c.bs > 64<<20:
+		bad = fmt.Sprintf("-bs %d (want 512..67108864)", c.bs)
+	case c.depth < 1 || c.depth > 1024:
+		bad = fmt.Sprintf("-depth %d (want 1..1024)", c.depth)
+	case fs.NArg() != 2:
+		bad = fmt.Sprintf("want SRC and DST, got %d arguments", fs.NArg())
+	}
+	if bad != "" {
+		fmt.Fprintf(out, "ucopy: %s\n", bad)
+		fs.Usage()
+		return c, flag.ErrHelp
+	}
+	c.src, c.dst = fs.Arg(0), fs.Arg(1)
+	return c, nil
+}
+
+func run(ctx context.Context, args []string, out io.Writer) error {
+	c, err := parseArgs(args, out)
+	if err != nil {
+		return err
+	}
+	p, err := iopool.New(iopool.WithUringEntries(uint32(min(2*c.depth, 4096))))
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	// Ctrl-C closes the pool: the copy task is canceled, its operations in
+	// the kernel canceled and waited for.
+	ran := make(chan struct{})
+	defer close(ran)
+	go func() {
+		select {
+		case <-ctx.Done():
+			p.Close()
+		case <-ran:
+		}
+	}()
+	start := time.Now()
+	var size int64
+	err = p.Run(func(t *iopool.Task) error {
+		u, err := t.Driver().Uring()
+		if errors.Is(err, iopool.ErrUringUnavailable) {
+			return fmt.Errorf("this system refuses io_uring, which ucopy needs: %w", err)
+		}
+		if err != nil {
+			return err
+		}
+		size, err = copyFile(t, u, c)
+		return err
+	})
+	if errors.Is(err, iopool.ErrClosed) && ctx.Err() != nil {
+		return fmt.Errorf("interrupted; %s is incomplete", c.dst)
+	}
+	if err != nil {
+		return err
+	}
+	elapsed := time.Since(start)
+	st := p.Stats()
+	fmt.Fprintf(out, "copied %d bytes from %s to %s in %v (%.1f MB/s)\n",
+		size, c.src, c.dst, elapsed.Round(time.Microsecond), float64(size)/1e6/elapsed.Seconds())
+	fmt.Fprintf(out, "io_uring: %d operations in %d io_uring_enter calls (%.1f per call), %d loop cycles\n",
+		st.UringSubmitted, st.UringEnters, float64(st.UringSubmitted)/float64(max(st.UringEnters, 1)), st.Cycles)
+	return nil
+}
+
+// copyFile copies c.src to c.dst through the ring and returns the size.
+func copyFile(t *iopool.Task, u *iopool.Uring, c config) (size int64, err error) {
+	var st unix.Statx_t
+	if err := u.Statx(t, unix.AT_FDCWD, c.src, 0, unix.STATX_TYPE|unix.STATX_SIZE, &st); err != nil {
+		return 0, err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return 0, fmt.Errorf("%s is not a regular file", c.src)
+	}
+	size = int64(st.Size)
+	src, err := u.Openat(t, unix.AT_FDCWD, c.src, unix.O_RDONLY, 0)
+	if err != nil {
+		return 0, err
+	}
+	defer closeFd(t, u, src, &err)
+	dst, err := u.Openat(t, unix.AT_FDCWD, c.dst, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC, 0o644)
+	if err != nil {
+		return 0, err
+	}
+	defer closeFd(t, u, dst, &err)
+
+	bufs := make([][]byte, c.depth)
+	for i := range bufs {
+		bufs[i] = make([]byte, c.bs)
+	}
+	batch := u.NewBatch()
+	for off := int64(0); off < size; {
+		// Queue up to depth reads, wait for all of them at once.
+		var want []int
+		for i := 0; i < c.depth && off+int64(i*c.bs) < size; i++ {
+			n := int(min(int64(c.bs), size-off-int64(i*c.bs)))
+			want = append(want, n)
+			if err := batch.Read(t, src, bufs[i][:n], off+int64(i*c.bs)); err != nil {
+				return 0, err
+			}
+		}
+		if err := batch.Wait(t); err != nil {
+			return 0, err
+		}
+		// A short read (the file shrank, or the kernel gave less) ends the
+		// round there; the next round starts after the bytes read.
+		got := make([]int, 0, len(want))
+		for i := range want {
+			n, err := batch.Result(i)
+			if err != nil {
+				return 0, fmt.Errorf("reading %s: %w", c.src, err)
+			}
+			got = append(got, int(n))
+			if int(n) < want[i] {
+				break
+			}
+		}
+		if err := writeAll(t, u, batch, dst, bufs, got, off); err != nil {
+			return 0, fmt.Errorf("writing %s: %w", c.dst, err)
+		}
+		round := int64(0)
+		for _, n := range got {
+			round += int64(n)
+		}
+		if round == 0 {
+			return off, fmt.Errorf("%s ended at %d bytes, before its size %d", c.src, off, size)
+		}
+		off += round
+	}
+	if err := u.Fsync(t, dst); err != nil {
+		return 0, fmt.Errorf("writing %s: %w", c.dst, err)
+	}
+	return size, nil
+}
+
+// writeAll writes bufs[i][:got[i]] at consecutive offsets from off, queued
+// as one batch; a short write is finished with further writes.
+func writeAll(t *iopool.Task, u *iopool.Uring, batch *iopool.Batch, fd int, bufs [][]byte, got []int, off int64) error {
+	at := off
+	for i, n := range got {
+		if err := batch.Write(t, fd, bufs[i][:n], at); err != nil {
+			return err
+		}
+		at += int64(n)
+	}
+	if err := batch.Wait(t); err != nil {
+		return err
+	}
+	at = off
+	for i, n := range got {
+		w, err := batch.Result(i)
+		if err != nil {
+			return err
+		}
+		for done := int(w); done < n; {
+			m, err := u.Write(t, fd, bufs[i][done:n], at+int64(done))
+			if err != nil {
+				return err
+			}
+			if m == 0 {
+				return io.ErrShortWrite
+			}
+			done += m
+		}
+		at += int64(n)
+	}
+	return nil
+}
+
+// closeFd closes fd through the ring, keeping the first error. A canceled
+// task can no longer wait for the ring, so it closes the fd directly.
+func closeFd(t *iopool.Task, u *iopool.Uring, fd int, err *error) {
+	cerr := u.Close(t, fd)
+	if errors.Is(cerr, iopool.ErrCanceled) {
+		cerr = unix.Close(fd)
+	}
+	if *err == nil && cerr != nil {
+		*err = cerr
+	}
+}

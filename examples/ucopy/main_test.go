@@ -1,0 +1,124 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+
+	"github.com/iopool/iopool"
+	"github.com/iopool/iopool/internal/sys"
+)
+
+// skipWithoutUring skips when the kernel refuses io_uring, the one reason
+// outside the code for these tests not to run.
+func skipWithoutUring(t *testing.T) {
+	t.Helper()
+	p, err := iopool.New()
+	require.NoError(t, err)
+	defer p.Close()
+	if _, err := p.Driver().Uring(); errors.Is(err, iopool.ErrUringUnavailable) {
+		t.Skipf("the kernel refuses io_uring: %v", err)
+	}
+}
+
+func copyAndCompare(t *testing.T, data []byte, args ...string) string {
+	t.Helper()
+	dir := t.TempDir()
+	src, dst := filepath.Join(dir, "src"), filepath.Join(dir, "dst")
+	require.NoError(t, os.WriteFile(src, data, 0o600))
+	var out bytes.Buffer
+	require.NoError(t, run(context.Background(), append(args, src, dst), &out), out.String())
+	got, err := os.ReadFile(dst)
+	require.NoError(t, err)
+	require.True(t, bytes.Equal(data, got), "the copy differs from the source (%d vs %d bytes)", len(got), len(data))
+	info, err := os.Stat(dst)
+	require.NoError(t, err)
+	require.Zero(t, info.Mode().Perm()&^0o644, "DST is created with at most mode 0644")
+	return out.String()
+}
+
+func TestCopiesOddSizedFile(t *testing.T) {
+	skipWithoutUring(t)
+	data := make([]byte, 3<<20+12345) // not a multiple of the block size
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range data {
+		data[i] = byte(r.Uint32())
+	}
+	out := copyAndCompare(t, data)
+	require.Contains(t, out, "copied 3158073 bytes")
+	require.Contains(t, out, "io_uring_enter calls")
+
+	// Small blocks and a shallow queue: many rounds, the same bytes.
+	copyAndCompare(t, data[:100_001], "-bs", "4096", "-depth", "3")
+}
+
+func TestCopiesEmptyFile(t *testing.T) {
+	skipWithoutUring(t)
+	out := copyAndCompare(t, nil)
+	require.Contains(t, out, "copied 0 bytes")
+}
+
+func TestOverwritesALongerDestination(t *testing.T) {
+	skipWithoutUring(t)
+	dir := t.TempDir()
+	src, dst := filepath.Join(dir, "src"), filepath.Join(dir, "dst")
+	require.NoError(t, os.WriteFile(src, []byte("short"), 0o600))
+	require.NoError(t, os.WriteFile(dst, bytes.Repeat([]byte("long"), 1000), 0o600))
+	require.NoError(t, run(context.Background(), []string{src, dst}, &bytes.Buffer{}))
+	got, err := os.ReadFile(dst)
+	require.NoError(t, err)
+	require.Equal(t, "short", string(got), "DST is truncated")
+}
+
+func TestErrorsNameThePath(t *testing.T) {
+	skipWithoutUring(t)
+	dir := t.TempDir()
+	err := run(context.Background(), []string{filepath.Join(dir, "missing"), filepath.Join(dir, "dst")}, &bytes.Buffer{})
+	require.ErrorIs(t, err, fs.ErrNotExist)
+	require.ErrorContains(t, err, filepath.Join(dir, "missing"))
+
+	err = run(context.Background(), []string{dir, filepath.Join(dir, "dst")}, &bytes.Buffer{})
+	require.ErrorContains(t, err, dir+" is not a regular file")
+
+	src := filepath.Join(dir, "src")
+	require.NoError(t, os.WriteFile(src, []byte("x"), 0o600))
+	err = run(context.Background(), []string{src, filepath.Join(dir, "no", "such", "dir")}, &bytes.Buffer{})
+	require.ErrorIs(t, err, fs.ErrNotExist)
+	require.ErrorContains(t, err, filepath.Join(dir, "no", "such", "dir"))
+}
+
+func TestBadArguments(t *testing.T) {
+	for _, args := range [][]string{{}, {"one"}, {"a", "b", "c"}, {"-bs", "0", "a", "b"}, {"-depth", "-1", "a", "b"}, {"-nope", "a", "b"}} {
+		var out bytes.Buffer
+		err := run(context.Background(), args, &out)
+		require.ErrorIs(t, err, flag.ErrHelp, "%q", args)
+		require.Contains(t, out.String(), "Usage: ucopy", "%q", args)
+	}
+}
+
+func TestSaysSoWhenIoUringIsRefused(t *testing.T) {
+	sys.SetFaults(func(c sys.Call) error {
+		if c == sys.CallUringSetup {
+			return unix.ENOSYS
+		}
+		return nil
+	})
+	defer sys.SetFaults(nil)
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	require.NoError(t, os.WriteFile(src, []byte("data"), 0o600))
+	err := run(context.Background(), []string{src, filepath.Join(dir, "dst")}, &bytes.Buffer{})
+	require.ErrorIs(t, err, iopool.ErrUringUnavailable)
+	require.ErrorIs(t, err, unix.ENOSYS)
+	require.ErrorContains(t, err, "this system refuses io_uring, which ucopy needs")
+	require.NoFileExists(t, filepath.Join(dir, "dst"), "nothing is created")
+}
