@@ -843,6 +843,21 @@ func (u *Uring) close() error {
 		}
 		time.Sleep(time.Millisecond)
 	}
+	// An op the kernel is done with but nobody consumed (a Batch never
+	// waited for, a Completion dropped) is unpinned now: a Pinner that
+	// becomes garbage while still pinning panics the process.
+	for _, op := range u.ops {
+		if op.busy && op.done {
+			op.pinner.Unpin()
+		}
+	}
+	u.mu.Lock()
+	for _, op := range u.remoteOps {
+		if op.busy && op.done {
+			op.pinner.Unpin()
+		}
+	}
+	u.mu.Unlock()
 	// Whatever the kernel still holds stays pinned and reachable forever.
 	leak := func(op *uringOp) {
 		op.leaked = true

@@ -27,7 +27,8 @@ import (
 //	}
 //
 // Every operation added must be waited for: Wait is what recycles the
-// operations and unpins their buffers. Adding after Wait starts a new batch
+// operations and unpins their buffers (a batch left unwaited holds them
+// until the pool closes). Adding after Wait starts a new batch
 // on the same memory, so a reused Batch allocates nothing. A Batch is used
 // by one task at a time.
 type Batch struct {

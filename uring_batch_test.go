@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 
@@ -149,4 +150,29 @@ func TestUringBatchCancel(t *testing.T) {
 		require.Len(t, u.free, len(u.ops), "every op is back on the free list, unpinned")
 		return nil
 	})
+}
+
+// Operations nobody waits for (a Batch never waited, a Completion dropped)
+// are unpinned when the pool closes: a runtime.Pinner that becomes garbage
+// while still pinning panics the whole process from the finalizer.
+func TestUnconsumedOpsAreUnpinnedAtClose(t *testing.T) {
+	requireNoLeaks(t)
+	p, err := New()
+	require.NoError(t, err)
+	require.NoError(t, p.Run(func(tk *Task) error {
+		u := requireUring(t, tk.Driver())
+		b := u.NewBatch()
+		for range 4 {
+			require.NoError(t, b.Read(tk, -1, make([]byte, 64), 0)) // pins the buffer
+		}
+		_, err := u.Start(func(sqe *SQE) { sqe.Opcode = OpNop }, make([]byte, 64))
+		require.NoError(t, err)
+		return tk.Sleep(5 * time.Millisecond) // the CQEs arrive; nobody consumes them
+	}))
+	require.NoError(t, p.Close())
+	p = nil
+	for range 3 {
+		runtime.GC() // before the fix, the Pinners' finalizers panicked here
+		time.Sleep(10 * time.Millisecond)
+	}
 }

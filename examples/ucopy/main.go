@@ -149,6 +149,9 @@ func copyFile(t *iopool.Task, u *iopool.Uring, c config) (size int64, err error)
 		bufs[i] = make([]byte, c.bs)
 	}
 	batch := u.NewBatch()
+	// On an early return, operations already queued are still waited for
+	// (or, if the task was canceled, canceled), so their buffers are free.
+	defer batch.Wait(t)
 	for off := int64(0); off < size; {
 		// Queue up to depth reads, wait for all of them at once.
 		var want []int
