@@ -5,11 +5,14 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/iopool/iopool/internal/sys"
 )
 
 // A batch of writes, then a batch of reads of the same file, a no-op and a
@@ -175,4 +178,35 @@ func TestUnconsumedOpsAreUnpinnedAtClose(t *testing.T) {
 		runtime.GC() // before the fix, the Pinners' finalizers panicked here
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// The kernel refusing submissions while its completion queue holds entries
+// (EBUSY), with a batch that overfills the submission queue: the loop drains
+// the completions and retries, and every operation completes.
+func TestUringSubmitRefusedIsRetried(t *testing.T) {
+	runPool(t, func(tk *Task) error {
+		u := requireUring(t, tk.Driver())
+		var refused atomic.Int32
+		sys.SetFaults(func(c sys.Call) error {
+			// Refuses only while completions wait to be drained; the cap
+			// ends a retry loop that never drains, so the test fails
+			// instead of hanging.
+			if c == sys.CallUringEnter && u.ring.CQReady() && refused.Load() < 100_000 {
+				refused.Add(1)
+				return unix.EBUSY
+			}
+			return nil
+		})
+		defer sys.SetFaults(nil)
+		b := u.NewBatch()
+		for range 100 {
+			require.NoError(t, b.Nop(tk))
+		}
+		require.NoError(t, b.Wait(tk))
+		require.Equal(t, 100, b.Len())
+		require.Positive(t, refused.Load(), "submissions were refused")
+		require.Less(t, refused.Load(), int32(100), "each refusal is followed by a drain, then accepted")
+		require.Zero(t, u.inflight)
+		return nil
+	}, WithUringEntries(8))
 }

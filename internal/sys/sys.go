@@ -25,10 +25,11 @@ const (
 	CallRead                   // read on a registered fd
 	CallWrite                  // write on a registered fd
 	CallUringSetup             // io_uring_setup
+	CallUringEnter             // io_uring_enter submitting a pool's SQEs
 	numCalls
 )
 
-var callNames = [numCalls]string{"epoll_wait", "epoll_ctl", "eventfd", "accept4", "read", "write", "io_uring_setup"}
+var callNames = [numCalls]string{"epoll_wait", "epoll_ctl", "eventfd", "accept4", "read", "write", "io_uring_setup", "io_uring_enter"}
 
 func (c Call) String() string {
 	if c < numCalls {
