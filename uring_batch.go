@@ -54,7 +54,8 @@ func (b *Batch) Len() int {
 
 // Nop queues a no-op.
 func (b *Batch) Nop(t *Task) error {
-	op, err := b.start(t)
+	b.reuse()
+	op, err := b.u.prepare(t)
 	if err != nil {
 		return err
 	}
@@ -97,12 +98,6 @@ func (b *Batch) Submit(t *Task, prep func(*SQE), keep ...[]byte) error {
 	prep(&sqe)
 	b.push(op, "", sqe)
 	return nil
-}
-
-// start takes an op for a new entry, after the previous Wait's results.
-func (b *Batch) start(t *Task) (*uringOp, error) {
-	b.reuse()
-	return b.u.prepare(t)
 }
 
 // reuse forgets the last Wait's results before the first new entry.

@@ -111,16 +111,21 @@ func TestUringCancelKeepsBufferUntilCompletion(t *testing.T) {
 		require.ErrorIs(t, err, ErrCanceled)
 		require.Less(t, time.Since(start), time.Second)
 		// The cancel completes the read with ECANCELED; the op is released.
-		for i := 0; ; i++ {
-			if u.inflight == 0 {
-				break
-			}
-			require.Less(t, i, 1000, "the canceled read never completed")
-			require.NoError(t, tk.Sleep(time.Millisecond))
-		}
-		require.Len(t, u.free, len(u.ops), "every op is back on the free list, unpinned")
+		requireCanceledOpsReleased(t, tk, u)
 		return nil
 	})
+}
+
+// requireCanceledOpsReleased waits (up to a second) for the completions of
+// canceled operations, then checks every op is back on the free list,
+// unpinned.
+func requireCanceledOpsReleased(t *testing.T, tk *Task, u *Uring) {
+	t.Helper()
+	for i := 0; u.inflight > 0; i++ {
+		require.Less(t, i, 1000, "a canceled operation never completed")
+		require.NoError(t, tk.Sleep(time.Millisecond))
+	}
+	require.Len(t, u.free, len(u.ops), "every op is back on the free list, unpinned")
 }
 
 func TestUringUnavailableKeepsPoolWorking(t *testing.T) {
