@@ -1,262 +1,158 @@
 package iopool
 
-// The loop. What it needs from the kernel:
+// The epoll backend: the one type that owns a pool's epoll fd and its wake
+// eventfd. What the loop needs from the kernel, and what each call means:
 //
-//	create   epoll_create1(EPOLL_CLOEXEC) and eventfd(EFD_NONBLOCK), in New
-//	ctl      epoll_ctl ADD once per registration (EPOLLET|IN|OUT|PRI|RDHUP)
-//	         and DEL when it is closed
+//	open     epoll_create1(EPOLL_CLOEXEC) and eventfd(EFD_NONBLOCK), the
+//	         eventfd registered edge-triggered with the wake token; in New
+//	add      epoll_ctl ADD, once per registration, with its token
+//	del      epoll_ctl DEL when a registration is closed
 //	wait(ns) epoll_pwait2 with a nanosecond timeout: negative blocks until an
 //	         event, zero polls, positive sleeps at most that long; epoll_wait
 //	         with the timeout rounded up to milliseconds where pwait2 is
-//	         missing. EINTR is retried.
-//	wake     one 8-byte write to the eventfd, made only on the state machine's
-//	         Sleeping→Waking transition, so a sleep sees at most one write
-//	close    close of the eventfd and the epoll fd, in Close
+//	         missing. EINTR is returned to the loop, which retries.
+//	wake     one 8-byte write to the eventfd; the pool makes it only on the
+//	         state machine's Sleeping→Waking transition, so a sleep sees at
+//	         most one write
+//	drain    read the eventfd back to zero after the wake token was seen
+//	close    close of the eventfd and the epoll fd, in Pool.Close
 //
-// One cycle of the loop:
+// Ownership. A closed fd number is reused at once by the next open, accept or
+// socket in the process (a second pool gets the same epoll fd number), so no
+// call may reach the kernel with epfd or wakefd once close has begun. The
+// calls split in two:
 //
-//  1. Under the lock: state → Running; take the wakers of expired timers;
-//     take the ready queue and the ops freed by the last dispatch.
-//  2. Drain io_uring completions (RunAgain cycles included).
-//  3. Wake what was collected, outside the lock. Wakers that are tasks of
-//     this pool go straight onto this cycle's run queue.
-//  4. Release the closed ops that the last epoll_wait could still name.
-//  5. Resume every queued task once, in wake order.
-//  6. Under the lock: if nobody woke the loop (still Running), record the
-//     next timer deadline and move to Sleeping; unlock, flush the queued
-//     io_uring SQEs in one io_uring_enter, and wait. Then Sleeping→Waking,
-//     so that wakes arriving during dispatch skip the eventfd write, and
-//     dispatch the events: the wake token drains the eventfd, the ring token
-//     needs nothing, any other token is an op whose interest set gets them.
+//   - add, del and wake come from any goroutine (NewFdReady, FdReady.Close,
+//     Driver.Uring, a Waker fired by another goroutine). Each holds the read
+//     side of guard for the length of its syscall; close takes the write side,
+//     so it waits for the calls in flight, and every call that starts after
+//     it sees closed and returns ErrClosed without touching a number.
+//   - wait and drain are made by the loop only, inside runLoop. They take no
+//     guard (the loop's sleep is the hot path): Pool.Close calls close only
+//     after the loop has stopped for good, since Close either waits for the
+//     active Run to return or drives the last loop itself, and once closing
+//     is set under Pool.mu no Run starts another loop. So no wait or drain
+//     overlaps close, and none follows it.
+//
+// The guard is a sync.RWMutex: its read side is two atomic adds when Close
+// is not waiting, next to a syscall that costs a few hundred nanoseconds.
 
 import (
+	"errors"
 	"fmt"
-	"runtime"
+	"os"
+	"sync"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/iopool/iopool/internal/sys"
 )
 
-// runLoop drives the pool until done reports true (it returns true) or the
-// pool is closing and has no task left (it returns false). The caller must
-// be the only goroutine driving the loop.
-func (p *Pool) runLoop(done func() bool) bool {
-	canceledAll := false
-	busy := 0 // consecutive cycles that did not call epoll_wait
-	p.mu.Lock()
-	for {
-		p.state.reset()
-		p.stats.cycles.Add(1)
-		if p.timers.len() > 0 {
-			if n := p.timers.wakeExpired(p.monoNow(), &p.wakers); n > 0 {
-				p.stats.timersFired.Add(uint64(n))
-			}
-		}
-		if p.closing && !canceledAll {
-			canceledAll = true
-			p.cancelAllLocked()
-		}
-		p.runq, p.ready = p.ready, p.runq[:0]
-		freeing := p.freeing
-		p.mu.Unlock()
-
-		if u := p.uring.Load(); u != nil {
-			u.drain(&p.wakers)
-		}
-		p.wakeCollected()
-		for i, op := range freeing {
-			op.release()
-			freeing[i] = nil
-		}
-		p.freeing = freeing[:0]
-
-		for i, t := range p.runq {
-			p.runq[i] = nil
-			t.queued.Store(false)
-			p.resume(t)
-		}
-		if len(p.runq) > 0 {
-			p.current.Store(nil)
-		}
-		completed := false
-		if u := p.uring.Load(); u != nil {
-			u.flush() // one io_uring_enter for what this cycle queued
-			// Operations that completed inside that enter (NOPs, cached
-			// reads) are drained by another cycle without an epoll_wait.
-			completed = u.ring.CQReady()
-		}
-		p.mu.Lock()
-		if p.closing {
-			// Closing: every task is canceled and run until it returns.
-			if canceledAll && p.live.n == 0 {
-				p.mu.Unlock()
-				return false
-			}
-		} else if done() {
-			p.mu.Unlock()
-			return true
-		}
-		var n int
-		if !p.state.canSleep() || completed {
-			// Woken while running, or completions are waiting: another
-			// cycle, lock held, no epoll_wait.
-			if busy++; busy < harvestEvery {
-				continue
-			}
-			// A loop that always finds work never reaches epoll_wait and
-			// would starve fd events: look once without blocking.
-			p.state.harvest()
-			p.mu.Unlock()
-			n = p.epollWait(0)
-		} else {
-			deadline, hasDeadline := p.timers.nextDeadline()
-			p.state.sleep(deadline, hasDeadline)
-			p.mu.Unlock()
-
-			n = p.wait(deadline, hasDeadline)
-
-			p.mu.Lock()
-			_ = p.state.wake() // Sleeping→Waking: wakers from now on skip the eventfd
-			p.mu.Unlock()
-		}
-		busy = 0
-		p.dispatch(p.events[:n])
-
-		p.mu.Lock()
-		p.freeing = append(p.freeing, p.toDelete...)
-		clear(p.toDelete)
-		p.toDelete = p.toDelete[:0]
-	}
+// epollBackend owns a pool's epoll fd and wake eventfd.
+//
+// States: open (after open succeeded) --close--> closed. epfd and wakefd are
+// written by open before the pool is shared and never change; after close
+// they are numbers nobody may use.
+type epollBackend struct {
+	guard  sync.RWMutex // read: a call on epfd or wakefd in flight; write: close
+	closed bool         // guard: close has begun; calls return ErrClosed
+	epfd   int          // the epoll instance
+	wakefd int          // eventfd that wakes a sleeping loop
 }
 
-// harvestEvery is how many consecutive cycles a loop that never sleeps runs
-// before it looks at epoll without blocking: a yielding or io_uring-only
-// task cannot delay fd events by more than this many cycles.
-const harvestEvery = 32
-
-// preciseWaitBelow is the timeout under which an unlocked loop lowers its
-// thread's timer slack for the wait (see wait).
-const preciseWaitBelow = 2_000_000 // ns
-
-// wait blocks in epoll until an event or the deadline, and returns the
-// number of events. An unlocked loop polls once without blocking first, so
-// that a busy loop skips the hand-off below; EINTR is retried with the
-// remaining time.
-func (p *Pool) wait(deadline int64, hasDeadline bool) int {
-	p.stats.sleeps.Add(1)
-	if hasDeadline && deadline <= p.monoNow() {
-		return p.epollWait(0)
+// open creates the epoll instance and the wake eventfd and registers the
+// eventfd, edge-triggered: the loop drains it each time it sees the token.
+func (b *epollBackend) open() error {
+	b.epfd, b.wakefd = -1, -1
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return os.NewSyscallError("epoll_create1", err)
 	}
-	if !p.opts.lockOSThread {
-		// Look first without blocking: a busy loop finds events and goes
-		// on without the hand-off. A locked loop has no hand-off to skip,
-		// and the look would only add a syscall to every sleep.
-		if n := p.epollWait(0); n > 0 {
-			return n
-		}
-		// The loop is about to block. Let goroutines it made runnable start
-		// first: a goroutine blocked in a syscall keeps its P for up to a
-		// sysmon tick (20 µs to 10 ms), stranding them. Gosched costs about
-		// 100 ns here (about 20 µs on a locked thread, where it is skipped).
-		runtime.Gosched()
+	wakefd, err := sys.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		unix.Close(epfd)
+		return os.NewSyscallError("eventfd", err)
 	}
-	if hasDeadline && !p.opts.lockOSThread && deadline-p.monoNow() < preciseWaitBelow {
-		// A short timed sleep would end up to the thread's timer slack
-		// (50 µs by default) late. The loop does not own this thread, so it
-		// lowers the slack for this one wait only: two prctl calls, about a
-		// microsecond, against tens of microseconds of lateness.
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		if old, err := unix.PrctlRetInt(unix.PR_GET_TIMERSLACK, 0, 0, 0, 0); err == nil && old > 1 {
-			_ = unix.Prctl(unix.PR_SET_TIMERSLACK, 1, 0, 0, 0)
-			defer unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(old), 0, 0, 0)
-		}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET}
+	setEventData(&ev, tokenWake)
+	if err := sys.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wakefd, &ev); err != nil {
+		unix.Close(wakefd)
+		unix.Close(epfd)
+		return fmt.Errorf("registering the wake eventfd: %w", os.NewSyscallError("epoll_ctl", err))
 	}
-	for {
-		timeout := int64(-1)
-		if hasDeadline {
-			timeout = max(deadline-p.monoNow(), 0)
-		}
-		if n := p.epollWait(timeout); n > 0 || timeout == 0 {
-			return n
-		}
-		// Zero events before the deadline: EINTR, or a timeout that ended
-		// a little early; wait for the rest.
-		if !hasDeadline {
-			continue
-		}
-		if deadline <= p.monoNow() {
-			return 0
-		}
-	}
+	b.epfd, b.wakefd = epfd, wakefd
+	return nil
 }
 
-// epollWait waits up to timeoutNs (negative: forever) and returns the number
-// of events, 0 on timeout or EINTR. EINTR is common: the Go runtime preempts
-// goroutines with signals.
-func (p *Pool) epollWait(timeoutNs int64) int {
-	n, err := sys.EpollWait(p.epfd, p.events, timeoutNs)
-	if err == nil {
-		return n
+// add registers fd for events with token. After close it returns ErrClosed.
+func (b *epollBackend) add(fd int, events uint32, token uint64) error {
+	ev := unix.EpollEvent{Events: events}
+	setEventData(&ev, token)
+	b.guard.RLock()
+	defer b.guard.RUnlock()
+	if b.closed {
+		return ErrClosed
 	}
-	if err != unix.EINTR {
-		panic(fmt.Sprintf("iopool: epoll_wait on epoll fd %d failed: %v", p.epfd, err))
+	if err := sys.EpollCtl(b.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		return os.NewSyscallError("epoll_ctl", err)
 	}
-	return 0
+	return nil
 }
 
-// dispatch hands each event to its registration.
-func (p *Pool) dispatch(events []unix.EpollEvent) {
-	for i := range events {
-		ev := &events[i]
-		switch token := eventData(ev); token {
-		case tokenWake:
-			// EAGAIN would mean it was already drained; both are fine.
-			_ = sys.EventfdDrain(p.wakefd)
-		case tokenRing:
-			// Completions are drained at the top of every cycle.
-		default:
-			op := (*fdOp)(pointerOf(token))
-			op.deliver(pollEventsFromEpoll(ev.Events), &p.wakers)
-			p.stats.events.Add(1)
-		}
+// del removes fd's registration. After close it returns ErrClosed: the
+// registration went with the epoll instance.
+func (b *epollBackend) del(fd int) error {
+	b.guard.RLock()
+	defer b.guard.RUnlock()
+	if b.closed {
+		return ErrClosed
 	}
+	if err := sys.EpollCtl(b.epfd, unix.EPOLL_CTL_DEL, fd, nil); err != nil {
+		return os.NewSyscallError("epoll_ctl", err)
+	}
+	return nil
 }
 
-// wakeCollected wakes the wakers gathered by timers, completions and
-// dispatch. Tasks of this pool are queued for this cycle directly, without
-// the lock or a state change; anything else is woken normally.
-func (p *Pool) wakeCollected() {
-	l := &p.wakers
-	var local uint64
-	for i, w := range l.wakers {
-		l.wakers[i] = nil
-		if t, ok := w.(*Task); ok && t.pool == p {
-			if t.queued.CompareAndSwap(false, true) {
-				local++
-				p.runq = append(p.runq, t)
-			}
-			continue
-		}
-		w.Wake()
+// wake writes the eventfd. After close it writes nothing and returns
+// ErrClosed: nobody is left to wake, and the number may name another file.
+func (b *epollBackend) wake() error {
+	b.guard.RLock()
+	defer b.guard.RUnlock()
+	if b.closed {
+		return ErrClosed
 	}
-	l.wakers = l.wakers[:0]
-	if local > 0 {
-		p.stats.wakes.Add(local)
-	}
+	// Only EBADF could fail here, and the guard rules it out; EAGAIN (the
+	// counter at its maximum) is success, the fd is readable either way.
+	return sys.EventfdSignal(b.wakefd)
 }
 
-// cancelAllLocked cancels every live task, for Close. Called with p.mu held;
-// the wakes it causes queue the tasks for the coming cycles.
-func (p *Pool) cancelAllLocked() {
-	for t := p.live.head; t != nil; t = t.nextLive {
-		if t.canceled.Swap(true) {
-			continue
-		}
-		t.cancelContext()
-		if t.queued.CompareAndSwap(false, true) {
-			p.ready = append(p.ready, t)
-		}
+// wait fetches events into events, for at most timeoutNs. Loop only; see
+// the top of the file for why it needs no guard.
+func (b *epollBackend) wait(events []unix.EpollEvent, timeoutNs int64) (int, error) {
+	return sys.EpollWait(b.epfd, events, timeoutNs)
+}
+
+// drain resets the eventfd after the loop saw its token. Loop only, like
+// wait. EAGAIN means it was drained already, which is fine.
+func (b *epollBackend) drain() {
+	_ = sys.EventfdDrain(b.wakefd)
+}
+
+// close waits for the calls in flight, then closes both fds. Calls from now
+// on return ErrClosed. Called once, by Pool.Close after the loop stopped.
+func (b *epollBackend) close() error {
+	b.guard.Lock()
+	defer b.guard.Unlock()
+	if b.closed {
+		return nil
 	}
+	b.closed = true
+	var errs []error
+	if err := unix.Close(b.wakefd); err != nil {
+		errs = append(errs, os.NewSyscallError("close eventfd", err))
+	}
+	if err := unix.Close(b.epfd); err != nil {
+		errs = append(errs, os.NewSyscallError("close epoll", err))
+	}
+	return errors.Join(errs...)
 }

@@ -1,13 +1,6 @@
 package iopool
 
-import (
-	"errors"
-	"sync"
-)
-
-// ErrChannelClosed is returned by receives on a closed, drained channel and
-// by sends on a closed channel.
-var ErrChannelClosed = errors.New("iopool: channel closed")
+import "sync"
 
 // Result is a value or an error, the output of futures that can fail.
 type Result[T any] struct {

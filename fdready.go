@@ -1,7 +1,6 @@
 package iopool
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"runtime"
@@ -10,8 +9,6 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/iopool/iopool/internal/sys"
 )
 
 // registrationEvents is what every FdReady asks epoll for, once, for its
@@ -112,8 +109,6 @@ func (d *Driver) NewFdReady(fd int) (*FdReady, error) {
 	}
 	op := &fdOp{index: -1}
 	op.pinner.Pin(op)
-	ev := unix.EpollEvent{Events: registrationEvents}
-	setEventData(&ev, tokenOf(unsafe.Pointer(op)))
 
 	p.mu.Lock()
 	if p.closing || p.closed {
@@ -126,12 +121,15 @@ func (d *Driver) NewFdReady(fd int) (*FdReady, error) {
 	p.fds.add(op)
 	p.mu.Unlock()
 
-	if err := sys.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+	// The token is op's address: op is pinned (above) and held by the
+	// pool's fd table until it is released, so the address the kernel hands
+	// back always names a live, unmoved op.
+	if err := p.be.add(fd, registrationEvents, tokenOf(unsafe.Pointer(op))); err != nil {
 		p.mu.Lock()
 		p.fds.remove(op)
 		p.mu.Unlock()
 		op.release()
-		return nil, fmt.Errorf("iopool: registering fd %d: %w", fd, os.NewSyscallError("epoll_ctl", err))
+		return nil, fmt.Errorf("iopool: registering fd %d: %w", fd, err)
 	}
 	p.stats.fdsRegistered.Add(1)
 	return &FdReady{p: p, op: op, fd: fd, dev: st.Dev, ino: st.Ino}, nil
@@ -186,10 +184,6 @@ func (fr *FdReady) ClearEvents(slot InterestSlot, ev PollEvents) {
 	fr.op.mu.Unlock()
 }
 
-// ErrFdClosedFirst is returned (wrapped) by FdReady.Close when the fd was
-// closed, or replaced by another file, before its FdReady was closed.
-var ErrFdClosedFirst = errors.New("iopool: fd closed before its FdReady")
-
 // Close removes the registration. Call it before closing the fd. If the fd
 // was closed first (or its number now names another file) Close does not
 // touch the epoll set, which could remove another file's registration, and
@@ -213,8 +207,8 @@ func (fr *FdReady) Close() error {
 	var st unix.Stat_t
 	if serr := unix.Fstat(fr.fd, &st); serr != nil || st.Dev != fr.dev || st.Ino != fr.ino {
 		err = fmt.Errorf("iopool: FdReady.Close: fd %d: %w; the stale registration is kept until the pool closes", fr.fd, ErrFdClosedFirst)
-	} else if derr := sys.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, fr.fd, nil); derr != nil {
-		err = fmt.Errorf("iopool: FdReady.Close: fd %d: %w", fr.fd, os.NewSyscallError("epoll_ctl", derr))
+	} else if derr := p.be.del(fr.fd); derr != nil {
+		err = fmt.Errorf("iopool: FdReady.Close: fd %d: %w", fr.fd, derr)
 	}
 
 	var wakers WakerList
@@ -242,10 +236,7 @@ func (fr *FdReady) Close() error {
 	default:
 		release = true
 	}
-	p.mu.Unlock()
-	if signal {
-		p.signal()
-	}
+	p.unlockAndSignal(signal)
 	if release {
 		op.release()
 	}

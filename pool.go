@@ -2,35 +2,14 @@ package iopool
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
-	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/iopool/iopool/internal/sys"
-)
-
-// Sentinel errors. Compare with errors.Is.
-var (
-	// ErrClosed is returned by operations on a closed pool or object.
-	ErrClosed = errors.New("iopool: closed")
-
-	// ErrCanceled is returned by the awaits of a canceled task. It wraps
-	// context.Canceled, so errors.Is(err, context.Canceled) holds too.
-	ErrCanceled = fmt.Errorf("iopool: task canceled: %w", context.Canceled)
-
-	// ErrRunning is returned by Run while another Run of the same pool is
-	// active; the first one keeps running.
-	ErrRunning = errors.New("iopool: Run called while the pool is already running")
-
-	// ErrNilTask is returned by Run(nil).
-	ErrNilTask = errors.New("iopool: Run called with a nil task")
 )
 
 // Option configures a Pool in New.
@@ -74,11 +53,10 @@ func WithEventBuffer(n int) Option {
 // on the goroutine that calls Run. Create one with New; it is safe to use
 // from any goroutine through its Driver.
 type Pool struct {
-	epfd   int // the epoll instance; valid until Close
-	wakefd int // eventfd written to wake a sleeping loop
-	opts   options
-	epoch  time.Time // origin of the pool's monotonic nanosecond clock
-	drv    Driver
+	be    epollBackend // the epoll fd and the wake eventfd
+	opts  options
+	epoch time.Time // origin of the pool's monotonic nanosecond clock
+	drv   Driver
 
 	mu       sync.Mutex
 	state    poolState  // mu: the loop's sleep/wake state
@@ -119,7 +97,7 @@ type Driver struct {
 // New creates a pool: an epoll instance and its wake eventfd. Release it with
 // Close.
 func New(opts ...Option) (*Pool, error) {
-	p := &Pool{epfd: -1, wakefd: -1, epoch: time.Now(), closeEnd: make(chan struct{})}
+	p := &Pool{epoch: time.Now(), closeEnd: make(chan struct{})}
 	p.opts = options{eventBuffer: defaultEventBuffer, uringEntries: defaultUringEntries}
 	for _, o := range opts {
 		if o == nil {
@@ -130,21 +108,8 @@ func New(opts ...Option) (*Pool, error) {
 		}
 	}
 	p.drv.p = p
-	var err error
-	if p.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
-		return nil, fmt.Errorf("iopool: New: %w", os.NewSyscallError("epoll_create1", err))
-	}
-	if p.wakefd, err = sys.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
-		unix.Close(p.epfd)
-		return nil, fmt.Errorf("iopool: New: %w", os.NewSyscallError("eventfd", err))
-	}
-	// Edge-triggered: the loop drains the eventfd each time it sees the token.
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET}
-	setEventData(&ev, tokenWake)
-	if err = sys.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, p.wakefd, &ev); err != nil {
-		unix.Close(p.wakefd)
-		unix.Close(p.epfd)
-		return nil, fmt.Errorf("iopool: New: registering the wake eventfd: %w", os.NewSyscallError("epoll_ctl", err))
+	if err := p.be.open(); err != nil {
+		return nil, fmt.Errorf("iopool: New: %w", err)
 	}
 	p.events = make([]unix.EpollEvent, p.opts.eventBuffer)
 	return p, nil
@@ -234,11 +199,7 @@ func (p *Pool) Close() error {
 	p.closing = true
 	if p.running {
 		exit := p.runExit
-		signal := p.state.wake()
-		p.mu.Unlock()
-		if signal {
-			p.signal()
-		}
+		p.unlockAndSignal(p.state.wake())
 		<-exit
 	} else {
 		p.running = true
@@ -312,12 +273,7 @@ func (p *Pool) release() error {
 		// other threads.
 		p.onLoop(func() { errs = append(errs, u.close()) })
 	}
-	if err := unix.Close(p.wakefd); err != nil {
-		errs = append(errs, os.NewSyscallError("close eventfd", err))
-	}
-	if err := unix.Close(p.epfd); err != nil {
-		errs = append(errs, os.NewSyscallError("close epoll", err))
-	}
+	errs = append(errs, p.be.close())
 	return errors.Join(errs...)
 }
 
@@ -330,22 +286,33 @@ func (p *Pool) isClosing() bool {
 
 // signal writes the wake eventfd. Callers write it only on the state
 // machine's Sleeping→Waking transition, so a sleep sees at most one write.
+// After Close the backend writes nothing: nobody is left to wake, and the
+// eventfd's number may name another file by then.
 func (p *Pool) signal() {
-	p.stats.eventfdWrites.Add(1)
-	if err := sys.EventfdSignal(p.wakefd); err != nil {
-		// Only EBADF is possible, after Close: nobody is left to wake.
-		return
+	if p.be.wake() == nil {
+		p.stats.eventfdWrites.Add(1)
+	}
+}
+
+// unlockAndSignal releases p.mu and then, if signal is set, writes the wake
+// eventfd. It is the one way to finish "decide under the lock, signal after
+// it": signal is the result of a state machine transition taken under p.mu
+// (wake, wakeForTimer), and the write is made outside the lock so that the
+// loop, woken at once, does not contend for it. A Close that lands between
+// the unlock and the write is safe: the backend's guard turns the write
+// into nothing once Close has begun, and Close waits for a write in flight
+// before closing the eventfd, so the write never reaches a reused number.
+func (p *Pool) unlockAndSignal(signal bool) {
+	p.mu.Unlock()
+	if signal {
+		p.signal()
 	}
 }
 
 // wake asks the loop to run another cycle.
 func (p *Pool) wake() {
 	p.mu.Lock()
-	signal := p.state.wake()
-	p.mu.Unlock()
-	if signal {
-		p.signal()
-	}
+	p.unlockAndSignal(p.state.wake())
 }
 
 // monoNow is the pool's clock: nanoseconds since New, monotonic.

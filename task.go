@@ -3,7 +3,6 @@ package iopool
 import (
 	"context"
 	"fmt"
-	"iter"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -96,55 +95,6 @@ func (t *Task) Wake() {
 	t.pool.pushReadyLocked(t)
 }
 
-// pushReadyLocked appends t to the ready queue and wakes the loop. It is
-// called with p.mu held and releases it before writing the eventfd.
-func (p *Pool) pushReadyLocked(t *Task) {
-	p.ready = append(p.ready, t)
-	signal := p.state.wake()
-	p.mu.Unlock()
-	if signal {
-		p.signal()
-	}
-}
-
-// enqueueNew adds a new task to the live list and the ready queue, or, on a
-// closed pool, finishes it with ErrClosed without running it.
-func (p *Pool) enqueueNew(t *Task) {
-	p.stats.tasksSpawned.Add(1)
-	t.queued.Store(true)
-	p.mu.Lock()
-	if p.closing || p.closed {
-		p.mu.Unlock()
-		t.finished = true
-		t.runner.complete(ErrClosed, nil)
-		return
-	}
-	p.live.push(t)
-	p.stats.tasksLive.Add(1)
-	p.pushReadyLocked(t)
-}
-
-// resume runs t until it next suspends or finishes. Loop only.
-func (p *Pool) resume(t *Task) {
-	if t.finished {
-		return // a stale wake
-	}
-	if t.next == nil {
-		if t.canceled.Load() {
-			p.finish(t, ErrCanceled, nil)
-			return
-		}
-		t.next, t.stop = iter.Pull(t.body)
-	}
-	p.current.Store(t) // cleared by the caller once the cycle's tasks ran
-	_, more := t.next()
-	if !more {
-		t.stop()
-		t.next, t.stop, t.yield = nil, nil, nil
-		p.finish(t, t.err, t.panicked)
-	}
-}
-
 // body is the coroutine: it runs the task's function and catches its panic.
 func (t *Task) body(yield func(struct{}) bool) {
 	t.yield = yield
@@ -154,17 +104,6 @@ func (t *Task) body(yield func(struct{}) bool) {
 		}
 	}()
 	t.err = t.runner.run(t)
-}
-
-func (p *Pool) finish(t *Task, err error, pe *PanicError) {
-	t.finished = true
-	p.mu.Lock()
-	p.live.remove(t)
-	p.mu.Unlock()
-	p.stats.tasksLive.Add(-1)
-	t.sleep.timer.Stop()
-	t.cancelContext()
-	t.runner.complete(err, pe)
 }
 
 // suspend switches from the task back to the loop.
@@ -381,34 +320,4 @@ func (h *Handle[T]) Wait() (T, error) {
 	}
 	defer h.mu.Unlock()
 	return h.value, h.err
-}
-
-// taskList is an intrusive doubly linked list of live tasks.
-type taskList struct {
-	head *Task
-	n    int
-}
-
-func (l *taskList) push(t *Task) {
-	t.nextLive = l.head
-	if l.head != nil {
-		l.head.prev = t
-	}
-	l.head = t
-	l.n++
-}
-
-func (l *taskList) remove(t *Task) {
-	if t.prev != nil {
-		t.prev.nextLive = t.nextLive
-	} else if l.head == t {
-		l.head = t.nextLive
-	} else {
-		return // not in the list
-	}
-	if t.nextLive != nil {
-		t.nextLive.prev = t.prev
-	}
-	t.prev, t.nextLive = nil, nil
-	l.n--
 }

@@ -64,11 +64,7 @@ func (tm *Timer) poll(cx *Context, d int64, setDeadline bool) (time.Time, bool) 
 	if tm.e.waker != cx.waker {
 		tm.e.waker = cx.waker
 	}
-	signal := p.state.wakeForTimer(d)
-	p.mu.Unlock()
-	if signal {
-		p.signal()
-	}
+	p.unlockAndSignal(p.state.wakeForTimer(d))
 	return time.Time{}, false
 }
 
@@ -81,11 +77,7 @@ func (tm *Timer) SetDeadline(deadline time.Time) {
 	p.mu.Lock()
 	tm.hasDeadline = true
 	p.timers.arm(&tm.e, d)
-	signal := tm.e.waker != nil && p.state.wakeForTimer(d)
-	p.mu.Unlock()
-	if signal {
-		p.signal()
-	}
+	p.unlockAndSignal(tm.e.waker != nil && p.state.wakeForTimer(d))
 }
 
 // Stop disarms the timer and forgets its waker and deadline. Stopping a nil or unarmed

@@ -18,12 +18,6 @@ import (
 
 const defaultUringEntries = 64
 
-// ErrUringUnavailable is returned, wrapped with the cause, by Driver.Uring
-// when the kernel refuses io_uring (ENOSYS, EPERM from seccomp or
-// io_uring_disabled, ENOMEM from a low memlock limit). The rest of the pool
-// works without it.
-var ErrUringUnavailable = errors.New("iopool: io_uring unavailable")
-
 // SQE is an io_uring submission queue entry (struct io_uring_sqe), prepared
 // by the function given to Uring.Submit.
 type SQE = uring.SQE
@@ -195,11 +189,9 @@ func newUring(p *Pool) (*Uring, error) {
 	}
 	// Edge-triggered: the ring fd is readable when completions are posted;
 	// the loop drains them at the top of every cycle.
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET}
-	setEventData(&ev, tokenRing)
-	if err := sys.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, ring.Fd(), &ev); err != nil {
+	if err := p.be.add(ring.Fd(), unix.EPOLLIN|unix.EPOLLET, tokenRing); err != nil {
 		ring.Close()
-		return nil, fmt.Errorf("iopool: registering the io_uring fd: %w", os.NewSyscallError("epoll_ctl", err))
+		return nil, fmt.Errorf("iopool: registering the io_uring fd: %w", err)
 	}
 	return &Uring{p: p, ring: ring, probe: probe, enabled: ring.Flags()&uring.SetupRDisabled == 0}, nil
 }

@@ -1,0 +1,39 @@
+package iopool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors. Compare with errors.Is: the errors returned are often
+// wrapped with the call and the object (the fd) that failed.
+var (
+	// ErrClosed is returned by operations on a closed pool or object.
+	ErrClosed = errors.New("iopool: closed")
+
+	// ErrCanceled is returned by the awaits of a canceled task. It wraps
+	// context.Canceled, so errors.Is(err, context.Canceled) holds too.
+	ErrCanceled = fmt.Errorf("iopool: task canceled: %w", context.Canceled)
+
+	// ErrRunning is returned by Run while another Run of the same pool is
+	// active; the first one keeps running.
+	ErrRunning = errors.New("iopool: Run called while the pool is already running")
+
+	// ErrNilTask is returned by Run(nil).
+	ErrNilTask = errors.New("iopool: Run called with a nil task")
+
+	// ErrFdClosedFirst is returned (wrapped) by FdReady.Close when the fd was
+	// closed, or replaced by another file, before its FdReady was closed.
+	ErrFdClosedFirst = errors.New("iopool: fd closed before its FdReady")
+
+	// ErrUringUnavailable is returned, wrapped with the cause, by
+	// Driver.Uring when the kernel refuses io_uring (ENOSYS, EPERM from
+	// seccomp or io_uring_disabled, ENOMEM from a low memlock limit). The
+	// rest of the pool works without it.
+	ErrUringUnavailable = errors.New("iopool: io_uring unavailable")
+
+	// ErrChannelClosed is returned by receives on a closed, drained channel
+	// and by sends on a closed channel.
+	ErrChannelClosed = errors.New("iopool: channel closed")
+)

@@ -1,0 +1,209 @@
+package iopool
+
+// The loop: the cycle that drives a pool. One cycle:
+//
+//  1. Under the lock: state → Running; take the wakers of expired timers;
+//     take the ready queue and the ops freed by the last dispatch.
+//  2. Drain io_uring completions (RunAgain cycles included).
+//  3. Wake what was collected, outside the lock. Wakers that are tasks of
+//     this pool go straight onto this cycle's run queue.
+//  4. Release the closed ops that the last epoll_wait could still name.
+//  5. Resume every queued task once, in wake order.
+//  6. Under the lock: if nobody woke the loop (still Running), record the
+//     next timer deadline and move to Sleeping; unlock, flush the queued
+//     io_uring SQEs in one io_uring_enter, and wait. Then Sleeping→Waking,
+//     so that wakes arriving during dispatch skip the eventfd write, and
+//     dispatch the events: the wake token drains the eventfd, the ring token
+//     needs nothing, any other token is an op whose interest set gets them.
+
+import (
+	"fmt"
+	"runtime"
+
+	"golang.org/x/sys/unix"
+)
+
+// runLoop drives the pool until done reports true (it returns true) or the
+// pool is closing and has no task left (it returns false). The caller must
+// be the only goroutine driving the loop.
+func (p *Pool) runLoop(done func() bool) bool {
+	canceledAll := false
+	busy := 0 // consecutive cycles that did not call epoll_wait
+	p.mu.Lock()
+	for {
+		p.state.reset()
+		p.stats.cycles.Add(1)
+		if p.timers.len() > 0 {
+			if n := p.timers.wakeExpired(p.monoNow(), &p.wakers); n > 0 {
+				p.stats.timersFired.Add(uint64(n))
+			}
+		}
+		if p.closing && !canceledAll {
+			canceledAll = true
+			p.cancelAllLocked()
+		}
+		p.runq, p.ready = p.ready, p.runq[:0]
+		freeing := p.freeing
+		p.mu.Unlock()
+
+		if u := p.uring.Load(); u != nil {
+			u.drain(&p.wakers)
+		}
+		p.wakeCollected()
+		for i, op := range freeing {
+			op.release()
+			freeing[i] = nil
+		}
+		p.freeing = freeing[:0]
+
+		for i, t := range p.runq {
+			p.runq[i] = nil
+			t.queued.Store(false)
+			p.resume(t)
+		}
+		if len(p.runq) > 0 {
+			p.current.Store(nil)
+		}
+		completed := false
+		if u := p.uring.Load(); u != nil {
+			u.flush() // one io_uring_enter for what this cycle queued
+			// Operations that completed inside that enter (NOPs, cached
+			// reads) are drained by another cycle without an epoll_wait.
+			completed = u.ring.CQReady()
+		}
+		p.mu.Lock()
+		if p.closing {
+			// Closing: every task is canceled and run until it returns.
+			if canceledAll && p.live.n == 0 {
+				p.mu.Unlock()
+				return false
+			}
+		} else if done() {
+			p.mu.Unlock()
+			return true
+		}
+		var n int
+		if !p.state.canSleep() || completed {
+			// Woken while running, or completions are waiting: another
+			// cycle, lock held, no epoll_wait.
+			if busy++; busy < harvestEvery {
+				continue
+			}
+			// A loop that always finds work never reaches epoll_wait and
+			// would starve fd events: look once without blocking.
+			p.state.harvest()
+			p.mu.Unlock()
+			n = p.epollWait(0)
+		} else {
+			deadline, hasDeadline := p.timers.nextDeadline()
+			p.state.sleep(deadline, hasDeadline)
+			p.mu.Unlock()
+
+			n = p.wait(deadline, hasDeadline)
+
+			p.mu.Lock()
+			_ = p.state.wake() // Sleeping→Waking: wakers from now on skip the eventfd
+			p.mu.Unlock()
+		}
+		busy = 0
+		p.dispatch(p.events[:n])
+
+		p.mu.Lock()
+		p.freeing = append(p.freeing, p.toDelete...)
+		clear(p.toDelete)
+		p.toDelete = p.toDelete[:0]
+	}
+}
+
+// harvestEvery is how many consecutive cycles a loop that never sleeps runs
+// before it looks at epoll without blocking: a yielding or io_uring-only
+// task cannot delay fd events by more than this many cycles.
+const harvestEvery = 32
+
+// preciseWaitBelow is the timeout under which an unlocked loop lowers its
+// thread's timer slack for the wait (see wait).
+const preciseWaitBelow = 2_000_000 // ns
+
+// wait blocks in epoll until an event or the deadline, and returns the
+// number of events. An unlocked loop polls once without blocking first, so
+// that a busy loop skips the hand-off below; EINTR is retried with the
+// remaining time.
+func (p *Pool) wait(deadline int64, hasDeadline bool) int {
+	p.stats.sleeps.Add(1)
+	if hasDeadline && deadline <= p.monoNow() {
+		return p.epollWait(0)
+	}
+	if !p.opts.lockOSThread {
+		// Look first without blocking: a busy loop finds events and goes
+		// on without the hand-off. A locked loop has no hand-off to skip,
+		// and the look would only add a syscall to every sleep.
+		if n := p.epollWait(0); n > 0 {
+			return n
+		}
+		// The loop is about to block. Let goroutines it made runnable start
+		// first: a goroutine blocked in a syscall keeps its P for up to a
+		// sysmon tick (20 µs to 10 ms), stranding them. Gosched costs about
+		// 100 ns here (about 20 µs on a locked thread, where it is skipped).
+		runtime.Gosched()
+	}
+	if hasDeadline && !p.opts.lockOSThread && deadline-p.monoNow() < preciseWaitBelow {
+		// A short timed sleep would end up to the thread's timer slack
+		// (50 µs by default) late. The loop does not own this thread, so it
+		// lowers the slack for this one wait only: two prctl calls, about a
+		// microsecond, against tens of microseconds of lateness.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if old, err := unix.PrctlRetInt(unix.PR_GET_TIMERSLACK, 0, 0, 0, 0); err == nil && old > 1 {
+			_ = unix.Prctl(unix.PR_SET_TIMERSLACK, 1, 0, 0, 0)
+			defer unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(old), 0, 0, 0)
+		}
+	}
+	for {
+		timeout := int64(-1)
+		if hasDeadline {
+			timeout = max(deadline-p.monoNow(), 0)
+		}
+		if n := p.epollWait(timeout); n > 0 || timeout == 0 {
+			return n
+		}
+		// Zero events before the deadline: EINTR, or a timeout that ended
+		// a little early; wait for the rest.
+		if !hasDeadline {
+			continue
+		}
+		if deadline <= p.monoNow() {
+			return 0
+		}
+	}
+}
+
+// epollWait waits up to timeoutNs (negative: forever) and returns the number
+// of events, 0 on timeout or EINTR. EINTR is common: the Go runtime preempts
+// goroutines with signals.
+func (p *Pool) epollWait(timeoutNs int64) int {
+	n, err := p.be.wait(p.events, timeoutNs)
+	if err == nil {
+		return n
+	}
+	if err != unix.EINTR {
+		panic(fmt.Sprintf("iopool: epoll_wait on epoll fd %d failed: %v", p.be.epfd, err))
+	}
+	return 0
+}
+
+// dispatch hands each event to its registration.
+func (p *Pool) dispatch(events []unix.EpollEvent) {
+	for i := range events {
+		ev := &events[i]
+		switch token := eventData(ev); token {
+		case tokenWake:
+			p.be.drain()
+		case tokenRing:
+			// Completions are drained at the top of every cycle.
+		default:
+			op := (*fdOp)(pointerOf(token))
+			op.deliver(pollEventsFromEpoll(ev.Events), &p.wakers)
+			p.stats.events.Add(1)
+		}
+	}
+}

@@ -1,0 +1,134 @@
+package iopool
+
+// The scheduler's state, all guarded by Pool.mu unless noted: the ready
+// queue (tasks woken since the loop last took them, in wake order), the live
+// list (tasks spawned and not finished), and the loop-only run queue. A task
+// enters the live list in enqueueNew and leaves it in finish, the one path
+// by which every task ends (return, panic, runtime.Goexit or cancel).
+
+import "iter"
+
+// pushReadyLocked appends t to the ready queue and wakes the loop. It is
+// called with p.mu held and releases it before writing the eventfd.
+func (p *Pool) pushReadyLocked(t *Task) {
+	p.ready = append(p.ready, t)
+	p.unlockAndSignal(p.state.wake())
+}
+
+// enqueueNew adds a new task to the live list and the ready queue, or, on a
+// closed pool, finishes it with ErrClosed without running it.
+func (p *Pool) enqueueNew(t *Task) {
+	p.stats.tasksSpawned.Add(1)
+	t.queued.Store(true)
+	p.mu.Lock()
+	if p.closing || p.closed {
+		p.mu.Unlock()
+		t.finished = true
+		t.runner.complete(ErrClosed, nil)
+		return
+	}
+	p.live.push(t)
+	p.stats.tasksLive.Add(1)
+	p.pushReadyLocked(t)
+}
+
+// resume runs t until it next suspends or finishes. Loop only.
+func (p *Pool) resume(t *Task) {
+	if t.finished {
+		return // a stale wake
+	}
+	if t.next == nil {
+		if t.canceled.Load() {
+			p.finish(t, ErrCanceled, nil)
+			return
+		}
+		t.next, t.stop = iter.Pull(t.body)
+	}
+	p.current.Store(t) // cleared by the caller once the cycle's tasks ran
+	_, more := t.next()
+	if !more {
+		t.stop()
+		t.next, t.stop, t.yield = nil, nil, nil
+		p.finish(t, t.err, t.panicked)
+	}
+}
+
+// finish ends t: it leaves the live list, its timer and context are
+// released, and its runner learns the result. Loop only.
+func (p *Pool) finish(t *Task, err error, pe *PanicError) {
+	t.finished = true
+	p.mu.Lock()
+	p.live.remove(t)
+	p.mu.Unlock()
+	p.stats.tasksLive.Add(-1)
+	t.sleep.timer.Stop()
+	t.cancelContext()
+	t.runner.complete(err, pe)
+}
+
+// wakeCollected wakes the wakers gathered by timers, completions and
+// dispatch. Tasks of this pool are queued for this cycle directly, without
+// the lock or a state change; anything else is woken normally.
+func (p *Pool) wakeCollected() {
+	l := &p.wakers
+	var local uint64
+	for i, w := range l.wakers {
+		l.wakers[i] = nil
+		if t, ok := w.(*Task); ok && t.pool == p {
+			if t.queued.CompareAndSwap(false, true) {
+				local++
+				p.runq = append(p.runq, t)
+			}
+			continue
+		}
+		w.Wake()
+	}
+	l.wakers = l.wakers[:0]
+	if local > 0 {
+		p.stats.wakes.Add(local)
+	}
+}
+
+// cancelAllLocked cancels every live task, for Close. Called with p.mu held;
+// the wakes it causes queue the tasks for the coming cycles.
+func (p *Pool) cancelAllLocked() {
+	for t := p.live.head; t != nil; t = t.nextLive {
+		if t.canceled.Swap(true) {
+			continue
+		}
+		t.cancelContext()
+		if t.queued.CompareAndSwap(false, true) {
+			p.ready = append(p.ready, t)
+		}
+	}
+}
+
+// taskList is an intrusive doubly linked list of live tasks.
+type taskList struct {
+	head *Task
+	n    int
+}
+
+func (l *taskList) push(t *Task) {
+	t.nextLive = l.head
+	if l.head != nil {
+		l.head.prev = t
+	}
+	l.head = t
+	l.n++
+}
+
+func (l *taskList) remove(t *Task) {
+	if t.prev != nil {
+		t.prev.nextLive = t.nextLive
+	} else if l.head == t {
+		l.head = t.nextLive
+	} else {
+		return // not in the list
+	}
+	if t.nextLive != nil {
+		t.nextLive.prev = t.prev
+	}
+	t.prev, t.nextLive = nil, nil
+	l.n--
+}
