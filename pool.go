@@ -20,6 +20,7 @@ type options struct {
 	eventBuffer  int
 	uringEntries uint32
 	uringRefuse  error // test hook: make io_uring setup fail with this error
+	obs          observeOptions
 }
 
 const (

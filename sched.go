@@ -49,6 +49,9 @@ func (p *Pool) resume(t *Task) {
 	if !more {
 		t.stop()
 		t.next, t.stop, t.yield = nil, nil, nil
+		if t.panicked != nil {
+			p.logTaskPanic(t.panicked)
+		}
 		p.finish(t, t.err, t.panicked)
 	}
 }

@@ -387,6 +387,7 @@ func (l *Listener) Accept(t *Task) (*Socket, error) {
 		fd, _, err := sys.Accept4(l.sock.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
 		switch {
 		case err == nil:
+			setAcceptedOptions(fd)
 			s, err := NewSocket(t.Driver(), fd)
 			if err != nil {
 				unix.Close(fd)
@@ -399,6 +400,7 @@ func (l *Listener) Accept(t *Task) (*Socket, error) {
 				return nil, err
 			}
 		case err == unix.EMFILE || err == unix.ENFILE || err == unix.ENOBUFS || err == unix.ENOMEM:
+			t.pool.logAcceptBackoff(l.addr, err, backoff)
 			if err := t.Sleep(backoff); err != nil {
 				return nil, err
 			}

@@ -147,6 +147,7 @@ func (d *Driver) Uring() (*Uring, error) {
 	u, err := newUring(p)
 	if err != nil {
 		p.uringErr = err
+		p.logUringRefused(err)
 		return nil, err
 	}
 	p.uring.Store(u)

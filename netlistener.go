@@ -1,0 +1,125 @@
+package iopool
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/iopool/iopool/internal/sys"
+)
+
+// NetListener returns l as a net.Listener for code that runs on plain
+// goroutines, such as net/http's Server.Serve. Its Accept may be called from
+// any goroutine (calls are serialized) and returns a *NetConn registered on
+// l's pool; while no connection is queued it parks the calling goroutine on
+// the pool's readiness, so the pool must be running (inside Run) for Accept
+// to wait. Close closes the listener and wakes a waiting Accept, which fails
+// with net.ErrClosed.
+//
+// The net.Listener takes over l: do not accept from tasks as well.
+func (l *Listener) NetListener() net.Listener {
+	return &netListener{l: l, park: newParkWaker()}
+}
+
+// netListener is a Listener seen from plain goroutines. The listening fd is
+// owned by the Listener's Socket; Accept holds mu for the time of its
+// accept4 call, and Close closes the fd only after taking mu, so the number
+// is never closed under a syscall that names it (as NetConn does).
+type netListener struct {
+	l    *Listener
+	mu   sync.Mutex // serializes Accept; Close takes it before closing the fd
+	park *parkWaker // mu: the accepting goroutine's waker
+}
+
+var _ net.Listener = (*netListener)(nil)
+
+// Accept waits for a connection and returns it as a *NetConn. Accepted TCP
+// connections have TCP_NODELAY set, as in package net. When the process is
+// out of fds it backs off (10 ms doubling to 1 s) as Listener.Accept does.
+func (nl *netListener) Accept() (net.Conn, error) {
+	nl.mu.Lock()
+	defer nl.mu.Unlock()
+	s := nl.l.sock
+	cx := &Context{waker: nl.park}
+	backoff := acceptBackoffMin
+	for {
+		if s.closed.Load() {
+			return nil, nl.opError(net.ErrClosed)
+		}
+		fd, _, err := sys.Accept4(s.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		switch {
+		case err == nil:
+			setAcceptedOptions(fd)
+			c, err := NewNetConn(&s.fr.p.drv, fd)
+			if err != nil {
+				unix.Close(fd)
+				return nil, nl.opError(err)
+			}
+			return c, nil
+		case err == unix.EINTR || err == unix.ECONNABORTED:
+		case err == unix.EAGAIN:
+			s.fr.ClearReady(SlotRead)
+			if err := s.parkReady(&s.read, nl.park, cx); err != nil {
+				return nil, nl.opError(err)
+			}
+		case err == unix.EMFILE || err == unix.ENFILE || err == unix.ENOBUFS || err == unix.ENOMEM:
+			s.fr.p.logAcceptBackoff(nl.l.addr, err, backoff)
+			time.Sleep(backoff)
+			backoff = min(2*backoff, acceptBackoffMax)
+		case s.closed.Load():
+			return nil, nl.opError(net.ErrClosed)
+		default:
+			return nil, nl.opError(os.NewSyscallError("accept4", err))
+		}
+	}
+}
+
+// parkReady parks a plain goroutine until the side w of s is ready, its
+// deadline passes, or s or its pool is closed.
+func (s *Socket) parkReady(w *ioWait, park *parkWaker, cx *Context) error {
+	for {
+		if err, ok := w.Poll(cx); ok {
+			return err
+		}
+		if s.closed.Load() {
+			return net.ErrClosed
+		}
+		if s.fr.p.isClosing() {
+			return fmt.Errorf("%w (the pool of fd %d)", ErrClosed, s.fd)
+		}
+		park.park()
+	}
+}
+
+func (nl *netListener) opError(err error) error {
+	network := "tcp"
+	if _, ok := nl.l.addr.(*net.UnixAddr); ok {
+		network = "unix"
+	}
+	return &net.OpError{Op: "accept", Net: network, Addr: nl.l.addr, Err: err}
+}
+
+// Close closes the listener; a waiting Accept wakes and fails with
+// net.ErrClosed. Closing twice is a no-op.
+func (nl *netListener) Close() error {
+	s := nl.l.sock
+	if s.closed.Swap(true) {
+		return nil
+	}
+	err := s.fr.Close() // wakes a parked Accept
+	nl.mu.Lock()
+	s.read.stop()
+	s.write.stop()
+	if cerr := unix.Close(s.fd); cerr != nil && err == nil {
+		err = fmt.Errorf("iopool: close fd %d: %w", s.fd, os.NewSyscallError("close", cerr))
+	}
+	nl.mu.Unlock()
+	return err
+}
+
+// Addr returns the listener's address.
+func (nl *netListener) Addr() net.Addr { return nl.l.addr }

@@ -1,0 +1,134 @@
+package iopool
+
+import (
+	"errors"
+	"io"
+	"net"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+)
+
+// Plain goroutines accept through the net.Listener and echo over the
+// *NetConn it returns, over TCP and a unix socket; Close wakes an Accept
+// that waits.
+func TestNetListenerAcceptsFromGoroutines(t *testing.T) {
+	for _, tc := range []struct{ network, addr string }{
+		{"tcp", "127.0.0.1:0"},
+		{"tcp6", "[::1]:0"},
+		{"unix", filepath.Join(t.TempDir(), "nl.sock")},
+	} {
+		t.Run(tc.network, func(t *testing.T) {
+			p := newTestPool(t)
+			servePool(t, p)
+			l, err := Listen(p.Driver(), tc.network, tc.addr)
+			if tc.network == "tcp6" && err != nil && errors.Is(err, unix.EADDRNOTAVAIL) {
+				t.Skip("no IPv6 loopback on this machine:", err)
+			}
+			require.NoError(t, err)
+			nl := l.NetListener()
+			require.Equal(t, l.Addr(), nl.Addr())
+
+			served := make(chan error, 1)
+			go func() {
+				c, err := nl.Accept()
+				if err != nil {
+					served <- err
+					return
+				}
+				defer c.Close()
+				if _, ok := c.(*NetConn); !ok {
+					served <- errors.New("Accept did not return a *NetConn")
+					return
+				}
+				_, err = io.Copy(c, c)
+				served <- err
+			}()
+			c, err := net.Dial(nl.Addr().Network(), nl.Addr().String())
+			require.NoError(t, err)
+			defer c.Close()
+			_, err = c.Write([]byte("ping"))
+			require.NoError(t, err)
+			buf := make([]byte, 4)
+			_, err = io.ReadFull(c, buf)
+			require.NoError(t, err)
+			require.Equal(t, "ping", string(buf))
+			require.NoError(t, c.(interface{ CloseWrite() error }).CloseWrite())
+			require.NoError(t, <-served)
+
+			// An Accept waiting with no client is woken by Close.
+			accepted := make(chan error, 1)
+			go func() {
+				_, err := nl.Accept()
+				accepted <- err
+			}()
+			time.Sleep(10 * time.Millisecond) // let it park (not needed for correctness)
+			require.NoError(t, nl.Close())
+			select {
+			case err := <-accepted:
+				require.ErrorIs(t, err, net.ErrClosed)
+				var oe *net.OpError
+				require.ErrorAs(t, err, &oe)
+				require.Equal(t, "accept", oe.Op)
+			case <-time.After(5 * time.Second):
+				t.Fatal("Close did not wake the waiting Accept")
+			}
+			require.NoError(t, nl.Close(), "a second Close is a no-op")
+			_, err = nl.Accept()
+			require.ErrorIs(t, err, net.ErrClosed)
+		})
+	}
+}
+
+// Accepted TCP connections have TCP_NODELAY set, from Listener.Accept in a
+// task and from the net.Listener, as in package net.
+func TestAcceptedTCPHasNoDelay(t *testing.T) {
+	p := newTestPool(t)
+	servePool(t, p)
+	l, err := Listen(p.Driver(), "tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	nl := l.NetListener()
+	defer nl.Close()
+	dialed := make(chan struct{})
+	go func() {
+		defer close(dialed)
+		c, err := net.Dial("tcp", l.Addr().String())
+		if err == nil {
+			_, _ = c.Read(make([]byte, 1)) // until the server closes
+			c.Close()
+		}
+	}()
+	c, err := nl.Accept()
+	require.NoError(t, err)
+	v, err := unix.GetsockoptInt(c.(*NetConn).Fd(), unix.IPPROTO_TCP, unix.TCP_NODELAY)
+	require.NoError(t, c.Close())
+	<-dialed
+	require.NoError(t, err)
+	require.Equal(t, 1, v)
+
+	runPool(t, func(tk *Task) error {
+		l, err := Listen(tk.Driver(), "tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		defer l.Close()
+		dialed := make(chan struct{})
+		go func() {
+			defer close(dialed)
+			c, err := net.Dial("tcp", l.Addr().String())
+			if err == nil {
+				_, _ = c.Read(make([]byte, 1)) // until the server closes
+				c.Close()
+			}
+		}()
+		s, err := l.Accept(tk)
+		require.NoError(t, err)
+		v, err := unix.GetsockoptInt(s.Fd(), unix.IPPROTO_TCP, unix.TCP_NODELAY)
+		require.NoError(t, s.Close())
+		<-dialed
+		require.NoError(t, err)
+		require.Equal(t, 1, v)
+		return nil
+	})
+}

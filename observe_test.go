@@ -1,0 +1,83 @@
+package iopool
+
+import (
+	"bytes"
+	"encoding/json"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+)
+
+// syncBuffer is a bytes.Buffer safe for a logger used from the loop while
+// the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// The logger hears the rare events, named with the pool; without one the
+// pool is silent (nothing reaches slog's default logger).
+func TestLoggerRecordsRareEvents(t *testing.T) {
+	var buf syncBuffer
+	logger := slog.New(slog.NewTextHandler(&buf, nil))
+	runPool(t, func(tk *Task) error {
+		_, err := tk.Driver().Uring()
+		require.ErrorIs(t, err, ErrUringUnavailable)
+		h := Spawn(tk.Driver(), "doomed", func(t *Task) (int, error) { panic("boom") })
+		_, err = h.Join(tk)
+		var pe *PanicError
+		require.ErrorAs(t, err, &pe)
+		return nil
+	}, WithName("web"), WithLogger(logger), withUringRefused(unix.EPERM))
+	out := buf.String()
+	require.Contains(t, out, `level=WARN msg="iopool: io_uring unavailable" pool=web`)
+	require.Contains(t, out, `level=ERROR msg="iopool: task panicked" pool=web task=doomed panic=boom`)
+
+	var def syncBuffer
+	old := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(&def, nil)))
+	defer slog.SetDefault(old)
+	runPool(t, func(tk *Task) error {
+		_, _ = Spawn(tk.Driver(), "doomed", func(t *Task) (int, error) { panic("boom") }).Join(tk)
+		_, err := tk.Driver().Uring()
+		require.Error(t, err)
+		return nil
+	}, withUringRefused(unix.EPERM))
+	require.Empty(t, def.String(), "a pool without a logger is silent")
+}
+
+func TestOptionsRejectBadInput(t *testing.T) {
+	_, err := New(WithName(""))
+	require.ErrorContains(t, err, "WithName: empty name")
+	_, err = New(WithLogger(nil))
+	require.ErrorContains(t, err, "WithLogger: nil logger")
+}
+
+// Stats marshals to JSON with its field names, and back.
+func TestStatsMarshalJSON(t *testing.T) {
+	p := runPool(t, func(tk *Task) error { return tk.Sleep(0) }, WithName("json"))
+	require.Equal(t, "json", p.Name())
+	st := p.Stats()
+	b, err := json.Marshal(st)
+	require.NoError(t, err)
+	require.True(t, strings.Contains(string(b), `"TasksSpawned":1`), string(b))
+	var back Stats
+	require.NoError(t, json.Unmarshal(b, &back))
+	require.Equal(t, st, back)
+}
