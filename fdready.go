@@ -1,11 +1,11 @@
 package iopool
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"runtime"
 	"sync"
-	"sync/atomic"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -85,12 +85,16 @@ func (t *fdTable) takeAll() []*fdOp {
 // until it returns EAGAIN, then call ClearReady for that slot and wait again.
 // An FdReady must be closed before its fd is closed.
 type FdReady struct {
-	p      *Pool
-	op     *fdOp
-	fd     int
-	dev    uint64 // identity of the file at registration, checked by Close
-	ino    uint64
-	closed atomic.Bool
+	p     *Pool
+	op    *fdOp
+	fd    int
+	dev   uint64 // identity of the file at registration, checked by Close
+	ino   uint64
+	ref   fdRef // syscalls in flight on fd, and the closing bit
+	ownFd bool  // a Socket's: destroy closes fd as well
+	// closeErr is what Close returns; written by destroy before it sets
+	// ref.destroyed, read by Close after it saw that.
+	closeErr error
 	// waitEvents holds what WaitReady waits for, per slot: the futures
 	// readWait and writeWait are this FdReady itself, so waiting allocates
 	// nothing and costs no memory per registration. Task only.
@@ -126,9 +130,16 @@ func (d *Driver) NewFdReady(fd int) (*FdReady, error) {
 	// back always names a live, unmoved op.
 	if err := p.be.add(fd, registrationEvents, tokenOf(unsafe.Pointer(op))); err != nil {
 		p.mu.Lock()
+		// If Close released the pool meanwhile (add then fails with
+		// ErrClosed), op left the table with every other op and Close
+		// unpinned it: only the one who takes op out of the table
+		// releases it.
+		ours := op.index >= 0
 		p.fds.remove(op)
 		p.mu.Unlock()
-		op.release()
+		if ours {
+			op.release()
+		}
 		return nil, fmt.Errorf("iopool: registering fd %d: %w", fd, err)
 	}
 	p.stats.fdsRegistered.Add(1)
@@ -142,7 +153,8 @@ func (fr *FdReady) Fd() int { return fr.fd }
 // and PollHup are always included) once the fd has signaled them; otherwise
 // it stores the waker and is pending. After Close it is ready with PollErr.
 func (fr *FdReady) PollReady(cx *Context, slot InterestSlot, events PollEvents) (PollEvents, bool) {
-	if fr.closed.Load() {
+	checkSlot(slot) // before the lock: a panic must not leave it held
+	if fr.ref.closing() {
 		return PollErr, true
 	}
 	fr.op.mu.Lock()
@@ -167,6 +179,7 @@ func (fr *FdReady) WaitReady(t *Task, slot InterestSlot, events PollEvents) (Pol
 // ClearReady forgets the readiness seen in slot: call it after the fd
 // returned EAGAIN, so that the next PollReady waits for a new edge.
 func (fr *FdReady) ClearReady(slot InterestSlot) {
+	checkSlot(slot)
 	fr.op.mu.Lock()
 	fr.op.interests.clearReady(slot)
 	fr.op.mu.Unlock()
@@ -179,6 +192,7 @@ func (fr *FdReady) ClearReady(slot InterestSlot) {
 // ready, since its edge will not come again. Likewise ClearEvents(SlotWrite,
 // PollOut) after a short write.
 func (fr *FdReady) ClearEvents(slot InterestSlot, ev PollEvents) {
+	checkSlot(slot)
 	fr.op.mu.Lock()
 	fr.op.interests.clearEvents(slot, ev)
 	fr.op.mu.Unlock()
@@ -188,38 +202,88 @@ func (fr *FdReady) ClearEvents(slot InterestSlot, ev PollEvents) {
 // was closed first (or its number now names another file) Close does not
 // touch the epoll set, which could remove another file's registration, and
 // returns an error wrapping ErrFdClosedFirst. Close twice is a no-op. Safe
-// from any goroutine; pending pollers are woken and see PollErr.
+// from any goroutine; pending pollers are woken and see PollErr, and the
+// operations of a Wait or Socket over it fail with ErrClosed without
+// another syscall on the fd. Close returns once no such syscall is in
+// flight, so the caller may close the fd then.
 func (fr *FdReady) Close() error {
-	if fr.closed.Swap(true) {
+	if !fr.ref.markClosing() {
+		fr.ref.waitDestroyed()
 		return nil
 	}
+	var wakers WakerList
+	fr.op.mu.Lock()
+	fr.op.interests.wakeReady(PollErr, &wakers)
+	fr.op.mu.Unlock()
+	wakers.WakeAll()
+	fr.releaseRef() // Close's own reference; the last one destroys
+	fr.ref.waitDestroyed()
+	return fr.closeErr
+}
+
+// acquire takes a reference for one syscall on the fd. It fails, and the
+// caller reports ErrClosed without making the syscall, once Close has begun
+// or the pool has been closed.
+func (fr *FdReady) acquire() bool {
+	if !fr.ref.incref() {
+		return false
+	}
+	if fr.p.released.Load() {
+		fr.releaseRef()
+		return false
+	}
+	return true
+}
+
+// releaseRef drops a reference taken by acquire or Close; the last one of a
+// closing FdReady destroys it.
+func (fr *FdReady) releaseRef() {
+	if fr.ref.decref() {
+		fr.destroy()
+	}
+}
+
+// destroy removes the registration and, for a Socket, closes the fd: the
+// one release path of both, run once, by whoever dropped the last
+// reference. No syscall on the fd is in flight or can start.
+func (fr *FdReady) destroy() {
+	err, sameFile := fr.deregister()
+	if fr.ownFd && sameFile {
+		if cerr := unix.Close(fr.fd); cerr != nil && err == nil {
+			err = fmt.Errorf("iopool: close fd %d: %w", fr.fd, os.NewSyscallError("close", cerr))
+		}
+	}
+	fr.closeErr = err
+	fr.ref.destroyed.Store(true)
+}
+
+// deregister takes the op out of the epoll set and the pool's table and
+// frees it (now, or after the loop's dispatch). It reports whether fd still
+// names the registered file; if not, it was closed first (a caller bug) and
+// its number must not be touched.
+func (fr *FdReady) deregister() (err error, sameFile bool) {
 	p := fr.p
 	op := fr.op
-	p.mu.Lock()
-	poolClosed := p.closed
-	p.mu.Unlock()
-	if poolClosed {
-		// The pool released every registration and closed its epoll fd,
-		// whose number may now name another epoll instance: touch nothing.
-		return nil
-	}
-	var err error
 	var st unix.Stat_t
 	if serr := unix.Fstat(fr.fd, &st); serr != nil || st.Dev != fr.dev || st.Ino != fr.ino {
 		err = fmt.Errorf("iopool: FdReady.Close: fd %d: %w; the stale registration is kept until the pool closes", fr.fd, ErrFdClosedFirst)
-	} else if derr := p.be.del(fr.fd); derr != nil {
-		err = fmt.Errorf("iopool: FdReady.Close: fd %d: %w", fr.fd, derr)
+	} else {
+		sameFile = true
+		// After the pool closed, del touches nothing and reports
+		// ErrClosed: the registration went with the epoll instance.
+		if derr := p.be.del(fr.fd); derr != nil && !errors.Is(derr, ErrClosed) {
+			err = fmt.Errorf("iopool: FdReady.Close: fd %d: %w", fr.fd, derr)
+		}
 	}
-
-	var wakers WakerList
-	op.mu.Lock()
-	op.interests.wakeReady(PollErr, &wakers)
-	op.mu.Unlock()
 
 	p.mu.Lock()
 	if p.closed {
+		// The pool released every registration (and unpinned op).
 		p.mu.Unlock()
-		return err
+		if errors.Is(err, ErrFdClosedFirst) {
+			err = nil // nothing stale is left to report
+		}
+		return err, sameFile
 	}
 	p.fds.remove(op)
 	p.stats.fdsRegistered.Add(-1)
@@ -240,8 +304,7 @@ func (fr *FdReady) Close() error {
 	if release {
 		op.release()
 	}
-	wakers.WakeAll()
-	return err
+	return err, sameFile
 }
 
 // readWait and writeWait are an FdReady seen as the Future that WaitReady

@@ -52,6 +52,15 @@ func (e PollEvents) String() string {
 // one task can wait to read while another waits to write.
 type InterestSlot uint8
 
+// checkSlot panics on a slot that is neither SlotRead nor SlotWrite. Callers
+// that lock before indexing call it first, so that the panic leaves no lock
+// held.
+func checkSlot(slot InterestSlot) {
+	if slot >= slotCount {
+		panic(fmt.Sprintf("iopool: invalid InterestSlot %d: use SlotRead or SlotWrite", uint8(slot)))
+	}
+}
+
 // The slots.
 const (
 	SlotRead  InterestSlot = iota // the reader's slot
@@ -94,9 +103,7 @@ type interestSlot struct {
 }
 
 func (s *interestSet) slot(slot InterestSlot) *interestSlot {
-	if slot >= slotCount {
-		panic(fmt.Sprintf("iopool: invalid InterestSlot %d: use SlotRead or SlotWrite", uint8(slot)))
-	}
+	checkSlot(slot)
 	return &s.slots[slot]
 }
 

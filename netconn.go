@@ -1,6 +1,7 @@
 package iopool
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -94,12 +95,15 @@ func (c *NetConn) Write(p []byte) (int, error) {
 // the pool while the socket is not ready. Called with the side's lock held.
 func (c *NetConn) do(w *ioWait, park *parkWaker, op string, p []byte) (int, error) {
 	cx := &Context{waker: park}
+	fr := c.s.fr
 	for {
-		if c.s.closed.Load() {
-			return 0, c.opError(op, net.ErrClosed)
-		}
-		if w.expired() {
+		if w.expired() && !fr.ref.closing() {
 			return 0, c.opError(op, os.ErrDeadlineExceeded)
+		}
+		// A reference for the syscall: Close cannot close the number
+		// under it, and once Close has begun no syscall starts.
+		if !fr.acquire() {
+			return 0, c.opError(op, c.closedErr())
 		}
 		var n int
 		var err error
@@ -108,6 +112,7 @@ func (c *NetConn) do(w *ioWait, park *parkWaker, op string, p []byte) (int, erro
 		} else {
 			n, err = sys.Write(c.s.fd, p)
 		}
+		fr.releaseRef()
 		switch {
 		case err == nil:
 			return n, nil
@@ -117,8 +122,6 @@ func (c *NetConn) do(w *ioWait, park *parkWaker, op string, p []byte) (int, erro
 			if err := c.park(w, park, cx); err != nil {
 				return 0, c.opError(op, err)
 			}
-		case c.s.closed.Load():
-			return 0, c.opError(op, net.ErrClosed)
 		default:
 			return 0, c.opError(op, os.NewSyscallError(op, err))
 		}
@@ -132,14 +135,23 @@ func (c *NetConn) park(w *ioWait, park *parkWaker, cx *Context) error {
 		if err, ok := w.Poll(cx); ok {
 			return err
 		}
-		if c.s.closed.Load() {
+		if c.s.fr.ref.closing() {
 			return net.ErrClosed
 		}
 		if c.s.fr.p.isClosing() {
-			return fmt.Errorf("%w (the pool of fd %d)", ErrClosed, c.s.fd)
+			return c.closedErr()
 		}
 		park.park()
 	}
+}
+
+// closedErr is why a call cannot make its syscall: the connection was
+// closed (net.ErrClosed), or its pool was.
+func (c *NetConn) closedErr() error {
+	if c.s.fr.ref.closing() {
+		return net.ErrClosed
+	}
+	return fmt.Errorf("%w (the pool of fd %d)", ErrClosed, c.s.fd)
 }
 
 func (c *NetConn) opError(op string, err error) error {
@@ -147,32 +159,22 @@ func (c *NetConn) opError(op string, err error) error {
 }
 
 // Close wakes the calls waiting on the connection, which fail with
-// net.ErrClosed, and then closes the socket. Closing twice is a no-op.
+// net.ErrClosed, and closes the socket: the fd number is closed once no
+// read or write is inside a syscall with it, so it cannot be reused under
+// them. Closing twice is a no-op.
 func (c *NetConn) Close() error {
-	if c.s.closed.Swap(true) {
-		return nil
-	}
-	err := c.s.fr.Close() // wakes the parked reader and writer
-	// The fd is closed once no read or write is inside a syscall with it,
-	// so its number cannot be reused under them.
-	c.rmu.Lock()
-	c.wmu.Lock()
-	c.s.read.stop()
-	c.s.write.stop()
-	if cerr := unix.Close(c.s.fd); cerr != nil && err == nil {
-		err = fmt.Errorf("iopool: close fd %d: %w", c.s.fd, os.NewSyscallError("close", cerr))
-	}
-	c.wmu.Unlock()
-	c.rmu.Unlock()
-	return err
+	return c.s.Close()
 }
 
 // CloseWrite shuts down the writing half: the peer reads EOF.
 func (c *NetConn) CloseWrite() error {
-	if c.s.closed.Load() {
-		return c.opError("close", net.ErrClosed)
+	if err := c.s.CloseWrite(); err != nil {
+		if errors.Is(err, ErrClosed) {
+			return c.opError("close", c.closedErr())
+		}
+		return err
 	}
-	return c.s.CloseWrite()
+	return nil
 }
 
 // LocalAddr returns the local address (nil for an fd without one, such as
@@ -193,7 +195,7 @@ func (c *NetConn) SetDeadline(t time.Time) error {
 
 // SetReadDeadline sets the read deadline.
 func (c *NetConn) SetReadDeadline(t time.Time) error {
-	if c.s.closed.Load() {
+	if c.s.fr.ref.closing() {
 		return c.opError("set", net.ErrClosed)
 	}
 	return c.s.SetReadDeadline(t)
@@ -201,7 +203,7 @@ func (c *NetConn) SetReadDeadline(t time.Time) error {
 
 // SetWriteDeadline sets the write deadline.
 func (c *NetConn) SetWriteDeadline(t time.Time) error {
-	if c.s.closed.Load() {
+	if c.s.fr.ref.closing() {
 		return c.opError("set", net.ErrClosed)
 	}
 	return c.s.SetWriteDeadline(t)

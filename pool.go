@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -60,15 +61,16 @@ type Pool struct {
 	drv   Driver
 
 	mu       sync.Mutex
-	state    poolState  // mu: the loop's sleep/wake state
-	timers   timerQueue // mu: armed timers
-	ready    []*Task    // mu: tasks woken since the loop last took them, in wake order
-	live     taskList   // mu: tasks spawned and not finished
-	toDelete []*fdOp    // mu: ops closed while the kernel batch may name them
-	fds      fdTable    // mu: registered ops, keeping them reachable
-	running  bool       // mu: a Run (or Close's drain) is driving the loop
-	closing  bool       // mu: Close was called; tasks are being canceled
-	closed   bool       // mu: resources released
+	state    poolState   // mu: the loop's sleep/wake state
+	timers   timerQueue  // mu: armed timers
+	ready    []*Task     // mu: tasks woken since the loop last took them, in wake order
+	live     taskList    // mu: tasks spawned and not finished
+	toDelete []*fdOp     // mu: ops closed while the kernel batch may name them
+	fds      fdTable     // mu: registered ops, keeping them reachable
+	running  bool        // mu: a Run (or Close's drain) is driving the loop
+	closing  bool        // mu: Close was called; tasks are being canceled
+	closed   bool        // mu: resources released
+	released atomic.Bool // closed, readable without mu: registered fds refuse syscalls
 
 	uring     atomic.Pointer[Uring] // created on first use
 	uringMu   sync.Mutex            // serializes ring creation
@@ -256,14 +258,18 @@ func (p *Pool) loopGoroutine() {
 
 // release frees the kernel resources once no task is left.
 func (p *Pool) release() error {
+	var wakers WakerList
 	p.mu.Lock()
 	p.closed = true
+	p.released.Store(true)
 	ops := p.fds.takeAll()
+	// Goroutines blocked on a timer (BlockOn) wake up and find the pool
+	// closed; a timer polled from now on is ready at once (see Timer.Err).
+	p.timers.wakeExpired(math.MaxInt64, &wakers)
 	p.mu.Unlock()
-	var wakers WakerList
 	for _, op := range ops {
-		// Goroutines parked on the registration (NetConn) wake up and see
-		// the pool closed.
+		// Goroutines parked on the registration (NetConn, BlockOn of a
+		// Wait) wake up and see the pool closed.
 		op.deliver(PollErr|PollHup, &wakers)
 		op.release()
 	}

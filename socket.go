@@ -24,11 +24,10 @@ import (
 // errors.Is(err, os.ErrDeadlineExceeded) holds, and the socket stays usable
 // once the deadline is moved.
 type Socket struct {
-	fd     int
-	fr     *FdReady
-	closed atomic.Bool
-	read   ioWait // task-only state of the reading side
-	write  ioWait // task-only state of the writing side
+	fd    int
+	fr    *FdReady // owns fd: its last reference closes it
+	read  ioWait   // task-only state of the reading side
+	write ioWait   // task-only state of the writing side
 }
 
 // ioWait waits for one side's readiness or its deadline, whichever first.
@@ -134,6 +133,7 @@ func NewSocket(drv *Driver, fd int) (*Socket, error) {
 	if err != nil {
 		return nil, err
 	}
+	fr.ownFd = true
 	s := &Socket{fd: fd, fr: fr}
 	s.read = ioWait{fr: fr, slot: SlotRead, events: PollIn | PollRdHup}
 	s.write = ioWait{fr: fr, slot: SlotWrite, events: PollOut}
@@ -160,7 +160,11 @@ func (s *Socket) Read(t *Task, p []byte) (int, error) {
 		if err := s.read.ready(t, "read", s.fd); err != nil {
 			return 0, err
 		}
+		if !s.fr.acquire() {
+			return 0, ErrClosed
+		}
 		n, err := sys.Read(s.fd, p)
+		s.fr.releaseRef()
 		switch {
 		case err == nil && n == 0:
 			return 0, io.EOF
@@ -172,8 +176,6 @@ func (s *Socket) Read(t *Task, p []byte) (int, error) {
 		case err == unix.EINTR:
 		case err == unix.EAGAIN:
 			s.fr.ClearReady(SlotRead)
-		case s.closed.Load():
-			return 0, ErrClosed
 		default:
 			return 0, os.NewSyscallError("read", err)
 		}
@@ -198,7 +200,11 @@ func (s *Socket) Write(t *Task, p []byte) (int, error) {
 		if err := s.write.ready(t, "write", s.fd); err != nil {
 			return done, err
 		}
+		if !s.fr.acquire() {
+			return done, ErrClosed
+		}
 		n, err := sys.Write(s.fd, p[done:])
+		s.fr.releaseRef()
 		switch {
 		case err == nil:
 			done += n
@@ -208,8 +214,6 @@ func (s *Socket) Write(t *Task, p []byte) (int, error) {
 		case err == unix.EINTR:
 		case err == unix.EAGAIN:
 			s.fr.ClearReady(SlotWrite)
-		case s.closed.Load():
-			return done, ErrClosed
 		default:
 			return done, os.NewSyscallError("write", err)
 		}
@@ -248,23 +252,24 @@ func (s *Socket) CloseWrite() error {
 }
 
 // Close removes the registration and closes the fd. Closing twice is a
-// no-op. Tasks waiting on the socket are woken and fail.
+// no-op. Tasks and goroutines waiting on the socket are woken and fail with
+// ErrClosed without another syscall on the fd; the fd is closed by the last
+// read, write or accept in flight (at once if there is none), and Close
+// returns after that.
 func (s *Socket) Close() error {
-	if s.closed.Swap(true) {
-		return nil
-	}
+	err := s.fr.Close()
 	s.read.stop()
 	s.write.stop()
-	err := s.fr.Close()
-	if cerr := unix.Close(s.fd); cerr != nil && err == nil {
-		err = fmt.Errorf("iopool: close fd %d: %w", s.fd, os.NewSyscallError("close", cerr))
-	}
 	return err
 }
 
 // LocalAddr returns the socket's local address, or nil if it has none.
 func (s *Socket) LocalAddr() net.Addr {
+	if !s.fr.acquire() {
+		return nil
+	}
 	sa, err := unix.Getsockname(s.fd)
+	s.fr.releaseRef()
 	if err != nil {
 		return nil
 	}
@@ -273,7 +278,11 @@ func (s *Socket) LocalAddr() net.Addr {
 
 // RemoteAddr returns the peer's address, or nil if there is none.
 func (s *Socket) RemoteAddr() net.Addr {
+	if !s.fr.acquire() {
+		return nil
+	}
 	sa, err := unix.Getpeername(s.fd)
+	s.fr.releaseRef()
 	if err != nil {
 		return nil
 	}
@@ -384,7 +393,11 @@ const (
 func (l *Listener) Accept(t *Task) (*Socket, error) {
 	backoff := acceptBackoffMin
 	for {
+		if !l.sock.fr.acquire() {
+			return nil, ErrClosed
+		}
 		fd, _, err := sys.Accept4(l.sock.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		l.sock.fr.releaseRef()
 		switch {
 		case err == nil:
 			setAcceptedOptions(fd)
@@ -405,8 +418,6 @@ func (l *Listener) Accept(t *Task) (*Socket, error) {
 				return nil, err
 			}
 			backoff = min(2*backoff, acceptBackoffMax)
-		case l.sock.closed.Load():
-			return nil, ErrClosed
 		default:
 			return nil, fmt.Errorf("iopool: accept on %v: %w", l.addr, os.NewSyscallError("accept4", err))
 		}

@@ -22,7 +22,8 @@ func NewTimer(drv *Driver) *Timer {
 // PollTimer sets the timer's deadline and polls it: it is ready with the
 // current time once deadline has passed; otherwise it arms the timer, stores
 // the waker, and, if the loop is sleeping past deadline, wakes it to sleep
-// again for less.
+// again for less. On a closed pool it is ready at once with the zero time
+// (see Err).
 func (tm *Timer) PollTimer(cx *Context, deadline time.Time) (time.Time, bool) {
 	return tm.poll(cx, tm.p.mono(deadline), true)
 }
@@ -37,6 +38,13 @@ func (tm *Timer) Poll(cx *Context) (time.Time, bool) {
 func (tm *Timer) poll(cx *Context, d int64, setDeadline bool) (time.Time, bool) {
 	p := tm.p
 	p.mu.Lock()
+	if p.closed {
+		// No loop is left to fire the timer: ready now, with the zero
+		// time, rather than never. Err reports why.
+		tm.e.waker = nil
+		p.mu.Unlock()
+		return time.Time{}, true
+	}
 	if setDeadline {
 		tm.hasDeadline = true
 		if tm.e.deadline != d {
@@ -75,9 +83,24 @@ func (tm *Timer) SetDeadline(deadline time.Time) {
 	p := tm.p
 	d := p.mono(deadline)
 	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
 	tm.hasDeadline = true
 	p.timers.arm(&tm.e, d)
 	p.unlockAndSignal(tm.e.waker != nil && p.state.wakeForTimer(d))
+}
+
+// Err returns ErrClosed once the timer's pool is closed, and nil before.
+// A closed pool has no loop left to fire timers, so its timers are ready at
+// once with the zero time: a goroutine blocked on one (through BlockOn) is
+// woken by Close and tells a fired timer from a closed pool with Err.
+func (tm *Timer) Err() error {
+	if tm.p.released.Load() {
+		return ErrClosed
+	}
+	return nil
 }
 
 // Stop disarms the timer and forgets its waker and deadline. Stopping a nil or unarmed

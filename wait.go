@@ -36,14 +36,20 @@ func (d *Driver) NewWait(fd, readSize int) (*Wait, error) {
 
 // Poll is ready once a signal was consumed (with nil), or when reading the
 // fd failed (with the error). EAGAIN on the read means another reader won
-// the race: it polls again.
+// the race: it polls again. Once the Wait is closed, or its pool, Poll is
+// ready with an error wrapping ErrClosed and reads nothing: the fd number
+// may already name another file.
 func (w *Wait) Poll(cx *Context) (error, bool) {
 	for {
 		if _, ok := w.fr.PollReady(cx, SlotRead, PollIn); !ok {
 			return nil, false
 		}
+		if !w.fr.acquire() {
+			return fmt.Errorf("iopool: wait fd %d: %w", w.fd, ErrClosed), true
+		}
 		w.fr.ClearReady(SlotRead)
 		_, err := sys.Read(w.fd, w.buf[:w.readSize])
+		w.fr.releaseRef()
 		switch err {
 		case nil:
 			return nil, true
@@ -68,5 +74,7 @@ func (w *Wait) Wait(t *Task) error {
 // by it; a signal is consumed only when Poll returns ready, so never.
 func (w *Wait) Cancel() bool { return false }
 
-// Close removes the registration (not the fd).
+// Close removes the registration (not the fd). A task or goroutine waiting
+// in the Wait returns ErrClosed. Close returns once no read of the fd is in
+// flight, so the caller may close the fd then.
 func (w *Wait) Close() error { return w.fr.Close() }
