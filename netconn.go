@@ -2,7 +2,6 @@ package iopool
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"os"
@@ -119,7 +118,7 @@ func (c *NetConn) do(w *ioWait, park *parkWaker, op string, p []byte) (int, erro
 		case err == unix.EINTR:
 		case err == unix.EAGAIN:
 			w.fr.ClearReady(w.slot)
-			if err := c.park(w, park, cx); err != nil {
+			if err := c.s.parkReady(w, park, cx); err != nil {
 				return 0, c.opError(op, err)
 			}
 		default:
@@ -128,31 +127,9 @@ func (c *NetConn) do(w *ioWait, park *parkWaker, op string, p []byte) (int, erro
 	}
 }
 
-// park waits on the pool until the side is ready, its deadline passes, or
-// the connection or the pool is closed.
-func (c *NetConn) park(w *ioWait, park *parkWaker, cx *Context) error {
-	for {
-		if err, ok := w.Poll(cx); ok {
-			return err
-		}
-		if c.s.fr.ref.closing() {
-			return net.ErrClosed
-		}
-		if c.s.fr.p.isClosing() {
-			return c.closedErr()
-		}
-		park.park()
-	}
-}
-
 // closedErr is why a call cannot make its syscall: the connection was
 // closed (net.ErrClosed), or its pool was.
-func (c *NetConn) closedErr() error {
-	if c.s.fr.ref.closing() {
-		return net.ErrClosed
-	}
-	return fmt.Errorf("%w (the pool of fd %d)", ErrClosed, c.s.fd)
-}
+func (c *NetConn) closedErr() error { return c.s.closedErr() }
 
 func (c *NetConn) opError(op string, err error) error {
 	return &net.OpError{Op: op, Net: c.network, Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}

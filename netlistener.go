@@ -26,12 +26,12 @@ func (l *Listener) NetListener() net.Listener {
 }
 
 // netListener is a Listener seen from plain goroutines. The listening fd is
-// owned by the Listener's Socket; Accept holds mu for the time of its
-// accept4 call, and Close closes the fd only after taking mu, so the number
-// is never closed under a syscall that names it (as NetConn does).
+// owned by the Listener's Socket; Accept holds a reference to it for the
+// time of its accept4 call, so the number is never closed under a syscall
+// that names it (as NetConn does).
 type netListener struct {
 	l    *Listener
-	mu   sync.Mutex // serializes Accept; Close takes it before closing the fd
+	mu   sync.Mutex // serializes Accept
 	park *parkWaker // mu: the accepting goroutine's waker
 }
 
@@ -47,10 +47,11 @@ func (nl *netListener) Accept() (net.Conn, error) {
 	cx := &Context{waker: nl.park}
 	backoff := acceptBackoffMin
 	for {
-		if s.closed.Load() {
-			return nil, nl.opError(net.ErrClosed)
+		if !s.fr.acquire() {
+			return nil, nl.opError(s.closedErr())
 		}
 		fd, _, err := sys.Accept4(s.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		s.fr.releaseRef()
 		switch {
 		case err == nil:
 			setAcceptedOptions(fd)
@@ -70,8 +71,6 @@ func (nl *netListener) Accept() (net.Conn, error) {
 			s.fr.p.logAcceptBackoff(nl.l.addr, err, backoff)
 			time.Sleep(backoff)
 			backoff = min(2*backoff, acceptBackoffMax)
-		case s.closed.Load():
-			return nil, nl.opError(net.ErrClosed)
 		default:
 			return nil, nl.opError(os.NewSyscallError("accept4", err))
 		}
@@ -85,14 +84,20 @@ func (s *Socket) parkReady(w *ioWait, park *parkWaker, cx *Context) error {
 		if err, ok := w.Poll(cx); ok {
 			return err
 		}
-		if s.closed.Load() {
-			return net.ErrClosed
-		}
-		if s.fr.p.isClosing() {
-			return fmt.Errorf("%w (the pool of fd %d)", ErrClosed, s.fd)
+		if s.fr.ref.closing() || s.fr.p.isClosing() {
+			return s.closedErr()
 		}
 		park.park()
 	}
+}
+
+// closedErr is why a call from a plain goroutine cannot make its syscall:
+// the socket was closed (net.ErrClosed), or its pool was.
+func (s *Socket) closedErr() error {
+	if s.fr.ref.closing() {
+		return net.ErrClosed
+	}
+	return fmt.Errorf("%w (the pool of fd %d)", ErrClosed, s.fd)
 }
 
 func (nl *netListener) opError(err error) error {
@@ -106,19 +111,7 @@ func (nl *netListener) opError(err error) error {
 // Close closes the listener; a waiting Accept wakes and fails with
 // net.ErrClosed. Closing twice is a no-op.
 func (nl *netListener) Close() error {
-	s := nl.l.sock
-	if s.closed.Swap(true) {
-		return nil
-	}
-	err := s.fr.Close() // wakes a parked Accept
-	nl.mu.Lock()
-	s.read.stop()
-	s.write.stop()
-	if cerr := unix.Close(s.fd); cerr != nil && err == nil {
-		err = fmt.Errorf("iopool: close fd %d: %w", s.fd, os.NewSyscallError("close", cerr))
-	}
-	nl.mu.Unlock()
-	return err
+	return nl.l.sock.Close()
 }
 
 // Addr returns the listener's address.

@@ -22,10 +22,12 @@ func setAcceptedOptions(fd int) {
 }
 
 func (s *Socket) setsockoptInt(level, opt int, name string, v int) error {
-	if s.closed.Load() {
+	if !s.fr.acquire() {
 		return fmt.Errorf("iopool: set %s on fd %d: %w", name, s.fd, ErrClosed)
 	}
-	if err := unix.SetsockoptInt(s.fd, level, opt, v); err != nil {
+	err := unix.SetsockoptInt(s.fd, level, opt, v)
+	s.fr.releaseRef()
+	if err != nil {
 		return fmt.Errorf("iopool: set %s on fd %d: %w", name, s.fd, os.NewSyscallError("setsockopt", err))
 	}
 	return nil
@@ -87,14 +89,16 @@ func (s *Socket) SetWriteBuffer(bytes int) error {
 // sec == 0 discards it and resets the connection; sec > 0 sends it in the
 // background and resets the connection after sec seconds.
 func (s *Socket) SetLinger(sec int) error {
-	if s.closed.Load() {
-		return fmt.Errorf("iopool: set SO_LINGER on fd %d: %w", s.fd, ErrClosed)
-	}
 	l := unix.Linger{}
 	if sec >= 0 {
 		l.Onoff, l.Linger = 1, int32(sec)
 	}
-	if err := unix.SetsockoptLinger(s.fd, unix.SOL_SOCKET, unix.SO_LINGER, &l); err != nil {
+	if !s.fr.acquire() {
+		return fmt.Errorf("iopool: set SO_LINGER on fd %d: %w", s.fd, ErrClosed)
+	}
+	err := unix.SetsockoptLinger(s.fd, unix.SOL_SOCKET, unix.SO_LINGER, &l)
+	s.fr.releaseRef()
+	if err != nil {
 		return fmt.Errorf("iopool: set SO_LINGER on fd %d: %w", s.fd, os.NewSyscallError("setsockopt", err))
 	}
 	return nil
