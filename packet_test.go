@@ -1,0 +1,172 @@
+package iopool
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+)
+
+// A task echoes datagrams back to a Go net peer over udp4, udp6 and
+// unixgram; a datagram larger than the task's buffer is reported as
+// truncated, with its real size.
+func TestPacketSocketEchoWithGoPeer(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct{ network, addr, peerAddr string }{
+		{"udp", "127.0.0.1:0", "127.0.0.1:0"},
+		{"udp4", "127.0.0.1:0", "127.0.0.1:0"},
+		{"udp6", "[::1]:0", "[::1]:0"},
+		{"unixgram", filepath.Join(dir, "srv.sock"), filepath.Join(dir, "peer.sock")},
+	} {
+		t.Run(tc.network, func(t *testing.T) {
+			runPool(t, func(tk *Task) error {
+				ps, err := ListenPacket(tk.Driver(), tc.network, tc.addr)
+				if tc.network == "udp6" && errors.Is(err, unix.EADDRNOTAVAIL) {
+					t.Skip("no IPv6 loopback on this machine:", err)
+				}
+				require.NoError(t, err)
+				defer ps.Close()
+				la := ps.LocalAddr()
+				require.NotNil(t, la)
+				if ua, ok := la.(*net.UDPAddr); ok {
+					require.NotZero(t, ua.Port, "the kernel's port is reported")
+				}
+
+				peer, err := net.ListenPacket(tc.network, tc.peerAddr)
+				require.NoError(t, err)
+				defer peer.Close()
+				peerDone := make(chan error, 1)
+				go func() {
+					peerDone <- func() error {
+						if err := peer.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+							return err
+						}
+						buf := make([]byte, 2048)
+						for i := range 20 {
+							msg := fmt.Sprintf("datagram %d", i)
+							if _, err := peer.WriteTo([]byte(msg), la); err != nil {
+								return err
+							}
+							n, _, err := peer.ReadFrom(buf)
+							if err != nil {
+								return err
+							}
+							if string(buf[:n]) != msg {
+								return fmt.Errorf("echo of %q came back as %q", msg, buf[:n])
+							}
+						}
+						_, err := peer.WriteTo(make([]byte, 1000), la)
+						return err
+					}()
+				}()
+
+				buf := make([]byte, 100)
+				for range 20 {
+					n, from, err := ps.ReadFrom(tk, buf)
+					require.NoError(t, err)
+					require.Equal(t, peer.LocalAddr().String(), from.String())
+					_, err = ps.WriteTo(tk, buf[:n], from)
+					require.NoError(t, err)
+				}
+				n, _, err := ps.ReadFrom(tk, buf)
+				require.ErrorIs(t, err, ErrTruncated)
+				require.ErrorContains(t, err, "a 1000-byte datagram")
+				require.Equal(t, len(buf), n)
+				require.NoError(t, <-peerDone)
+				return nil
+			})
+		})
+	}
+}
+
+// Plain goroutines use the net.PacketConn; its deadlines and Close behave
+// like package net's.
+func TestNetPacketConnFromGoroutines(t *testing.T) {
+	p := newTestPool(t)
+	servePool(t, p)
+	ps, err := ListenPacket(p.Driver(), "udp", "127.0.0.1:0")
+	require.NoError(t, err)
+	pc := ps.NetPacketConn()
+	peer, err := net.ListenPacket("udp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer peer.Close()
+
+	go func() {
+		time.Sleep(5 * time.Millisecond)
+		_, _ = peer.WriteTo([]byte("hello"), pc.LocalAddr())
+	}()
+	buf := make([]byte, 3)
+	n, from, err := pc.ReadFrom(buf)
+	require.ErrorIs(t, err, ErrTruncated, "a waiting read wakes for a datagram and reports truncation")
+	require.Equal(t, 3, n)
+	require.Equal(t, peer.LocalAddr().String(), from.String())
+	_, err = pc.WriteTo([]byte("back"), from)
+	require.NoError(t, err)
+	require.NoError(t, peer.SetReadDeadline(time.Now().Add(5*time.Second)))
+	n, _, err = peer.ReadFrom(buf[:])
+	require.NoError(t, err)
+	require.Equal(t, "bac", string(buf[:n]))
+
+	require.NoError(t, pc.SetReadDeadline(time.Now().Add(20*time.Millisecond)))
+	_, _, err = pc.ReadFrom(buf)
+	require.ErrorIs(t, err, os.ErrDeadlineExceeded)
+	var ne net.Error
+	require.ErrorAs(t, err, &ne)
+	require.True(t, ne.Timeout())
+	require.NoError(t, pc.SetReadDeadline(time.Time{}))
+
+	read := make(chan error, 1)
+	go func() {
+		_, _, err := pc.ReadFrom(buf)
+		read <- err
+	}()
+	time.Sleep(10 * time.Millisecond)
+	require.NoError(t, pc.Close())
+	select {
+	case err := <-read:
+		require.ErrorIs(t, err, net.ErrClosed)
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not wake the waiting ReadFrom")
+	}
+	require.NoError(t, pc.Close())
+	_, err = pc.WriteTo([]byte("x"), peer.LocalAddr())
+	require.ErrorIs(t, err, net.ErrClosed)
+}
+
+func TestPacketSocketBadInput(t *testing.T) {
+	runPool(t, func(tk *Task) error {
+		_, err := ListenPacket(tk.Driver(), "tcp", "127.0.0.1:0")
+		require.ErrorContains(t, err, `unsupported network "tcp" (want udp, udp4, udp6 or unixgram)`)
+		_, err = ListenPacket(tk.Driver(), "udp4", "[::1]:0")
+		require.ErrorContains(t, err, "listen udp4 [::1]:0: address ::1: no suitable address found")
+
+		ps, err := ListenPacket(tk.Driver(), "udp4", "127.0.0.1:0")
+		require.NoError(t, err)
+		defer ps.Close()
+		_, err = ps.WriteTo(tk, make([]byte, 70000), ps.LocalAddr())
+		require.ErrorIs(t, err, unix.EMSGSIZE)
+		require.ErrorContains(t, err, "a 70000-byte datagram is larger than the socket can send")
+		_, err = ps.WriteTo(tk, []byte("x"), &net.UnixAddr{Name: "/x", Net: "unixgram"})
+		require.ErrorContains(t, err, "cannot send to the unix address")
+		_, err = ps.WriteTo(tk, []byte("x"), &net.UDPAddr{IP: net.ParseIP("::1"), Port: 9})
+		require.ErrorContains(t, err, "an IPv4 socket cannot send to the IPv6 address")
+		_, err = ps.WriteTo(tk, []byte("x"), nil)
+		require.ErrorContains(t, err, "nil destination address")
+
+		// Deadlines in a task.
+		require.NoError(t, ps.SetReadDeadline(time.Now().Add(5*time.Millisecond)))
+		_, _, err = ps.ReadFrom(tk, make([]byte, 10))
+		require.ErrorIs(t, err, os.ErrDeadlineExceeded)
+
+		require.NoError(t, ps.Close())
+		_, _, err = ps.ReadFrom(tk, make([]byte, 10))
+		require.Error(t, err)
+		return nil
+	})
+}
