@@ -1,0 +1,153 @@
+package iopool
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// Next returns the tasks in the order they finish, not the order spawned.
+func TestJoinSetNextInCompletionOrder(t *testing.T) {
+	runPool(t, func(tk *Task) error {
+		set := NewJoinSet[int](tk.Driver())
+		_, err := set.Next(tk)
+		require.ErrorIs(t, err, ErrJoinSetEmpty)
+		for _, ms := range []int{30, 10, 20, 0} {
+			set.Spawn("sleep", func(t *Task) (int, error) {
+				return ms, t.Sleep(time.Duration(ms) * time.Millisecond)
+			})
+		}
+		set.Spawn("fails", func(t *Task) (int, error) {
+			return -1, errors.New("boom")
+		})
+		require.Equal(t, 5, set.Len())
+		var got []int
+		for set.Len() > 0 {
+			j, err := set.Next(tk)
+			require.NoError(t, err)
+			if j.Value == -1 {
+				require.EqualError(t, j.Err, "boom")
+				require.Equal(t, "fails", j.Task.Name())
+				continue
+			}
+			require.NoError(t, j.Err)
+			got = append(got, j.Value)
+		}
+		require.Equal(t, []int{0, 10, 20, 30}, got)
+		_, err = set.Next(tk)
+		require.ErrorIs(t, err, ErrJoinSetEmpty)
+		return nil
+	})
+}
+
+// CancelAll and Close cancel the running tasks, which Next still returns;
+// after Close, spawned tasks are canceled before they run.
+func TestJoinSetCancelAllAndClose(t *testing.T) {
+	runPool(t, func(tk *Task) error {
+		set := NewJoinSet[string](tk.Driver())
+		for range 3 {
+			set.Spawn("forever", func(t *Task) (string, error) { return "", t.Sleep(time.Hour) })
+		}
+		set.Spawn("quick", func(t *Task) (string, error) { return "done", nil })
+		j, err := set.Next(tk)
+		require.NoError(t, err)
+		require.Equal(t, "done", j.Value)
+		set.CancelAll()
+		for range 3 {
+			j, err := set.Next(tk)
+			require.NoError(t, err)
+			require.ErrorIs(t, j.Err, ErrCanceled)
+		}
+		require.Zero(t, set.Len())
+
+		set.Spawn("forever", func(t *Task) (string, error) { return "", t.Sleep(time.Hour) })
+		set.Close()
+		ran := false
+		set.Spawn("late", func(t *Task) (string, error) { ran = true; return "", nil })
+		for set.Len() > 0 {
+			j, err := set.Next(tk)
+			require.NoError(t, err)
+			require.ErrorIs(t, j.Err, ErrCanceled, j.Task.Name())
+		}
+		require.False(t, ran, "a task spawned on a closed set does not run")
+		return nil
+	})
+}
+
+// Closing the pool cancels the set's tasks; their handles resolve.
+func TestJoinSetCanceledByPoolClose(t *testing.T) {
+	requireNoLeaks(t)
+	p, err := New()
+	require.NoError(t, err)
+	set := NewJoinSet[int](p.Driver())
+	var hs []*Handle[int]
+	for range 5 {
+		hs = append(hs, set.Spawn("forever", func(t *Task) (int, error) { return 0, t.Sleep(time.Hour) }))
+	}
+	require.NoError(t, p.Run(func(tk *Task) error { return tk.Yield() }))
+	require.NoError(t, p.Close())
+	for _, h := range hs {
+		_, err, done := h.Result()
+		require.True(t, done)
+		require.ErrorIs(t, err, ErrCanceled)
+	}
+	require.Equal(t, 5, set.Len(), "finished tasks wait in the set for Next")
+	h := set.Spawn("after close", func(t *Task) (int, error) { return 1, nil })
+	_, err = h.Wait()
+	require.ErrorIs(t, err, ErrClosed)
+}
+
+// Select returns the first ready case and leaves the others intact: the
+// channel's value stays queued and the handle's result stays for Join.
+func TestSelectFirstReadyOfDifferentTypes(t *testing.T) {
+	runPool(t, func(tk *Task) error {
+		ch := NewChan[string]()
+		h := Spawn(tk.Driver(), "slow", func(t *Task) (int, error) { return 7, t.Sleep(30 * time.Millisecond) })
+		timer := NewTimer(tk.Driver())
+		timer.SetDeadline(time.Now().Add(10 * time.Millisecond))
+
+		var msg Result[string]
+		var v int
+		var at time.Time
+		i, err := Select(tk, Case(ch, &msg), Case(h, &v), Case(timer, &at))
+		require.NoError(t, err)
+		require.Equal(t, 2, i, "the timer fires first")
+		require.False(t, at.IsZero())
+
+		i, err = Select(tk, Case(ch, &msg), Case(h, &v))
+		require.NoError(t, err)
+		require.Equal(t, 1, i, "then the task finishes")
+		require.Equal(t, 7, v)
+
+		require.NoError(t, ch.Send("hi"))
+		i, err = Select(tk, Case(ch, &msg), Case[int](h, nil))
+		require.NoError(t, err)
+		require.Equal(t, 0, i, "an earlier ready case wins")
+		require.Equal(t, "hi", msg.Value)
+		require.Zero(t, ch.Len())
+
+		// A pending channel case takes nothing: the value sent later is
+		// still there after another case won.
+		timer.SetDeadline(time.Now().Add(5 * time.Millisecond))
+		i, err = Select(tk, Case(ch, &msg), Case(timer, nil))
+		require.NoError(t, err)
+		require.Equal(t, 1, i)
+		require.NoError(t, ch.Send("kept"))
+		got, err := ch.Recv(tk)
+		require.NoError(t, err)
+		require.Equal(t, "kept", got)
+		v, err = h.Join(tk)
+		require.NoError(t, err)
+		require.Equal(t, 7, v, "the handle still has its result")
+
+		// Canceled while selecting.
+		go func() { time.Sleep(5 * time.Millisecond); tk.Cancel() }()
+		i, err = Select(tk, Case(ch, &msg))
+		require.ErrorIs(t, err, ErrCanceled)
+		require.Equal(t, -1, i)
+		return nil
+	})
+	require.PanicsWithValue(t, "iopool: Case called with a nil future", func() { Case[int](nil, nil) })
+}

@@ -1,0 +1,64 @@
+package iopool
+
+// SelectCase is one future of a Select, made with Case.
+type SelectCase interface {
+	// poll polls the future and, when it is ready, stores its value.
+	poll(cx *Context) bool
+}
+
+type selectCase[T any] struct {
+	fut Future[T]
+	dst *T
+}
+
+func (c selectCase[T]) poll(cx *Context) bool {
+	v, ok := c.fut.Poll(cx)
+	if ok && c.dst != nil {
+		*c.dst = v
+	}
+	return ok
+}
+
+// Case makes fut a case of Select; when fut is the one ready, its value is
+// stored in *dst (dst may be nil to drop it).
+func Case[T any](fut Future[T], dst *T) SelectCase {
+	if fut == nil {
+		panic("iopool: Case called with a nil future")
+	}
+	return selectCase[T]{fut: fut, dst: dst}
+}
+
+// Select waits inside task t until one of several futures, of any types,
+// is ready, and returns the index of that case (the select statement of
+// tasks). The futures are polled in order each time the task wakes, so an
+// earlier case wins when several are ready; polling stops at the first
+// ready one, and the others are left as they are: a pending Chan receive
+// takes no value, a Handle keeps its result for a later Join, a Timer stays
+// armed. Each future only keeps the task's waker, so a late one causes at
+// most a spurious wake.
+//
+//	var msg iopool.Result[string]
+//	switch i, err := iopool.Select(t, iopool.Case(ch, &msg), iopool.Case(timer, nil)); {
+//	case err != nil: // t was canceled
+//	case i == 0:     // msg arrived
+//	case i == 1:     // timed out
+//	}
+//
+// If t is canceled, Select returns -1 and ErrCanceled.
+func Select(t *Task, cases ...SelectCase) (int, error) {
+	if len(cases) == 0 {
+		panic("iopool: Select called with no cases")
+	}
+	i, err := Await[int](t, PollFunc[int](func(cx *Context) (int, bool) {
+		for i, c := range cases {
+			if c.poll(cx) {
+				return i, true
+			}
+		}
+		return -1, false
+	}))
+	if err != nil {
+		return -1, err
+	}
+	return i, nil
+}
