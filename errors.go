@@ -33,6 +33,13 @@ var (
 	// rest of the pool works without it.
 	ErrUringUnavailable = errors.New("iopool: io_uring unavailable")
 
+	// ErrUnsupportedSQE is returned, wrapped with the call and the flag, by
+	// Uring.Submit, Uring.Start and Batch.Submit for an SQE that would post
+	// more than one completion or none (multishot variants, IOSQE_IO_LINK,
+	// IOSQE_IO_HARDLINK, IOSQE_CQE_SKIP_SUCCESS): every operation of a pool
+	// lives from one SQE to one final completion.
+	ErrUnsupportedSQE = errors.New("iopool: io_uring SQE not supported")
+
 	// ErrChannelClosed is returned by receives on a closed, drained channel
 	// and by sends on a closed channel.
 	ErrChannelClosed = errors.New("iopool: channel closed")

@@ -275,7 +275,7 @@ func (p *Pool) release() error {
 	}
 	wakers.WakeAll()
 	var errs []error
-	if u := p.uring.Load(); u != nil {
+	if u := p.uringForClose(); u != nil {
 		// On the loop goroutine: a single-issuer ring takes no calls from
 		// other threads.
 		p.onLoop(func() { errs = append(errs, u.close()) })

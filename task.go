@@ -40,6 +40,7 @@ type Task struct {
 	err      error                   // loop only: the function's result
 	panicked *PanicError             // loop only: the function's panic
 	sleep    timerFuture             // task only: t.Sleep's timer
+	uringRes opResult                // loop only: the result of the task's io_uring operation in flight (uring_ops.go)
 	ctxMu    sync.Mutex              // guards ctx and ctxCancel
 	ctx      context.Context         // created by Context()
 	cancel   context.CancelFunc      // cancels ctx

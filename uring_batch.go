@@ -3,6 +3,8 @@ package iopool
 import (
 	"fmt"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/iopool/iopool/internal/uring"
 )
 
@@ -26,18 +28,22 @@ import (
 //		...
 //	}
 //
-// Every operation added must be waited for: Wait is what recycles the
-// operations and unpins their buffers (a batch left unwaited holds them
-// until the pool closes). Adding after Wait starts a new batch
+// Wait is what hands the results over; the operations themselves need no
+// Wait to be released: each one's buffers are unpinned and its slot freed
+// when its completion arrives, so a batch whose task returns (or panics)
+// without waiting holds nothing once the kernel is done, and Pool.Close
+// cancels what is still in the kernel. Adding after Wait starts a new batch
 // on the same memory, so a reused Batch allocates nothing. A Batch is used
 // by one task at a time.
 type Batch struct {
-	u      *Uring
-	ops    []*uringOp
-	names  []string
-	res    []int32
-	next   int  // ops[:next] are known to be done (while waiting)
-	waited bool // res and names hold the last Wait's results
+	u       *Uring
+	ops     []*uringOp // loop: entry i's op while in the kernel, nil once complete
+	res     []int32    // loop: entry i's result, written by finish
+	opcodes []uint8    // entry i's opcode
+	names   []string   // entry i's name for its error
+	pending int        // loop: entries whose final completion has not arrived
+	waker   Waker      // loop: the waiting task, woken when pending reaches 0
+	waited  bool       // res and names hold the last Wait's results
 }
 
 // NewBatch returns an empty batch of operations on u.
@@ -45,21 +51,14 @@ func (u *Uring) NewBatch() *Batch { return &Batch{u: u} }
 
 // Len reports how many operations the batch holds: queued ones before Wait,
 // results after it.
-func (b *Batch) Len() int {
-	if b.waited {
-		return len(b.res)
-	}
-	return len(b.ops)
-}
+func (b *Batch) Len() int { return len(b.res) }
 
 // Nop queues a no-op.
 func (b *Batch) Nop(t *Task) error {
-	b.reuse()
-	op, err := b.u.prepare(t)
-	if err != nil {
+	sqe := uring.SQE{Opcode: uring.OpNop}
+	if _, err := b.queue(t, "nop", &sqe); err != nil {
 		return err
 	}
-	b.push(op, "nop", uring.SQE{Opcode: uring.OpNop})
 	return nil
 }
 
@@ -76,92 +75,112 @@ func (b *Batch) Write(t *Task, fd int, buf []byte, off int64) error {
 }
 
 func (b *Batch) rw(t *Task, name string, opcode uint8, fd int, buf []byte, off int64) error {
-	b.reuse()
-	op, sqe, err := b.u.prepareRW(t, name, opcode, fd, buf, off)
-	if err != nil {
+	if err := checkRW(name, buf, off); err != nil {
 		return err
 	}
-	b.push(op, name, sqe)
-	return nil
+	sqe := bufSQE(opcode, fd, buf, off, 0)
+	_, err := b.queue(t, name, &sqe, buf)
+	return err
 }
 
 // Submit queues any operation: prep fills the SQE (user_data is set by the
 // batch) and keep lists the buffers the kernel will use, pinned until the
-// completion.
+// completion. SQEs that would post several completions or none are refused
+// as by Uring.Submit; a nil prep panics.
 func (b *Batch) Submit(t *Task, prep func(*SQE), keep ...[]byte) error {
-	b.reuse()
-	op, err := b.u.prepare(t, keep...)
+	if err := b.u.checkTask(t); err != nil {
+		return err
+	}
+	sqe, err := prepSQE("Batch.Submit", prep)
 	if err != nil {
 		return err
 	}
-	var sqe uring.SQE
-	prep(&sqe)
-	b.push(op, "", sqe)
-	return nil
+	_, err = b.queue(t, "", &sqe, keep...)
+	return err
 }
 
-// reuse forgets the last Wait's results before the first new entry.
-func (b *Batch) reuse() {
-	if b.waited {
-		b.waited = false
-		clear(b.names)
-		b.names, b.res = b.names[:0], b.res[:0]
+// queue adds an entry: it takes a slot, pins keep and pushes the SQE.
+func (b *Batch) queue(t *Task, name string, sqe *uring.SQE, keep ...[]byte) (*uringOp, error) {
+	if err := b.u.checkTask(t); err != nil {
+		return nil, err
 	}
-}
-
-func (b *Batch) push(op *uringOp, name string, sqe uring.SQE) {
-	sqe.UserData = op.userData
+	if b.waited {
+		b.reset()
+	}
 	if name == "" {
 		name = opName(sqe.Opcode)
 	}
-	b.u.pushOnLoop(&sqe)
+	op := b.u.take(sqe.Opcode)
+	for _, k := range keep {
+		op.pin(k)
+	}
+	op.batch, op.entry = b, len(b.ops)
 	b.ops = append(b.ops, op)
+	b.res = append(b.res, 0)
+	b.opcodes = append(b.opcodes, sqe.Opcode)
 	b.names = append(b.names, name)
+	b.pending++
+	b.u.push(op, sqe)
+	return op, nil
+}
+
+// reset forgets the entries (after Wait, or a canceled Wait).
+func (b *Batch) reset() {
+	b.waited = false
+	clear(b.ops)
+	clear(b.names)
+	b.ops, b.res, b.opcodes, b.names = b.ops[:0], b.res[:0], b.opcodes[:0], b.names[:0]
+}
+
+// complete records entry i's result; the last one wakes the waiter. Called
+// by finish. Loop only.
+func (b *Batch) complete(i int, res int32, wakers *WakerList) {
+	b.res[i], b.ops[i] = res, nil
+	if b.pending--; b.pending == 0 && b.waker != nil {
+		wakers.Add(b.waker)
+		b.waker = nil
+	}
 }
 
 // Wait suspends task t until every queued operation has completed; then
 // Result gives each one's outcome. An empty batch returns at once. If the
-// task is canceled, Wait returns ErrCanceled and cancels the operations
-// still in the kernel (their buffers stay pinned until their completions
-// arrive); the batch is empty afterwards.
+// task is canceled while operations are still in the kernel, Wait returns
+// ErrCanceled, cancels them (their buffers stay pinned until their
+// completions arrive) and closes the fds that completed ones opened or
+// accepted; the batch is empty afterwards. If every operation had completed
+// when the cancel was seen, the results win and Wait returns nil.
 func (b *Batch) Wait(t *Task) error {
 	if b.waited || len(b.ops) == 0 {
 		return nil
 	}
-	b.next = 0
 	_, err := Await[struct{}](t, (*batchWait)(b))
-	for _, op := range b.ops {
-		if err != nil {
-			b.u.abandon(op)
-			continue
+	if err != nil && b.pending > 0 {
+		for i, op := range b.ops {
+			switch {
+			case op != nil:
+				b.u.abandon(op)
+			case returnsFd(b.opcodes[i]) && b.res[i] >= 0:
+				unix.Close(int(b.res[i])) // nobody will take it
+			}
 		}
-		b.res = append(b.res, op.res)
-		b.u.release(op)
-	}
-	clear(b.ops)
-	b.ops = b.ops[:0]
-	if err != nil {
-		clear(b.names)
-		b.names = b.names[:0]
+		b.pending, b.waker = 0, nil
+		b.reset()
 		return err
 	}
 	b.waited = true
 	return nil
 }
 
-// batchWait is a Batch awaited by its task: ready when every op is done.
-// Only the first op not known to be done holds the task's waker, so the
-// completions of a batch wake the task once they are all in, not once each.
+// batchWait is a Batch awaited by its task: ready when every entry has
+// completed. Only the last completion wakes the task.
 type batchWait Batch
 
 func (f *batchWait) Poll(cx *Context) (struct{}, bool) {
-	for ; f.next < len(f.ops); f.next++ {
-		if op := f.ops[f.next]; !op.done {
-			op.waker = cx.waker
-			return struct{}{}, false
-		}
+	if f.pending == 0 {
+		return struct{}{}, true
 	}
-	return struct{}{}, true
+	f.waker = cx.waker
+	return struct{}{}, false
 }
 
 // Result returns the outcome of the i-th operation queued before the last

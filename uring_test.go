@@ -55,7 +55,7 @@ func TestUringReadWrite(t *testing.T) {
 
 		nfd, err := u.Openat(tk, unix.AT_FDCWD, f.Name(), unix.O_RDONLY, 0)
 		require.NoError(t, err)
-		require.NoError(t, u.Close(tk, nfd))
+		require.NoError(t, u.CloseFd(tk, nfd))
 		require.NoError(t, u.Nop(tk))
 		start := time.Now()
 		require.NoError(t, u.Timeout(tk, 2*time.Millisecond))
@@ -125,7 +125,18 @@ func requireCanceledOpsReleased(t *testing.T, tk *Task, u *Uring) {
 		require.Less(t, i, 1000, "a canceled operation never completed")
 		require.NoError(t, tk.Sleep(time.Millisecond))
 	}
+	requireAllOpsFree(t, u)
+}
+
+// requireAllOpsFree checks that every slot of the op table is free, and so
+// unpinned. Call it on the loop goroutine (inside a task) or after Close.
+func requireAllOpsFree(t *testing.T, u *Uring) {
+	t.Helper()
+	require.Zero(t, u.inflight, "ops in flight")
 	require.Len(t, u.free, len(u.ops), "every op is back on the free list, unpinned")
+	for _, op := range u.ops {
+		require.Equal(t, opFree, op.state, "op %d", op.index)
+	}
 }
 
 func TestUringUnavailableKeepsPoolWorking(t *testing.T) {
@@ -192,7 +203,8 @@ func TestUringStartFromPlainGoroutine(t *testing.T) {
 		done := NewOneshot[int32]()
 		go func() {
 			c, err := u.Start(func(s *SQE) {
-				s.Opcode, s.Fd, s.Addr, s.Len = OpWrite, int32(f.Fd()), bufAddr(buf), uint32(len(buf))
+				s.Opcode, s.Fd = OpWrite, int32(f.Fd())
+				s.SetBuffer(buf)
 			}, buf)
 			require.NoError(t, err)
 			n, err := c.Wait()
@@ -470,7 +482,7 @@ func TestUringStatxAcceptConnect(t *testing.T) {
 			require.NoError(t, err)
 			require.NotZero(t, fl&unix.O_NONBLOCK, "accepted fds are nonblocking")
 			for _, fd := range []int{nfd, cfd, lfd} {
-				require.NoError(t, u.Close(tk, fd))
+				require.NoError(t, u.CloseFd(tk, fd))
 			}
 		}
 		cfd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
@@ -546,7 +558,8 @@ func TestUringCloseCancelsRemoteOps(t *testing.T) {
 			defer unix.Close(fds[1])
 			buf := make([]byte, 16)
 			c, err := u.Start(func(s *SQE) {
-				s.Opcode, s.Fd, s.Addr, s.Len, s.Off = OpRead, int32(fds[0]), bufAddr(buf), uint32(len(buf)), ^uint64(0)
+				s.Opcode, s.Fd, s.Off = OpRead, int32(fds[0]), ^uint64(0)
+				s.SetBuffer(buf)
 			}, buf)
 			require.NoError(t, err)
 			waited := make(chan error, 1)
@@ -558,8 +571,7 @@ func TestUringCloseCancelsRemoteOps(t *testing.T) {
 			case <-time.After(5 * time.Second):
 				t.Fatal("the waiter of a canceled operation was never woken")
 			}
-			require.Zero(t, u.remoteLive)
-			require.Len(t, u.remoteFree, len(u.remoteOps), "the op went back, unpinned")
+			requireAllOpsFree(t, u)
 		})
 	}
 }

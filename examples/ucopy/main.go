@@ -233,7 +233,7 @@ func writeAll(t *iopool.Task, u *iopool.Uring, batch *iopool.Batch, fd int, bufs
 // closeFd closes fd through the ring, keeping the first error. A canceled
 // task can no longer wait for the ring, so it closes the fd directly.
 func closeFd(t *iopool.Task, u *iopool.Uring, fd int, err *error) {
-	cerr := u.Close(t, fd)
+	cerr := u.CloseFd(t, fd)
 	if errors.Is(cerr, iopool.ErrCanceled) {
 		cerr = unix.Close(fd)
 	}

@@ -110,6 +110,26 @@ const (
 	OpMadvise       uint8 = 25
 	OpSend          uint8 = 26
 	OpRecv          uint8 = 27
+	OpOpenat2       uint8 = 28
+	OpSocket        uint8 = 45
+	OpSendZC        uint8 = 47
+	OpSendmsgZC     uint8 = 48
+	OpReadMultishot uint8 = 49
+)
+
+// Opcode-specific flags that make an SQE multishot (several CQEs).
+const (
+	PollAddMulti     uint32 = 1 << 0 // IORING_POLL_ADD_MULTI, in len
+	AcceptMultishot  uint16 = 1 << 0 // IORING_ACCEPT_MULTISHOT, in ioprio
+	RecvMultishot    uint16 = 1 << 1 // IORING_RECV_MULTISHOT, in ioprio
+	TimeoutMultishot uint32 = 1 << 6 // IORING_TIMEOUT_MULTISHOT, in timeout_flags
+)
+
+// CQE flags.
+const (
+	// CQEFMore is IORING_CQE_F_MORE: more completions for the same SQE
+	// follow; the one without it is the final one.
+	CQEFMore uint32 = 1 << 1
 )
 
 // Setup flags (io_uring_params.flags).
@@ -137,10 +157,12 @@ const (
 	SQCQOverflow uint32 = 1 << 1
 	SQTaskrun    uint32 = 1 << 2
 
-	SqeFixedFile uint8 = 1 << 0
-	SqeIoDrain   uint8 = 1 << 1
-	SqeIoLink    uint8 = 1 << 2
-	SqeAsync     uint8 = 1 << 4
+	SqeFixedFile      uint8 = 1 << 0
+	SqeIoDrain        uint8 = 1 << 1
+	SqeIoLink         uint8 = 1 << 2
+	SqeIoHardlink     uint8 = 1 << 3
+	SqeAsync          uint8 = 1 << 4
+	SqeCQESkipSuccess uint8 = 1 << 6
 
 	offSQRing = 0
 	offCQRing = 0x8000000

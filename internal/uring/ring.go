@@ -265,3 +265,35 @@ func (r *Ring) Close() error {
 	}
 	return errors.Join(errs...)
 }
+
+// PushSQE copies sqe to the local SQ tail and reports whether there was
+// room. The kernel sees it after the next Submit.
+func (r *Ring) PushSQE(sqe *SQE) bool {
+	head := atomic.LoadUint32(r.sqHead)
+	if r.tail-head >= r.params.SQEntries {
+		return false
+	}
+	r.sqes[r.tail&r.sqMask] = *sqe
+	r.tail++
+	return true
+}
+
+// SQSpace returns how many SQEs can be pushed before the SQ is full.
+func (r *Ring) SQSpace() uint32 {
+	return r.params.SQEntries - (r.tail - atomic.LoadUint32(r.sqHead))
+}
+
+// CQ returns the CQ's head (ours) and tail (the kernel's): the completions
+// ready to read are CQE(head) up to CQE(tail-1). Consume them with
+// AdvanceCQ(tail).
+func (r *Ring) CQ() (head, tail uint32) {
+	return *r.cqHead, atomic.LoadUint32(r.cqTail)
+}
+
+// CQE returns the completion at index i of the CQ (taken modulo its size),
+// valid until AdvanceCQ moves the head past it.
+func (r *Ring) CQE(i uint32) *CQE { return &r.cqes[i&r.cqMask] }
+
+// AdvanceCQ consumes the completions before head, giving their slots back
+// to the kernel.
+func (r *Ring) AdvanceCQ(head uint32) { atomic.StoreUint32(r.cqHead, head) }

@@ -1,0 +1,113 @@
+package iopool
+
+// Operations started from any goroutine: Start queues the SQE under u.mu,
+// the loop moves it into a slot of the op table and the SQ before its next
+// io_uring_enter (takeRemote), and the Completion receives the result under
+// u.mu.
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/iopool/iopool/internal/uring"
+)
+
+// remoteEntry is an operation started with Start, waiting for the loop.
+// keep holds the buffers reachable until the loop pins them in the op.
+type remoteEntry struct {
+	sqe  uring.SQE
+	keep [][]byte
+	c    *Completion
+}
+
+// Completion is an operation started from any goroutine with Start: a
+// Future of its final CQE's result, and Wait for plain goroutines. The
+// operation's buffers are unpinned when its completion arrives, whether or
+// not anybody polls the Completion.
+type Completion struct {
+	u      *Uring
+	result opResult // u.mu
+}
+
+// Start submits an operation from any goroutine: prep fills the SQE, which
+// is queued for the loop and submitted in its next cycle. keep lists the
+// buffers the kernel will use; they stay reachable, and pinned once the
+// loop submits the SQE, until its completion arrives. SQEs that would post
+// several completions or none are refused with ErrUnsupportedSQE (see
+// Submit); a nil prep panics. On a closed pool Start returns ErrClosed.
+func (u *Uring) Start(prep func(*SQE), keep ...[]byte) (*Completion, error) {
+	sqe, err := prepSQE("Uring.Start", prep)
+	if err != nil {
+		return nil, err
+	}
+	c := &Completion{u: u}
+	u.mu.Lock()
+	if u.closed {
+		u.mu.Unlock()
+		return nil, ErrClosed
+	}
+	u.remote = append(u.remote, remoteEntry{sqe: sqe, keep: keep, c: c})
+	first := !u.hasRemote.Swap(true)
+	u.mu.Unlock()
+	if first {
+		u.p.wake()
+	}
+	return c, nil
+}
+
+// takeRemote moves the operations queued by Start into slots of the op
+// table and into the SQ. The queue is swapped out under u.mu and processed
+// without it: pushing may drain completions, and finish takes u.mu for a
+// Completion's result. Loop only.
+func (u *Uring) takeRemote() {
+	u.mu.Lock()
+	queued := u.remote
+	u.remote, u.spare = u.spare[:0], nil
+	u.hasRemote.Store(false)
+	u.mu.Unlock()
+	for i := range queued {
+		e := &queued[i]
+		op := u.take(e.sqe.Opcode)
+		for _, b := range e.keep {
+			op.pin(b)
+		}
+		op.remote, op.result = true, &e.c.result
+		u.push(op, &e.sqe)
+	}
+	clear(queued)
+	u.spare = queued[:0]
+}
+
+// Poll is ready with the operation's result once its completion arrived.
+func (c *Completion) Poll(cx *Context) (int32, bool) {
+	u := c.u
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if c.result.done {
+		return c.result.res, true
+	}
+	c.result.waker = cx.waker
+	return 0, false
+}
+
+// Wait blocks a plain goroutine until the operation completes and returns
+// its result, or an error for a negative one. If the pool closed first (the
+// operation was canceled by Close, or never submitted), the error wraps
+// ErrClosed as well as ECANCELED.
+func (c *Completion) Wait() (int32, error) {
+	res := BlockOn[int32](c)
+	if res >= 0 {
+		return res, nil
+	}
+	err := os.NewSyscallError("io_uring", unix.Errno(-res))
+	c.u.mu.Lock()
+	closed := c.result.closed
+	c.u.mu.Unlock()
+	if closed && errors.Is(err, unix.ECANCELED) {
+		return res, fmt.Errorf("%w: %w", ErrClosed, err)
+	}
+	return res, fmt.Errorf("iopool: %w", err)
+}
