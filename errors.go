@@ -43,4 +43,10 @@ var (
 	// ErrChannelClosed is returned by receives on a closed, drained channel
 	// and by sends on a closed channel.
 	ErrChannelClosed = errors.New("iopool: channel closed")
+
+	// ErrGoexit is wrapped in the error of a task whose function called
+	// runtime.Goexit (as t.FailNow and require.* do in a test): Join, Wait
+	// and Run return it, naming the task. Only that task ends; the pool's
+	// loop goes on.
+	ErrGoexit = errors.New("runtime.Goexit called in the task")
 )

@@ -128,7 +128,9 @@ func (d *Driver) Pool() *Pool { return d.p }
 // returns root's error. The loop runs on the pool's own goroutine (locked to
 // its own OS thread with WithLockOSThread) while the caller waits. Other tasks still running when
 // root returns stay in the pool and continue on the next Run (or are
-// canceled by Close). A panic in root is re-raised by Run as a *PanicError.
+// canceled by Close). A panic in root is re-raised by Run as a *PanicError;
+// if root calls runtime.Goexit (t.FailNow, require.* in a test), Run returns
+// an error wrapping ErrGoexit and the pool stays usable.
 //
 // Run returns ErrNilTask for a nil root, ErrClosed on a closed pool (or when
 // Close ends the run), and ErrRunning while another Run is active.

@@ -45,8 +45,7 @@ func (p *Pool) resume(t *Task) {
 		t.next, t.stop = iter.Pull(t.body)
 	}
 	p.current.Store(t) // cleared by the caller once the cycle's tasks ran
-	_, more := t.next()
-	if !more {
+	if !runTask(t) {
 		t.stop()
 		t.next, t.stop, t.yield = nil, nil, nil
 		if t.panicked != nil {

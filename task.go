@@ -22,7 +22,7 @@ import (
 //
 //	created  --first resume-->  running  --await pending-->  suspended
 //	suspended --waker fires--> queued --loop resumes--> running
-//	running  --function returns or panics-->  finished
+//	running  --function returns, panics or calls runtime.Goexit-->  finished
 //	any      --Cancel-->  canceled flag set; every await returns ErrCanceled
 //	created + canceled: finishes with ErrCanceled without running
 type Task struct {
@@ -96,15 +96,56 @@ func (t *Task) Wake() {
 	t.pool.pushReadyLocked(t)
 }
 
-// body is the coroutine: it runs the task's function and catches its panic.
+// body is the coroutine: it runs the task's function and records how it
+// ended, whichever of the three ways a Go function can end.
+//
+//   - It returned: t.err is its error.
+//   - It panicked: the panic is recovered into t.panicked.
+//   - It called runtime.Goexit (a test's t.FailNow, require.*): nothing can
+//     stop a Goexit, and iter.Pull would re-raise it on the loop goroutine,
+//     ending the loop. So body sets t.err and panics with goexitEscape
+//     while the Goexit unwinds: iter.Pull recovers that panic in its own
+//     deferred call and re-raises it from next, on the loop goroutine, where
+//     runTask recovers it. The runtime then completes the Goexit of this
+//     coroutine goroutine alone (a panic recovered during a Goexit does not
+//     cancel the Goexit), and the loop finishes the task like any other.
 func (t *Task) body(yield func(struct{}) bool) {
 	t.yield = yield
+	returned := false
 	defer func() {
+		if returned {
+			return
+		}
 		if v := recover(); v != nil {
 			t.panicked = &PanicError{Task: t.name, Value: v, Stack: debug.Stack()}
+			return
 		}
+		t.err = fmt.Errorf("iopool: task %q ended: %w (t.FailNow and require.* in a test do that)", t.name, ErrGoexit)
+		panic(goexitEscape{})
 	}()
 	t.err = t.runner.run(t)
+	returned = true
+}
+
+// goexitEscape carries a task's runtime.Goexit out of its coroutine as a
+// panic that the loop recovers (see body).
+type goexitEscape struct{}
+
+// runTask resumes t's coroutine until it suspends (true) or ends (false).
+// A task that ended by runtime.Goexit arrives here as goexitEscape, which
+// is recovered; any other panic from next is a bug in the scheduler and is
+// re-raised.
+func runTask(t *Task) (more bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			if _, ok := v.(goexitEscape); !ok {
+				panic(v)
+			}
+			more = false
+		}
+	}()
+	_, more = t.next()
+	return more
 }
 
 // suspend switches from the task back to the loop.
@@ -294,7 +335,8 @@ func (h *Handle[T]) Result() (T, error, bool) {
 }
 
 // Join waits, inside task t, for the spawned task to finish and returns its
-// value and error (a *PanicError if it panicked).
+// value and error (a *PanicError if it panicked, an error wrapping ErrGoexit
+// if it called runtime.Goexit).
 func (h *Handle[T]) Join(t *Task) (T, error) {
 	v, err := Await[T](t, h)
 	if err != nil {
