@@ -78,9 +78,10 @@ func (o *Oneshot[T]) Recv(t *Task) (T, error) {
 	return awaitResult[T](t, o)
 }
 
-// Wait blocks a plain goroutine until the value arrives.
+// Wait blocks a plain goroutine until the value arrives. Called from inside
+// a task before the value is there, it panics: use Recv(t).
 func (o *Oneshot[T]) Wait() (T, error) {
-	r := BlockOn[Result[T]](o)
+	r := blockOn[Result[T]](o, "Oneshot.Wait", "Recv(t)")
 	return r.Value, r.Err
 }
 
@@ -194,7 +195,8 @@ func (c *Chan[T]) Recv(t *Task) (T, error) {
 	return awaitResult[T](t, c)
 }
 
-// RecvWait blocks a plain goroutine until the next value arrives.
+// RecvWait blocks a plain goroutine until the next value arrives. Called
+// from inside a task while the channel is empty, it panics: use Recv(t).
 func (c *Chan[T]) RecvWait() (T, error) {
 	c.mu.Lock()
 	if c.park == nil {
@@ -203,9 +205,14 @@ func (c *Chan[T]) RecvWait() (T, error) {
 	w := c.park
 	c.mu.Unlock()
 	cx := &Context{waker: w}
+	checked := false
 	for {
 		if r, ok := c.Poll(cx); ok {
 			return r.Value, r.Err
+		}
+		if !checked {
+			checked = true
+			panicIfCalledFromTask("Chan.RecvWait", "Recv(t)")
 		}
 		w.park()
 	}

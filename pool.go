@@ -1,7 +1,6 @@
 package iopool
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"math"
@@ -189,17 +188,21 @@ func (r *rootRunner) complete(err error, pe *PanicError) { r.err, r.panicked = e
 // its io_uring. Called while Run is active (from another goroutine), it wakes
 // the loop, which cancels the tasks, runs them to completion and makes Run
 // return ErrClosed; Close returns after that. A second Close is a no-op.
-// Close must not be called from one of the pool's own tasks.
+// Called from one of the pool's own tasks, Close panics (it would wait for
+// that task forever); return from the root task instead. A task of another
+// pool may close this one: it waits, and its own pool with it, until this
+// pool's tasks have finished.
 func (p *Pool) Close() error {
+	if callerPool() == p {
+		// It would wait for its own task to finish (or, during Close's
+		// drain, for the drain it is part of).
+		panic("iopool: Pool.Close called from one of the pool's own tasks; return from the root task instead")
+	}
 	p.mu.Lock()
 	if p.closing {
 		p.mu.Unlock()
 		<-p.closeEnd
 		return nil
-	}
-	if p.running && p.current.Load() != nil && calledFromTask() {
-		p.mu.Unlock()
-		panic("iopool: Pool.Close called from one of the pool's own tasks; return from the root task instead")
 	}
 	p.closing = true
 	if p.running {
@@ -244,6 +247,7 @@ func (p *Pool) onLoop(fn func()) {
 
 func (p *Pool) loopGoroutine() {
 	defer close(p.loopExit)
+	defer registerLoopGoroutine(p)() // tasks are the coroutines it creates
 	if p.opts.lockOSThread {
 		// Never unlocked: the thread is the pool's and exits with this
 		// goroutine, taking its thread-bound state (timer slack, setns,
@@ -364,14 +368,4 @@ func (p *Pool) Stats() Stats {
 		UringEnters: s.uringEnters.Load(), UringSubmitted: s.uringSubmitted.Load(),
 		UringCompleted: s.uringCompleted.Load(),
 	}
-}
-
-// calledFromTask reports whether the caller runs inside a task coroutine.
-// Close uses it, only while one of its pool's tasks is running, to turn a
-// self-deadlock into a clear panic; it reads the caller's stack (about a
-// microsecond). Tasks run on coroutine goroutines of their own, so goroutine
-// identity cannot tell.
-func calledFromTask() bool {
-	buf := make([]byte, 64<<10)
-	return bytes.Contains(buf[:runtime.Stack(buf, false)], []byte("iopool.(*Task).body"))
 }

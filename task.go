@@ -348,10 +348,19 @@ func (h *Handle[T]) Join(t *Task) (T, error) {
 	return v, err
 }
 
-// Wait blocks the calling plain goroutine (not a task of the pool) until the
-// task finishes, and returns its value and error.
+// Wait blocks the calling plain goroutine until the task finishes, and
+// returns its value and error. Called from a task of the same pool while the
+// task is unfinished, it panics: the pool could not run the task it waits
+// for; use Join.
 func (h *Handle[T]) Wait() (T, error) {
 	h.mu.Lock()
+	if !h.done {
+		h.mu.Unlock()
+		if callerPool() == h.task.pool {
+			panic(fmt.Sprintf("iopool: Handle.Wait called from a task of the same pool as task %q, which could then never run: use Join(t)", h.task.name))
+		}
+		h.mu.Lock()
+	}
 	if !h.done {
 		if h.doneCh == nil {
 			h.doneCh = make(chan struct{})

@@ -68,14 +68,26 @@ func (l *WakerList) WakeAll() {
 	l.wakers = l.wakers[:0]
 }
 
-// BlockOn drives fut from a plain goroutine (not a pool's task) until it is
-// ready, parking the goroutine between polls, and returns its value.
+// BlockOn drives fut from a plain goroutine until it is ready, parking the
+// goroutine between polls, and returns its value. Called from inside a task
+// when fut is pending, it panics instead of blocking the task's pool: use
+// Await(t, fut).
 func BlockOn[T any](fut Future[T]) T {
+	return blockOn(fut, "BlockOn", "Await(t, fut)")
+}
+
+// blockOn is BlockOn for call, which names instead in its panic.
+func blockOn[T any](fut Future[T], call, instead string) T {
 	w := newParkWaker()
 	cx := &Context{waker: w}
+	checked := false
 	for {
 		if v, ok := fut.Poll(cx); ok {
 			return v
+		}
+		if !checked {
+			checked = true
+			panicIfCalledFromTask(call, instead)
 		}
 		w.park()
 	}
