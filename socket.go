@@ -244,8 +244,16 @@ func (s *Socket) SetDeadline(t time.Time) error {
 // CloseWrite shuts down the writing half (the peer reads EOF). For an fd
 // that is not a socket (a pipe end) it returns the kernel's ENOTSOCK: close
 // the pipe's write end instead.
+//
+// After Close it returns an error wrapping ErrClosed, without a syscall:
+// the fd number may name another connection by then.
 func (s *Socket) CloseWrite() error {
-	if err := unix.Shutdown(s.fd, unix.SHUT_WR); err != nil {
+	if !s.fr.acquire() {
+		return fmt.Errorf("iopool: CloseWrite fd %d: %w", s.fd, ErrClosed)
+	}
+	err := sys.Shutdown(s.fd, unix.SHUT_WR)
+	s.fr.releaseRef()
+	if err != nil {
 		return fmt.Errorf("iopool: CloseWrite fd %d: %w", s.fd, os.NewSyscallError("shutdown", err))
 	}
 	return nil

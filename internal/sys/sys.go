@@ -26,10 +26,12 @@ const (
 	CallWrite                  // write on a registered fd
 	CallUringSetup             // io_uring_setup
 	CallUringEnter             // io_uring_enter submitting a pool's SQEs
+	CallEventfdWrite           // the 8-byte write that wakes a pool's loop
+	CallShutdown               // shutdown of a registered socket
 	numCalls
 )
 
-var callNames = [numCalls]string{"epoll_wait", "epoll_ctl", "eventfd", "accept4", "read", "write", "io_uring_setup", "io_uring_enter"}
+var callNames = [numCalls]string{"epoll_wait", "epoll_ctl", "eventfd", "accept4", "read", "write", "io_uring_setup", "io_uring_enter", "eventfd write", "shutdown"}
 
 func (c Call) String() string {
 	if c < numCalls {
@@ -178,10 +180,23 @@ func Write(fd int, p []byte) (int, error) {
 	return unix.Write(fd, p)
 }
 
+// Shutdown is shutdown(2) with an injection point.
+func Shutdown(fd, how int) error {
+	if err := Inject(CallShutdown); err != nil {
+		return err
+	}
+	return unix.Shutdown(fd, how)
+}
+
 // EventfdSignal adds one to an eventfd counter. EAGAIN (the counter is at
 // its maximum) is fine: the fd is readable either way.
 func EventfdSignal(fd int) error {
+	if err := Inject(CallEventfdWrite); err != nil {
+		return err
+	}
 	one := uint64(1)
+	// Safe: one is a live, aligned 8-byte variable, viewed as its 8 bytes
+	// for the length of the write.
 	buf := (*[8]byte)(unsafe.Pointer(&one))[:]
 	for {
 		_, err := unix.Write(fd, buf)

@@ -1,0 +1,608 @@
+package iopool
+
+// Regression tests of issue 11, "Ownership and close": no syscall on a number
+// someone may have closed, no waiter left behind. A closed fd number is
+// reused at once by the next socket, accept, eventfd or epoll_create in the
+// process, so each test closes an object, lets a new file take its number
+// (takeNumber), and checks that nothing reaches that file. Races are made
+// reliable with the fault-injection seam: pauseFirst stops a goroutine just
+// before a syscall while the test closes things under it.
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+
+	"github.com/iopool/iopool/internal/sys"
+)
+
+// watchdog is how long a test waits for something that hangs when the bug
+// is back (a goroutine parked forever, a loop spinning inside Poll).
+const watchdog = 5 * time.Second
+
+// takeNumber calls open until one of the fds it returns has number want, and
+// returns that call's fds; the fds of the other calls are closed. The fds
+// returned are closed when the test ends.
+func takeNumber(t *testing.T, want int, open func() ([]int, error)) []int {
+	t.Helper()
+	var spare []int
+	defer func() {
+		for _, fd := range spare {
+			unix.Close(fd)
+		}
+	}()
+	for range 512 {
+		fds, err := open()
+		require.NoError(t, err)
+		for _, fd := range fds {
+			if fd == want {
+				t.Cleanup(func() {
+					for _, fd := range fds {
+						unix.Close(fd)
+					}
+				})
+				return fds
+			}
+		}
+		spare = append(spare, fds...)
+	}
+	t.Fatalf("no new file got fd number %d", want)
+	return nil
+}
+
+func openSocketpair() ([]int, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	return fds[:], err
+}
+
+func openEventfd() ([]int, error) {
+	fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	return []int{fd}, err
+}
+
+// other returns the fd of a pair that is not n.
+func other(pair []int, n int) int {
+	if pair[0] == n {
+		return pair[1]
+	}
+	return pair[0]
+}
+
+// pause holds the first injected call of one kind until released.
+type pause struct {
+	reached chan struct{} // closed when a call stopped at the pause
+	release chan struct{} // closed to let it go on
+	once    sync.Once
+}
+
+// pauseFirst stops the first call of kind c from now on before it reaches
+// the kernel, until the test calls release (or ends).
+func pauseFirst(t *testing.T, c sys.Call) *pause {
+	pa := &pause{reached: make(chan struct{}), release: make(chan struct{})}
+	var taken atomic.Bool
+	old := sys.SetFaults(func(got sys.Call) error {
+		if got == c && taken.CompareAndSwap(false, true) {
+			close(pa.reached)
+			<-pa.release
+		}
+		return nil
+	})
+	t.Cleanup(func() {
+		pa.let()
+		sys.SetFaults(old)
+	})
+	return pa
+}
+
+func (pa *pause) let() { pa.once.Do(func() { close(pa.release) }) }
+
+func (pa *pause) waitReached(t *testing.T) {
+	t.Helper()
+	select {
+	case <-pa.reached:
+	case <-time.After(watchdog):
+		t.Fatal("the call never reached its pause")
+	}
+}
+
+// closeWhilePaused closes p from another goroutine while a call is held at
+// pa. If Close finishes while the call is held (the bug: nothing waited for
+// the call), reuse runs before the call goes on, to let a new file take the
+// number the call is about to use. The call is let go either way, and
+// closeWhilePaused returns once Close has returned.
+func closeWhilePaused(t *testing.T, p *Pool, pa *pause, reuse func()) {
+	t.Helper()
+	closed := make(chan error, 1)
+	go func() { closed <- p.Close() }()
+	select {
+	case err := <-closed:
+		reuse()
+		pa.let()
+		require.NoError(t, err)
+	case <-time.After(200 * time.Millisecond):
+		// Close waits for the call in flight, as it should.
+		pa.let()
+		select {
+		case err := <-closed:
+			require.NoError(t, err)
+		case <-time.After(watchdog):
+			t.Fatal("Pool.Close hangs after the paused call went on")
+		}
+	}
+}
+
+// Scenario 1: a task waiting in Socket.Read when another task closes the
+// socket and a new socketpair takes its number (and is written to) in the
+// same cycle returns ErrClosed and reads nothing. It used to read the new
+// socket's data.
+func TestRegressionReadAfterCloseDoesNotReadReusedFd(t *testing.T) {
+	pair := socketpair(t)
+	defer unix.Close(pair[1])
+	runPool(t, func(tk *Task) error {
+		s, err := NewSocket(tk.Driver(), pair[0])
+		require.NoError(t, err)
+		reader := Spawn(tk.Driver(), "reader", func(t *Task) (int, error) {
+			return s.Read(t, make([]byte, 64))
+		})
+		require.NoError(t, tk.Yield()) // the reader waits in Read
+		num := s.Fd()
+		require.NoError(t, s.Close())
+		stolen := takeNumber(t, num, openSocketpair)
+		_, err = unix.Write(other(stolen, num), []byte("someone else's data"))
+		require.NoError(t, err)
+
+		n, err := reader.Join(tk)
+		require.ErrorIs(t, err, ErrClosed)
+		require.Zero(t, n)
+		buf := make([]byte, 64)
+		n, err = unix.Read(num, buf)
+		require.NoError(t, err, "the data stays for the file that owns the number")
+		require.Equal(t, "someone else's data", string(buf[:n]))
+		return nil
+	})
+}
+
+// Scenario 1, writing: a task waiting in Socket.Write when the socket is
+// closed and its number reused returns ErrClosed and writes nothing into the
+// new file. It used to write the rest of its buffer there.
+func TestRegressionWriteAfterCloseDoesNotWriteReusedFd(t *testing.T) {
+	pair := socketpair(t)
+	defer unix.Close(pair[1])
+	var leaked atomic.Int64
+	stop := make(chan struct{})
+	drained := make(chan struct{})
+	runPool(t, func(tk *Task) error {
+		s, err := NewSocket(tk.Driver(), pair[0])
+		require.NoError(t, err)
+		writer := Spawn(tk.Driver(), "writer", func(t *Task) (int, error) {
+			return s.Write(t, make([]byte, 1<<20)) // more than the socket holds
+		})
+		require.NoError(t, tk.Yield()) // the writer waits in Write
+		num := s.Fd()
+		require.NoError(t, s.Close())
+		stolen := takeNumber(t, num, openSocketpair)
+		go func() { // the new file's reader: counts whatever arrives
+			defer close(drained)
+			buf := make([]byte, 64<<10)
+			for {
+				n, _ := unix.Read(other(stolen, num), buf)
+				if n > 0 {
+					leaked.Add(int64(n))
+					continue
+				}
+				select {
+				case <-stop:
+					return
+				case <-time.After(time.Millisecond):
+				}
+			}
+		}()
+		_, err = writer.Join(tk)
+		require.ErrorIs(t, err, ErrClosed)
+		return nil
+	})
+	close(stop)
+	<-drained
+	require.Zero(t, leaked.Load(), "bytes written into the file that took the closed socket's number")
+}
+
+// Scenario 1, accepting: a task waiting in Listener.Accept when the
+// listener is closed and a new listener takes its number returns ErrClosed;
+// it used to accept the other listener's connection.
+func TestRegressionAcceptAfterCloseDoesNotAcceptFromReusedFd(t *testing.T) {
+	dir := t.TempDir()
+	runPool(t, func(tk *Task) error {
+		l, err := Listen(tk.Driver(), "unix", filepath.Join(dir, "closed.sock"))
+		require.NoError(t, err)
+		acceptor := Spawn(tk.Driver(), "acceptor", func(t *Task) (*Socket, error) {
+			return l.Accept(t)
+		})
+		require.NoError(t, tk.Yield()) // the acceptor waits in Accept
+		num := l.sock.fd
+		require.NoError(t, l.Close())
+		stolen := takeNumber(t, num, func() ([]int, error) {
+			fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+			return []int{fd}, err
+		})
+		other := filepath.Join(dir, "other.sock")
+		require.NoError(t, unix.Bind(stolen[0], &unix.SockaddrUnix{Name: other}))
+		require.NoError(t, unix.Listen(stolen[0], 8))
+		client, err := net.Dial("unix", other)
+		require.NoError(t, err)
+		defer client.Close()
+
+		s, err := acceptor.Join(tk)
+		if s != nil {
+			s.Close()
+		}
+		require.ErrorIs(t, err, ErrClosed)
+		fd, _, err := unix.Accept4(stolen[0], unix.SOCK_CLOEXEC)
+		require.NoError(t, err, "the connection stays queued on the listener that owns the number")
+		unix.Close(fd)
+		return nil
+	})
+}
+
+// Scenario 1, half-closing: CloseWrite after Close fails with ErrClosed and
+// does not shut down the connection that took the number; it used to
+// half-close it.
+func TestRegressionCloseWriteAfterCloseDoesNotShutDownReusedFd(t *testing.T) {
+	p := newTestPool(t)
+	pair := socketpair(t)
+	defer unix.Close(pair[1])
+	s, err := NewSocket(p.Driver(), pair[0])
+	require.NoError(t, err)
+	num := s.Fd()
+	require.NoError(t, s.Close())
+	stolen := takeNumber(t, num, openSocketpair)
+
+	require.ErrorIs(t, s.CloseWrite(), ErrClosed)
+	_, err = unix.Read(other(stolen, num), make([]byte, 1))
+	require.ErrorIs(t, err, unix.EAGAIN, "the new connection's peer must not see EOF")
+}
+
+// Scenario 1, NetConn: a CloseWrite that passed its closed check when Close
+// runs on another goroutine (held just before shutdown) shuts down its own
+// connection or nothing; it used to shut down the connection that took the
+// number, since CloseWrite held nothing that Close waits for.
+func TestRegressionNetConnCloseWriteRacingCloseSparesReusedFd(t *testing.T) {
+	_, a, _ := netConnPair(t)
+	num := a.Fd()
+	pa := pauseFirst(t, sys.CallShutdown)
+	cwDone := make(chan error, 1)
+	go func() { cwDone <- a.CloseWrite() }()
+	pa.waitReached(t)
+
+	closed := make(chan error, 1)
+	go func() { closed <- a.Close() }()
+	var stolen []int
+	select {
+	case err := <-closed:
+		require.NoError(t, err)
+		stolen = takeNumber(t, num, openSocketpair)
+		pa.let()
+	case <-time.After(200 * time.Millisecond):
+		pa.let() // Close waits for the shutdown in flight, as it should
+		require.NoError(t, <-closed)
+		stolen = takeNumber(t, num, openSocketpair)
+	}
+	<-cwDone
+	_, err := unix.Read(other(stolen, num), make([]byte, 1))
+	require.ErrorIs(t, err, unix.EAGAIN, "the new connection's peer must not see EOF")
+}
+
+// Scenario 2: a task waiting in Wait when the Wait is closed returns
+// ErrClosed. It used to spin inside Poll (PollErr, then EAGAIN, forever),
+// holding the loop at 100 % CPU where not even Cancel could reach it.
+func TestRegressionWaitClosedWhileWaitingReturnsErrClosed(t *testing.T) {
+	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	require.NoError(t, err)
+	defer unix.Close(efd)
+	p, err := New()
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() {
+		done <- p.Run(func(tk *Task) error {
+			w, err := tk.Driver().NewWait(efd, 8)
+			if err != nil {
+				return err
+			}
+			waiter := Spawn(tk.Driver(), "waiter", func(t *Task) (struct{}, error) {
+				return struct{}{}, w.Wait(t)
+			})
+			if err := tk.Yield(); err != nil { // the waiter waits
+				return err
+			}
+			if err := w.Close(); err != nil {
+				return err
+			}
+			_, err = waiter.Join(tk)
+			if !errors.Is(err, ErrClosed) {
+				return fmt.Errorf("Wait after Close: got %v, want ErrClosed", err)
+			}
+			return nil
+		})
+	}()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(watchdog):
+		t.Fatal("the loop never came back from the closed Wait (spinning in Poll)")
+	}
+	require.NoError(t, p.Close())
+}
+
+// Scenario 3: NewFdReady racing Pool.Close, with a second pool created right
+// after that gets the first one's epoll fd number. The registration never
+// lands in the second pool's epoll set; after Close NewFdReady fails with
+// ErrClosed.
+func TestRegressionNewFdReadyRacingCloseSparesNextPool(t *testing.T) {
+	requireNoLeaks(t)
+	pair := socketpair(t)
+	defer unix.Close(pair[0])
+	defer unix.Close(pair[1])
+	p, err := New()
+	require.NoError(t, err)
+	epfd := poolEpollFd(p)
+	pa := pauseFirst(t, sys.CallEpollCtl)
+	type result struct {
+		fr  *FdReady
+		err error
+	}
+	registered := make(chan result, 1)
+	go func() {
+		fr, err := p.Driver().NewFdReady(pair[0])
+		registered <- result{fr, err}
+	}()
+	pa.waitReached(t)
+
+	var next *Pool
+	closeWhilePaused(t, p, pa, func() { next = newPoolWithEpollFd(t, epfd) })
+	r := <-registered
+	if r.err == nil {
+		require.NoError(t, r.fr.Close())
+	} else {
+		require.ErrorIs(t, r.err, ErrClosed)
+	}
+	if next == nil {
+		next = newPoolWithEpollFd(t, epfd)
+	}
+	require.NotContains(t, epollTargets(t, poolEpollFd(next)), pair[0],
+		"a registration of the closed pool landed in the next pool's epoll set")
+	require.NoError(t, next.Close())
+
+	_, err = p.Driver().NewFdReady(pair[0])
+	require.ErrorIs(t, err, ErrClosed)
+}
+
+// Scenario 3: FdReady.Close racing Pool.Close, with a second pool that got
+// the first one's epoll fd number and watches the same fd. The first pool's
+// EPOLL_CTL_DEL never removes the second pool's registration.
+func TestRegressionFdReadyCloseRacingPoolCloseSparesNextPool(t *testing.T) {
+	requireNoLeaks(t)
+	pair := socketpair(t)
+	defer unix.Close(pair[0])
+	defer unix.Close(pair[1])
+	p, err := New()
+	require.NoError(t, err)
+	epfd := poolEpollFd(p)
+	fr, err := p.Driver().NewFdReady(pair[0])
+	require.NoError(t, err)
+	pa := pauseFirst(t, sys.CallEpollCtl)
+	frClosed := make(chan error, 1)
+	go func() { frClosed <- fr.Close() }()
+	pa.waitReached(t)
+
+	var next *Pool
+	var nextFr *FdReady
+	closeWhilePaused(t, p, pa, func() {
+		next = newPoolWithEpollFd(t, epfd)
+		nextFr, err = next.Driver().NewFdReady(pair[0])
+		require.NoError(t, err)
+	})
+	require.NoError(t, <-frClosed)
+	if next == nil {
+		next = newPoolWithEpollFd(t, epfd)
+		nextFr, err = next.Driver().NewFdReady(pair[0])
+		require.NoError(t, err)
+	}
+	require.Contains(t, epollTargets(t, poolEpollFd(next)), pair[0],
+		"the closed pool's EPOLL_CTL_DEL removed the next pool's registration")
+	require.NoError(t, nextFr.Close())
+	require.NoError(t, next.Close())
+}
+
+// newPoolWithEpollFd creates pools until one has epoll fd number want (the
+// number a closed pool just gave back) and closes the others.
+func newPoolWithEpollFd(t *testing.T, want int) *Pool {
+	t.Helper()
+	var spare []*Pool
+	defer func() {
+		for _, p := range spare {
+			p.Close()
+		}
+	}()
+	for range 64 {
+		p, err := New()
+		require.NoError(t, err)
+		if poolEpollFd(p) == want {
+			return p
+		}
+		spare = append(spare, p)
+	}
+	t.Fatalf("no new pool got epoll fd number %d", want)
+	return nil
+}
+
+// epollTargets lists the fds an epoll instance watches, from its fdinfo.
+func epollTargets(t *testing.T, epfd int) []int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", epfd))
+	require.NoError(t, err)
+	var fds []int
+	for _, line := range strings.Split(string(b), "\n") {
+		var fd int
+		if _, err := fmt.Sscanf(line, "tfd: %d", &fd); err == nil {
+			fds = append(fds, fd)
+		}
+	}
+	return fds
+}
+
+// Scenario 4: a wake decided under the lock whose eventfd write is held
+// until after Pool.Close (and a new eventfd took the number) writes nothing
+// into the new eventfd. It used to add one to its counter.
+func TestRegressionWakeAfterCloseDoesNotWriteReusedEventfd(t *testing.T) {
+	requireNoLeaks(t)
+	p, err := New()
+	require.NoError(t, err)
+	wakefd := poolWakeFd(p)
+	ran := make(chan error, 1)
+	go func() {
+		ran <- p.Run(func(tk *Task) error {
+			for { // wakes the loop by its timer every few milliseconds
+				if err := tk.Sleep(5 * time.Millisecond); err != nil {
+					return err
+				}
+			}
+		})
+	}()
+	pa := pauseFirst(t, sys.CallEventfdWrite)
+	spawned := make(chan struct{})
+	go func() { // wakes a sleeping loop: the first eventfd write is held
+		defer close(spawned)
+		for {
+			select {
+			case <-pa.reached:
+				return
+			default:
+			}
+			Spawn(p.Driver(), "nop", func(t *Task) (int, error) { return 0, nil })
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	pa.waitReached(t)
+
+	var stolen []int
+	closeWhilePaused(t, p, pa, func() { stolen = takeNumber(t, wakefd, openEventfd) })
+	<-spawned
+	require.ErrorIs(t, <-ran, ErrClosed)
+	if stolen == nil {
+		stolen = takeNumber(t, wakefd, openEventfd)
+	}
+	var buf [8]byte
+	_, err = unix.Read(stolen[0], buf[:])
+	require.ErrorIs(t, err, unix.EAGAIN, "the closed pool's wake was written into the eventfd that took its number")
+}
+
+// Scenario 5: Close releases every waiter, not only fd waiters. A plain
+// goroutine blocked on a pool timer through BlockOn, or on a Wait, when the
+// pool closes gets ErrClosed, and a timer armed on a closed pool reports
+// ErrClosed instead of never firing. The goroutines used to park forever.
+func TestRegressionCloseReleasesTimerAndWaitWaiters(t *testing.T) {
+	requireNoLeaks(t)
+	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	require.NoError(t, err)
+	defer unix.Close(efd)
+	p, err := New()
+	require.NoError(t, err)
+	drv := p.Driver()
+	w, err := drv.NewWait(efd, 8)
+	require.NoError(t, err)
+	defer w.Close()
+
+	tm := NewTimer(drv)
+	timerDone := make(chan error, 1)
+	go func() {
+		BlockOn(tm.Future(time.Now().Add(time.Hour)))
+		timerDone <- tm.Err()
+	}()
+	waitDone := make(chan error, 1)
+	go func() { waitDone <- BlockOn[error](w) }()
+	time.Sleep(10 * time.Millisecond) // both goroutines park
+	require.NoError(t, p.Close())
+
+	for name, ch := range map[string]chan error{"timer": timerDone, "wait": waitDone} {
+		select {
+		case err := <-ch:
+			require.ErrorIs(t, err, ErrClosed, name)
+		case <-time.After(watchdog):
+			t.Fatalf("a goroutine blocked on a %s stays parked after Pool.Close", name)
+		}
+	}
+
+	late := NewTimer(drv)
+	lateDone := make(chan error, 1)
+	go func() {
+		BlockOn(late.Future(time.Now().Add(time.Hour)))
+		lateDone <- late.Err()
+	}()
+	select {
+	case err := <-lateDone:
+		require.ErrorIs(t, err, ErrClosed)
+	case <-time.After(watchdog):
+		t.Fatal("a timer armed on a closed pool never fires")
+	}
+}
+
+// Scenario 6: a call that panics on an invalid slot leaves no lock held.
+// PollReady, ClearReady and ClearEvents used to panic with the op's mutex
+// locked: the panicking task was reported, but the next event on the fd
+// blocked the loop forever in deliver, and Close hung.
+func TestRegressionInvalidSlotPanicLeavesNoLockHeld(t *testing.T) {
+	const bad = InterestSlot(7)
+	calls := map[string]func(fr *FdReady, cx *Context){
+		"PollReady":   func(fr *FdReady, cx *Context) { fr.PollReady(cx, bad, PollIn) },
+		"ClearReady":  func(fr *FdReady, cx *Context) { fr.ClearReady(bad) },
+		"ClearEvents": func(fr *FdReady, cx *Context) { fr.ClearEvents(bad, PollIn) },
+	}
+	for name, call := range calls {
+		t.Run(name, func(t *testing.T) {
+			pair := socketpair(t)
+			defer unix.Close(pair[0])
+			defer unix.Close(pair[1])
+			p, err := New()
+			require.NoError(t, err)
+			done := make(chan error, 1)
+			go func() {
+				done <- p.Run(func(tk *Task) error {
+					fr, err := tk.Driver().NewFdReady(pair[0])
+					if err != nil {
+						return err
+					}
+					defer fr.Close()
+					h := Spawn(tk.Driver(), "misuse", func(t *Task) (int, error) {
+						call(fr, &t.cx)
+						return 0, nil
+					})
+					var pe *PanicError
+					if _, err := h.Join(tk); !errors.As(err, &pe) || !strings.Contains(pe.Error(), "invalid InterestSlot") {
+						return fmt.Errorf("misuse: got %v, want a panic naming the invalid slot", err)
+					}
+					if _, err := unix.Write(pair[1], []byte("x")); err != nil {
+						return err
+					}
+					_, err = fr.WaitReady(tk, SlotRead, PollIn) // the event is delivered
+					return err
+				})
+			}()
+			select {
+			case err := <-done:
+				require.NoError(t, err)
+			case <-time.After(watchdog):
+				t.Fatal("the loop blocked on the lock the panic left held")
+			}
+			require.NoError(t, p.Close())
+		})
+	}
+}
