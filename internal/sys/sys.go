@@ -18,16 +18,16 @@ type Call uint8
 
 // The calls with an injection point.
 const (
-	CallEpollWait  Call = iota // epoll_pwait2 / epoll_wait
-	CallEpollCtl               // epoll_ctl ADD and DEL
-	CallEventfd                // eventfd2 when a pool is created
-	CallAccept                 // accept4 on a listener
-	CallRead                   // read on a registered fd
-	CallWrite                  // write on a registered fd
-	CallUringSetup             // io_uring_setup
-	CallUringEnter             // io_uring_enter submitting a pool's SQEs
-	CallEventfdWrite           // the 8-byte write that wakes a pool's loop
-	CallShutdown               // shutdown of a registered socket
+	CallEpollWait    Call = iota // epoll_pwait2 / epoll_wait
+	CallEpollCtl                 // epoll_ctl ADD and DEL
+	CallEventfd                  // eventfd2 when a pool is created
+	CallAccept                   // accept4 on a listener
+	CallRead                     // read on a registered fd
+	CallWrite                    // write on a registered fd
+	CallUringSetup               // io_uring_setup
+	CallUringEnter               // io_uring_enter submitting a pool's SQEs
+	CallEventfdWrite             // the 8-byte write that wakes a pool's loop
+	CallShutdown                 // shutdown of a registered socket
 	numCalls
 )
 
