@@ -6,9 +6,14 @@
 // Every system call of the copy goes through the pool's ring: statx and
 // openat, then rounds of -depth reads of -bs bytes queued as one Batch and
 // waited for with one suspension of the task, the same for the writes, then
-// fsync and close. It prints the size, the time, the throughput and how many
-// operations each io_uring_enter carried. DST is created (mode 0644) or
-// truncated. If the kernel refuses io_uring, ucopy says so and exits 1.
+// fsync and close. It copies to the end of SRC, whatever size statx reported
+// (files in /proc and /sys, files that grow). It prints the size, the time,
+// the throughput and how many operations each io_uring_enter carried. DST is
+// created (mode 0644) or truncated; it may also be a pipe or a device such
+// as /dev/null, written in order and not synced. If DST is SRC (the same
+// path, a symlink or a hard link to it), ucopy refuses without touching it
+// and exits 1, as cp does. If the kernel refuses io_uring, ucopy says so and
+// exits 1.
 package main
 
 import (
@@ -17,6 +22,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/signal"
 	"time"
@@ -123,26 +129,43 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	return nil
 }
 
-// copyFile copies c.src to c.dst through the ring and returns the size.
+// copyFile copies c.src to c.dst through the ring, to the end of SRC (not
+// to the size statx reports: /proc files report 0, sysfs files 4096, and a
+// file may grow during the copy), and returns the bytes copied.
 func copyFile(t *iopool.Task, u *iopool.Uring, c config) (size int64, err error) {
-	var st unix.Statx_t
-	if err := u.Statx(t, unix.AT_FDCWD, c.src, 0, unix.STATX_TYPE|unix.STATX_SIZE, &st); err != nil {
+	var src, dst unix.Statx_t
+	if err := u.Statx(t, unix.AT_FDCWD, c.src, 0, unix.STATX_TYPE|unix.STATX_INO, &src); err != nil {
 		return 0, err
 	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+	if src.Mode&unix.S_IFMT != unix.S_IFREG {
 		return 0, fmt.Errorf("%s is not a regular file", c.src)
 	}
-	size = int64(st.Size)
-	src, err := u.Openat(t, unix.AT_FDCWD, c.src, unix.O_RDONLY, 0)
+	// DST may be SRC itself (the same path, a symlink or a hard link to it):
+	// opening it with O_TRUNC would destroy the data before it is read.
+	switch err := u.Statx(t, unix.AT_FDCWD, c.dst, 0, unix.STATX_TYPE|unix.STATX_INO, &dst); {
+	case err == nil && sameFile(&src, &dst):
+		return 0, fmt.Errorf("%s and %s are the same file (device %d:%d, inode %d); nothing copied",
+			c.src, c.dst, src.Dev_major, src.Dev_minor, src.Ino)
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
+		return 0, err
+	}
+	sfd, err := u.Openat(t, unix.AT_FDCWD, c.src, unix.O_RDONLY, 0)
 	if err != nil {
 		return 0, err
 	}
-	defer closeFd(t, u, src, &err)
-	dst, err := u.Openat(t, unix.AT_FDCWD, c.dst, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC, 0o644)
+	defer closeFd(t, u, sfd, &err)
+	dfd, err := u.Openat(t, unix.AT_FDCWD, c.dst, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC, 0o644)
 	if err != nil {
 		return 0, err
 	}
-	defer closeFd(t, u, dst, &err)
+	defer closeFd(t, u, dfd, &err)
+	// A regular DST is written at offsets, many writes at once, and synced;
+	// anything else (a pipe, /dev/null, a terminal) is written in order at
+	// its position and not synced (fsync fails with EINVAL there).
+	if err := u.Statx(t, dfd, "", unix.AT_EMPTY_PATH, unix.STATX_TYPE, &dst); err != nil {
+		return 0, err
+	}
+	regular := dst.Mode&unix.S_IFMT == unix.S_IFREG
 
 	bufs := make([][]byte, c.depth)
 	for i := range bufs {
@@ -152,53 +175,67 @@ func copyFile(t *iopool.Task, u *iopool.Uring, c config) (size int64, err error)
 	// On an early return, operations already queued are still waited for
 	// (or, if the task was canceled, canceled), so their buffers are free.
 	defer batch.Wait(t)
-	for off := int64(0); off < size; {
-		// Queue up to depth reads, wait for all of them at once.
-		var want []int
-		for i := 0; i < c.depth && off+int64(i*c.bs) < size; i++ {
-			n := int(min(int64(c.bs), size-off-int64(i*c.bs)))
-			want = append(want, n)
-			if err := batch.Read(t, src, bufs[i][:n], off+int64(i*c.bs)); err != nil {
+	for off := int64(0); ; {
+		// Queue depth reads, wait for all of them at once.
+		for i := range bufs {
+			if err := batch.Read(t, sfd, bufs[i], off+int64(i*c.bs)); err != nil {
 				return 0, err
 			}
 		}
 		if err := batch.Wait(t); err != nil {
 			return 0, err
 		}
-		// A short read (the file shrank, or the kernel gave less) ends the
-		// round there; the next round starts after the bytes read.
-		got := make([]int, 0, len(want))
-		for i := range want {
+		// A short read (the end of the file, or the kernel gave less) ends
+		// the round there; the next round starts after the bytes read, and
+		// a round that reads nothing is the end of the file.
+		got := make([]int, 0, len(bufs))
+		round := int64(0)
+		for i := range bufs {
 			n, err := batch.Result(i)
 			if err != nil {
 				return 0, fmt.Errorf("reading %s: %w", c.src, err)
 			}
 			got = append(got, int(n))
-			if int(n) < want[i] {
+			round += int64(n)
+			if int(n) < c.bs {
 				break
 			}
 		}
-		if err := writeAll(t, u, batch, dst, bufs, got, off); err != nil {
+		if round == 0 {
+			break
+		}
+		if err := writeAll(t, u, batch, dfd, regular, bufs, got, off); err != nil {
 			return 0, fmt.Errorf("writing %s: %w", c.dst, err)
 		}
-		round := int64(0)
-		for _, n := range got {
-			round += int64(n)
-		}
-		if round == 0 {
-			return off, fmt.Errorf("%s ended at %d bytes, before its size %d", c.src, off, size)
-		}
 		off += round
+		size = off
 	}
-	if err := u.Fsync(t, dst); err != nil {
-		return 0, fmt.Errorf("writing %s: %w", c.dst, err)
+	if regular {
+		if err := u.Fsync(t, dfd); err != nil {
+			return 0, fmt.Errorf("writing %s: %w", c.dst, err)
+		}
 	}
 	return size, nil
 }
 
-// writeAll writes bufs[i][:got[i]] at consecutive offsets from off, queued
-// as one batch; a short write is finished with further writes.
-func writeAll(t *iopool.Task, u *iopool.Uring, batch *iopool.Batch, fd int, bufs [][]byte, got []int, off int64) error {
+// sameFile reports whether two statx results name one file.
+func sameFile(a, b *unix.Statx_t) bool {
+	return a.Dev_major == b.Dev_major && a.Dev_minor == b.Dev_minor && a.Ino == b.Ino
+}
+
+// writeAll writes bufs[i][:got[i]] at consecutive offsets from off. To a
+// regular file the writes are queued as one batch and a short write is
+// finished with further writes; to anything else they are made one after
+// the other at the file's position, which keeps them in order.
+func writeAll(t *iopool.Task, u *iopool.Uring, batch *iopool.Batch, fd int, regular bool, bufs [][]byte, got []int, off int64) error {
+	if !regular {
+		for i, n := range got {
+			if err := writeRest(t, u, fd, bufs[i][:n], -1); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	at := off
 	for i, n := range got {
 		if err := batch.Write(t, fd, bufs[i][:n], at); err != nil {
@@ -215,17 +252,28 @@ func writeAll(t *iopool.Task, u *iopool.Uring, batch *iopool.Batch, fd int, bufs
 		if err != nil {
 			return err
 		}
-		for done := int(w); done < n; {
-			m, err := u.Write(t, fd, bufs[i][done:n], at+int64(done))
-			if err != nil {
-				return err
-			}
-			if m == 0 {
-				return io.ErrShortWrite
-			}
-			done += m
+		if err := writeRest(t, u, fd, bufs[i][w:n], at+int64(w)); err != nil {
+			return err
 		}
 		at += int64(n)
+	}
+	return nil
+}
+
+// writeRest writes all of b at off (-1: at the file position).
+func writeRest(t *iopool.Task, u *iopool.Uring, fd int, b []byte, off int64) error {
+	for len(b) > 0 {
+		m, err := u.Write(t, fd, b, off)
+		if err != nil {
+			return err
+		}
+		if m == 0 {
+			return io.ErrShortWrite
+		}
+		b = b[m:]
+		if off >= 0 {
+			off += int64(m)
+		}
 	}
 	return nil
 }

@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
+	"io"
 	"io/fs"
 	"math/rand/v2"
 	"os"
@@ -121,4 +123,72 @@ func TestSaysSoWhenIoUringIsRefused(t *testing.T) {
 	require.ErrorIs(t, err, unix.ENOSYS)
 	require.ErrorContains(t, err, "this system refuses io_uring, which ucopy needs")
 	require.NoFileExists(t, filepath.Join(dir, "dst"), "nothing is created")
+}
+
+// Scenario 7 of issue 13: DST is SRC by the same path, a symlink or a hard
+// link. ucopy refuses (an error, so exit status 1) without touching the
+// file; before, it opened DST with O_TRUNC and emptied the source.
+func TestRegressionRefusesToCopyAFileOntoItself(t *testing.T) {
+	skipWithoutUring(t)
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	data := []byte("precious data")
+	require.NoError(t, os.WriteFile(src, data, 0o600))
+	require.NoError(t, os.Symlink(src, filepath.Join(dir, "symlink")))
+	require.NoError(t, os.Link(src, filepath.Join(dir, "hardlink")))
+	for _, dst := range []string{src, filepath.Join(dir, "symlink"), filepath.Join(dir, "hardlink"), filepath.Join(dir, ".", "src")} {
+		err := run(context.Background(), []string{src, dst}, &bytes.Buffer{})
+		require.ErrorContains(t, err, "are the same file", dst)
+		require.ErrorContains(t, err, "nothing copied")
+		got, rerr := os.ReadFile(src)
+		require.NoError(t, rerr)
+		require.Equal(t, data, got, "SRC was touched when copied onto %s", dst)
+	}
+	// A different file with the same content is not the same file.
+	other := filepath.Join(dir, "other")
+	require.NoError(t, os.WriteFile(other, data, 0o600))
+	require.NoError(t, run(context.Background(), []string{src, other}, &bytes.Buffer{}))
+}
+
+// Scenario 8 of issue 13: ucopy copies to the end of SRC, not to the size
+// statx reported: a /proc file (size 0) and a sysfs file (size 4096) are
+// copied whole; and DST may be /dev/null or a pipe, which fsync refuses.
+// Before: the /proc file came out empty with success, the sysfs file failed
+// with "ended at N bytes", and /dev/null failed with fsync's EINVAL.
+func TestRegressionCopiesToEndOfFileAndToNonRegularFiles(t *testing.T) {
+	skipWithoutUring(t)
+	dir := t.TempDir()
+	for _, src := range []string{"/proc/version", "/sys/devices/system/cpu/possible"} {
+		want, err := os.ReadFile(src)
+		if err != nil {
+			t.Logf("skipping %s: %v", src, err) // not every kernel has it
+			continue
+		}
+		dst := filepath.Join(dir, filepath.Base(src))
+		var out bytes.Buffer
+		require.NoError(t, run(context.Background(), []string{src, dst}, &out), src)
+		got, err := os.ReadFile(dst)
+		require.NoError(t, err)
+		require.Equal(t, string(want), string(got), "a copy of %s", src)
+		require.Contains(t, out.String(), fmt.Sprintf("copied %d bytes", len(want)))
+	}
+
+	src := filepath.Join(dir, "src")
+	data := bytes.Repeat([]byte("0123456789abcdef"), 40_000) // 640 KB: several rounds
+	require.NoError(t, os.WriteFile(src, data, 0o600))
+	require.NoError(t, run(context.Background(), []string{src, "/dev/null"}, &bytes.Buffer{}), "to /dev/null")
+
+	var fds [2]int
+	require.NoError(t, unix.Pipe2(fds[:], unix.O_CLOEXEC))
+	r := os.NewFile(uintptr(fds[0]), "pipe-r")
+	defer r.Close()
+	read := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(r)
+		read <- b
+	}()
+	err := run(context.Background(), []string{"-bs", "4096", "-depth", "4", src, fmt.Sprintf("/proc/self/fd/%d", fds[1])}, &bytes.Buffer{})
+	unix.Close(fds[1])
+	require.NoError(t, err, "to a pipe")
+	require.True(t, bytes.Equal(data, <-read), "the pipe got the file's bytes in order")
 }
