@@ -54,18 +54,47 @@
 // # io_uring buffer ownership
 //
 // Submissions queued during a loop cycle reach the kernel in one
-// io_uring_enter just before the loop sleeps. A buffer handed to an io_uring
-// operation stays reachable and pinned until the kernel's completion for it
-// has been consumed, even if the task that submitted it was canceled (its
-// await returns ErrCanceled at once, and the operation is canceled in the
-// kernel); the caller must not reuse the buffer until the operation returns.
-// Operations that complete inside that io_uring_enter (NOPs, reads served
-// from the page cache) are drained by the next cycle without an epoll_wait.
-// With WithLockOSThread the ring is single-issuer and cooperative
-// (IORING_SETUP_SINGLE_ISSUER|COOP_TASKRUN) where the kernel has them: only
-// the loop thread talks to it, Pool.Close included. Uring.Start queues an
-// operation from any goroutine; poll or Wait its Completion to release its
-// buffers, and Close cancels it (the waiter sees ECANCELED).
+// io_uring_enter just before the loop sleeps. Operations that complete
+// inside that io_uring_enter (NOPs, reads served from the page cache) are
+// drained by the next cycle without an epoll_wait. With WithLockOSThread the
+// ring is single-issuer and cooperative (IORING_SETUP_SINGLE_ISSUER|
+// COOP_TASKRUN) where the kernel has them: only the loop thread talks to it,
+// Pool.Close included.
+//
+// Every operation, whether a task's, a Batch entry or one started with
+// Uring.Start, lends memory to the kernel (buffers, iovecs, paths, socket
+// addresses). That memory stays reachable and pinned from before the SQE is
+// published until the operation's final completion has been consumed, and
+// is released then, once, by the loop, whatever became of whoever started
+// it:
+//
+//   - Cancel. A task canceled while its operation is in the kernel gets
+//     ErrCanceled at once; the operation is canceled in the kernel
+//     (IORING_OP_ASYNC_CANCEL) and its memory stays pinned until its
+//     completion arrives, so do not reuse a buffer before the call returned.
+//     If the completion was consumed before the task saw the cancel, the
+//     result wins: the call returns it (a new fd, the bytes read). If an
+//     Openat or Accept the task gave up on succeeds anyway, the pool closes
+//     the new fd. A canceled Batch.Wait cancels the entries still in the
+//     kernel the same way and closes the fds its completed entries opened.
+//   - A task that ends without waiting. A Batch whose task returned or
+//     panicked before Wait, or a Completion nobody waits for, holds its
+//     memory until the operation completes and not a moment longer: the
+//     result is stored where Wait would have found it, and the slot freed.
+//   - Close. Pool.Close cancels every operation still in the kernel, task,
+//     batch and remote alike, waits for their completions (at most a
+//     second: an operation the kernel will not let go of stays pinned for
+//     the life of the process rather than be written after it is freed),
+//     and unmaps the ring. A Completion's Wait then returns an error
+//     wrapping ErrClosed (and ECANCELED); Start and the task-layer
+//     operations return ErrClosed.
+//
+// Each operation lives from one SQE to one completion: Submit, Start and
+// Batch.Submit refuse SQEs that would post several completions or none
+// (multishot poll, recv, accept and timeouts, zero-copy sends,
+// IOSQE_IO_LINK, IOSQE_IO_HARDLINK, IOSQE_CQE_SKIP_SUCCESS) with
+// ErrUnsupportedSQE. A ring belongs to its pool: its task-layer operations
+// panic in a task of another pool; use Uring.Start from other goroutines.
 //
 // A task waiting for each of its operations pays two coroutine switches per
 // operation (about 60 ns here). A Batch (Uring.NewBatch) queues many
