@@ -39,7 +39,7 @@ func (p *Pool) resume(t *Task) {
 	}
 	if t.next == nil {
 		if t.canceled.Load() {
-			p.finish(t, ErrCanceled, nil)
+			p.finish(t, t.canceledErr(), nil)
 			return
 		}
 		t.next, t.stop = iter.Pull(t.body)

@@ -47,6 +47,9 @@ type Task struct {
 	prev     *Task                   // pool.mu: live list
 	nextLive *Task                   // pool.mu: live list
 	_        [0]func()               // not comparable by value
+
+	cause  atomic.Pointer[canceledError] // set before canceled when canceled with a cause
+	parent context.Context               // SpawnContext's ctx, or nil; set before the task starts
 }
 
 // taskRunner is what a task runs and whom it tells when it finishes.
@@ -184,12 +187,17 @@ func (t *Task) cancelContext() {
 func (t *Task) Canceled() bool { return t.canceled.Load() }
 
 // Context returns a context.Context that is canceled when the task is
-// canceled or finishes, for passing to APIs that take one.
+// canceled or finishes, for passing to APIs that take one. For a task from
+// SpawnContext it is derived from the context given there.
 func (t *Task) Context() context.Context {
 	t.ctxMu.Lock()
 	defer t.ctxMu.Unlock()
 	if t.ctx == nil {
-		t.ctx, t.cancel = context.WithCancel(context.Background())
+		parent := t.parent
+		if parent == nil {
+			parent = context.Background()
+		}
+		t.ctx, t.cancel = context.WithCancel(parent)
 		if t.canceled.Load() || t.finished {
 			t.cancel()
 		}
@@ -206,7 +214,7 @@ func Await[T any](t *Task, fut Future[T]) (T, error) {
 	for {
 		if t.canceled.Load() {
 			var zero T
-			return zero, ErrCanceled
+			return zero, t.canceledErr()
 		}
 		if v, ok := fut.Poll(&t.cx); ok {
 			return v, nil
@@ -220,12 +228,12 @@ func Await[T any](t *Task, fut Future[T]) (T, error) {
 func (t *Task) Yield() error {
 	t.checkCurrent()
 	if t.canceled.Load() {
-		return ErrCanceled
+		return t.canceledErr()
 	}
 	t.Wake()
 	t.suspend()
 	if t.canceled.Load() {
-		return ErrCanceled
+		return t.canceledErr()
 	}
 	return nil
 }
