@@ -1,9 +1,14 @@
 package iopool
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
+	"runtime"
+	"runtime/pprof"
+	"strings"
 	"time"
 )
 
@@ -11,6 +16,9 @@ import (
 type observeOptions struct {
 	name   string       // the pool's name in profiles, logs and stall reports
 	logger *slog.Logger // rare events; nil: silent
+
+	stallThreshold time.Duration     // 0: stalls are not measured
+	stallReport    func(StallReport) // nil: logged
 }
 
 // WithName names the pool. The name appears in the pprof label "pool" of
@@ -68,4 +76,141 @@ func (p *Pool) logTaskPanic(pe *PanicError) {
 	if l := p.opts.obs.logger; l != nil {
 		l.Error("iopool: task panicked", "pool", p.Name(), "task", pe.Task, "panic", pe.Value)
 	}
+}
+
+// Profiles: every task runs with the pprof labels "pool" (the pool's name)
+// and "task" (the task's name), so a CPU profile can be grouped by task
+// (go tool pprof -tagfocus task=conn, or -tags); the loop goroutine itself
+// carries "pool" only. The labels are set once when a task starts, on the
+// task's own coroutine goroutine; pprof.Do inside a task adds to them.
+
+// observeState is the pool's observability state.
+type observeState struct {
+	labelCache map[string]context.Context // task pprof labels by task name; loop only
+}
+
+// maxLabelCache bounds the pool's cache of label sets by task name (names
+// built per connection would otherwise grow it without end).
+const maxLabelCache = 256
+
+// taskLabels returns the label context for a task named name. It runs on
+// the loop (inside a starting task), so the cache needs no lock.
+func (p *Pool) taskLabels(name string) context.Context {
+	if ctx, ok := p.obs.labelCache[name]; ok {
+		return ctx
+	}
+	ctx := pprof.WithLabels(context.Background(), pprof.Labels("pool", p.Name(), "task", name))
+	if p.obs.labelCache == nil {
+		p.obs.labelCache = make(map[string]context.Context)
+	}
+	if len(p.obs.labelCache) < maxLabelCache {
+		p.obs.labelCache[name] = ctx
+	}
+	return ctx
+}
+
+// setTaskLabels labels the running task's goroutine. Called by the task's
+// coroutine before the task function runs.
+func (t *Task) setTaskLabels() {
+	pprof.SetGoroutineLabels(t.pool.taskLabels(t.name))
+}
+
+// setLoopLabels labels the loop goroutine (and, by inheritance, the task
+// coroutines it creates until they set their own).
+func (p *Pool) setLoopLabels() {
+	pprof.SetGoroutineLabels(pprof.WithLabels(context.Background(), pprof.Labels("pool", p.Name())))
+}
+
+// StallReport describes a task that ran longer than the stall threshold
+// without suspending: everything else on its pool waited meanwhile.
+type StallReport struct {
+	Pool     string        // the pool's name
+	Task     string        // the task's name
+	Duration time.Duration // how long it ran before it suspended or finished
+	// Resumed is where the task was resumed for that run: the first frame
+	// outside package iopool of the call in which it last suspended
+	// ("function (file:line)"), or "start of the task" for its first run.
+	Resumed string
+	Stack   string // the whole stack of that call, one frame per line
+}
+
+// WithStallReport reports every run of a task that lasts longer than
+// threshold without suspending (a loop that forgot to yield, a blocking
+// syscall, a long computation), with the pool, the task, the duration and
+// where the task had been resumed. report is called on the loop goroutine
+// after the run, so it should be quick; a nil report logs the stall at Warn
+// level to the pool's logger (WithLogger), or to slog.Default() if the pool
+// has none.
+//
+// Without this option nothing is measured. With it, each run of a task
+// reads the clock twice and each suspension records its call stack (about
+// a microsecond).
+func WithStallReport(threshold time.Duration, report func(StallReport)) Option {
+	return func(o *options) error {
+		if threshold <= 0 {
+			return fmt.Errorf("iopool: WithStallReport(%v): want a threshold > 0", threshold)
+		}
+		o.obs.stallThreshold, o.obs.stallReport = threshold, report
+		return nil
+	}
+}
+
+// stallState is what a watched task records when it suspends.
+type stallState struct {
+	pcs [32]uintptr
+	n   int // valid entries of pcs; 0 before the first suspension
+}
+
+// resumeWatched resumes t like resume does, measuring the run and
+// reporting it if it exceeded the stall threshold. Loop only.
+func (p *Pool) resumeWatched(t *Task) (more bool) {
+	if t.stall == nil {
+		t.stall = new(stallState)
+	}
+	st := t.stall
+	var resumed [32]uintptr
+	n := copy(resumed[:], st.pcs[:st.n])
+	start := time.Now()
+	more = runTask(t)
+	d := time.Since(start)
+	if d > p.opts.obs.stallThreshold {
+		p.reportStall(t.name, d, resumed[:n])
+	}
+	return more
+}
+
+// recordSuspend remembers where a watched task suspends: where it will
+// resume. Task only.
+func (st *stallState) recordSuspend() {
+	st.n = runtime.Callers(3, st.pcs[:])
+}
+
+func (p *Pool) reportStall(task string, d time.Duration, pcs []uintptr) {
+	r := StallReport{Pool: p.Name(), Task: task, Duration: d, Resumed: "start of the task"}
+	if len(pcs) > 0 {
+		var stack strings.Builder
+		frames := runtime.CallersFrames(pcs)
+		found := false
+		for {
+			f, more := frames.Next()
+			line := fmt.Sprintf("%s (%s:%d)", f.Function, f.File, f.Line)
+			fmt.Fprintln(&stack, line)
+			if !found && (!strings.HasPrefix(f.Function, "github.com/iopool/iopool.") || strings.HasSuffix(f.File, "_test.go")) {
+				r.Resumed, found = line, true
+			}
+			if !more {
+				break
+			}
+		}
+		r.Stack = stack.String()
+	}
+	if p.opts.obs.stallReport != nil {
+		p.opts.obs.stallReport(r)
+		return
+	}
+	l := p.opts.obs.logger
+	if l == nil {
+		l = slog.Default()
+	}
+	l.Warn("iopool: task stalled the pool", "pool", r.Pool, "task", r.Task, "duration", r.Duration, "resumed", r.Resumed)
 }

@@ -88,6 +88,7 @@ type Pool struct {
 	current atomic.Pointer[Task] // the task running now, for misuse checks
 
 	stats poolStats
+	obs   observeState
 }
 
 // Driver spawns tasks and creates timers, fd registrations and io_uring
@@ -248,6 +249,7 @@ func (p *Pool) onLoop(fn func()) {
 func (p *Pool) loopGoroutine() {
 	defer close(p.loopExit)
 	defer registerLoopGoroutine(p)() // tasks are the coroutines it creates
+	p.setLoopLabels()
 	if p.opts.lockOSThread {
 		// Never unlocked: the thread is the pool's and exits with this
 		// goroutine, taking its thread-bound state (timer slack, setns,

@@ -45,7 +45,13 @@ func (p *Pool) resume(t *Task) {
 		t.next, t.stop = iter.Pull(t.body)
 	}
 	p.current.Store(t) // cleared by the caller once the cycle's tasks ran
-	if !runTask(t) {
+	var more bool
+	if p.opts.obs.stallThreshold == 0 {
+		more = runTask(t)
+	} else {
+		more = p.resumeWatched(t)
+	}
+	if !more {
 		t.stop()
 		t.next, t.stop, t.yield = nil, nil, nil
 		if t.panicked != nil {

@@ -50,6 +50,7 @@ type Task struct {
 
 	cause  atomic.Pointer[canceledError] // set before canceled when canceled with a cause
 	parent context.Context               // SpawnContext's ctx, or nil; set before the task starts
+	stall  *stallState                   // loop/task: where it suspended; only WithStallReport
 }
 
 // taskRunner is what a task runs and whom it tells when it finishes.
@@ -115,6 +116,7 @@ func (t *Task) Wake() {
 func (t *Task) body(yield func(struct{}) bool) {
 	t.yield = yield
 	returned := false
+	t.setTaskLabels()
 	defer func() {
 		if returned {
 			return
@@ -153,6 +155,9 @@ func runTask(t *Task) (more bool) {
 
 // suspend switches from the task back to the loop.
 func (t *Task) suspend() {
+	if t.stall != nil {
+		t.stall.recordSuspend()
+	}
 	t.yield(struct{}{})
 }
 
