@@ -88,6 +88,7 @@ func TestSpawnContextDoneValuesAndRelease(t *testing.T) {
 	})
 	p := newTestPool(t)
 	require.PanicsWithValue(t, "iopool: SpawnContext called with a nil context.Context (use context.Background())", func() {
+		//lint:ignore SA1012 the nil context is the misuse under test
 		SpawnContext[int](nil, p.Driver(), "x", func(t *Task) (int, error) { return 0, nil })
 	})
 	require.False(t, errors.Is(ErrCanceled, errShutdown{}))

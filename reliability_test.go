@@ -216,7 +216,7 @@ func TestEINTROnEveryWait(t *testing.T) {
 		}
 		return nil
 	})
-	defer sys.SetFaults(nil)
+	defer func() { sys.SetFaults(nil) }()
 	p, err := New()
 	require.NoError(t, err)
 	require.NoError(t, p.Run(func(tk *Task) error {

@@ -26,7 +26,6 @@ type Signals struct {
 	stop chan struct{} // closed by Stop
 	done chan struct{} // closed when the forwarding goroutine has exited
 	once sync.Once
-	sigs []os.Signal
 	_    [0]func() // not comparable
 }
 

@@ -295,7 +295,7 @@ func TestAcceptBacksOffUnderEMFILE(t *testing.T) {
 		}
 		return nil
 	})
-	defer sys.SetFaults(nil)
+	defer func() { sys.SetFaults(nil) }()
 	runPool(t, func(tk *Task) error {
 		l, err := Listen(tk.Driver(), "tcp", "127.0.0.1:0")
 		require.NoError(t, err)

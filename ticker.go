@@ -37,8 +37,8 @@ func NewTicker(drv *Driver, period time.Duration) (*Ticker, error) {
 	return &Ticker{tm: NewTimer(drv), period: period, next: time.Now().Add(period)}, nil
 }
 
-// tickerStopped is Next's error after Stop.
-var tickerStopped = fmt.Errorf("iopool: ticker stopped: %w", ErrClosed)
+// errTickerStopped is Next's error after Stop.
+var errTickerStopped = fmt.Errorf("iopool: ticker stopped: %w", ErrClosed)
 
 // Poll is ready when the next tick is due (or the ticker is stopped).
 func (tk *Ticker) Poll(cx *Context) (struct{}, bool) {
@@ -68,7 +68,7 @@ func (tk *Ticker) Next(t *Task) (missed int, err error) {
 	defer tk.mu.Unlock()
 	tk.waiter = nil
 	if tk.stop {
-		return 0, tickerStopped
+		return 0, errTickerStopped
 	}
 	late := now.Sub(tk.next)
 	if late < 0 {

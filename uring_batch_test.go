@@ -193,7 +193,7 @@ func TestUringSubmitRefusedIsRetried(t *testing.T) {
 			}
 			return nil
 		})
-		defer sys.SetFaults(nil)
+		defer func() { sys.SetFaults(nil) }()
 		b := u.NewBatch()
 		for range 100 {
 			require.NoError(t, b.Nop(tk))

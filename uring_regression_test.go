@@ -69,7 +69,7 @@ func testCancelRacesCompletion(t *testing.T, kind, mode string) {
 		}
 		return nil
 	})
-	defer sys.SetFaults(nil)
+	defer func() { sys.SetFaults(nil) }()
 
 	before := openFds(t)
 	won, canceled := 0, 0
@@ -285,7 +285,7 @@ func TestRegressionUringCreatedWhileClosing(t *testing.T) {
 		}
 		return nil
 	})
-	defer sys.SetFaults(nil)
+	defer func() { sys.SetFaults(nil) }()
 	var u *Uring
 	var uerr error
 	created := make(chan struct{})

@@ -114,7 +114,7 @@ func TestSaysSoWhenIoUringIsRefused(t *testing.T) {
 		}
 		return nil
 	})
-	defer sys.SetFaults(nil)
+	defer func() { sys.SetFaults(nil) }()
 	dir := t.TempDir()
 	src := filepath.Join(dir, "src")
 	require.NoError(t, os.WriteFile(src, []byte("data"), 0o600))

@@ -104,6 +104,8 @@ func EpollWait(epfd int, events []unix.EpollEvent, timeoutNs int64) (int, error)
 			tsv = unix.NsecToTimespec(timeoutNs)
 			ts = &tsv
 		}
+		// Safe: the pointers are converted inside the argument list, so
+		// events and tsv stay alive and unmoved for the call.
 		r, _, e := unix.Syscall6(unix.SYS_EPOLL_PWAIT2, uintptr(epfd),
 			uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)),
 			uintptr(unsafe.Pointer(ts)), 0, 0)
