@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 )
 
 // within runs fn on a goroutine of its own and fails the test, with every
@@ -185,5 +186,76 @@ func TestRegressionBlockingCallsFromTaskPanic(t *testing.T) {
 		require.NoError(t, p.Run(func(tk *Task) error { return tk.Yield() }))
 		require.NoError(t, p.Close())
 		require.Equal(t, "iopool: Pool.Close called from one of the pool's own tasks; return from the root task instead", <-closeInDrain)
+	})
+}
+
+// Regression: Handle.Poll stored a nil waker (NewContext(nil)) and the task's
+// end called Wake on it, killing the process from the loop goroutine. Every
+// future now ignores a nil waker; each is polled with one and then made
+// ready, and nothing may crash.
+func TestRegressionNilWakerIsIgnoredEverywhere(t *testing.T) {
+	p := newTestPool(t)
+	nilcx := NewContext(nil)
+	within(t, 10*time.Second, func() {
+		require.NoError(t, p.Run(func(tk *Task) error {
+			drv := tk.Driver()
+			h := Spawn(drv, "polled-with-nil", func(t *Task) (int, error) { return 1, t.Sleep(time.Millisecond) })
+			_, ok := h.Poll(nilcx)
+			require.False(t, ok)
+
+			one := NewOneshot[int]()
+			_, ok = one.Poll(nilcx)
+			require.False(t, ok)
+			ch := NewChan[int]()
+			_, ok = ch.Poll(nilcx)
+			require.False(t, ok)
+
+			tm := NewTimer(drv)
+			_, ok = tm.PollTimer(nilcx, time.Now().Add(time.Millisecond))
+			require.False(t, ok)
+
+			efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+			require.NoError(t, err)
+			defer unix.Close(efd)
+			fr, err := drv.NewFdReady(efd)
+			require.NoError(t, err)
+			defer fr.Close()
+			_, ok = fr.PollReady(nilcx, SlotRead, PollIn)
+			require.False(t, ok)
+
+			js := NewJoinSet[int](drv)
+			js.Spawn("member", func(t *Task) (int, error) { return 2, t.Sleep(time.Millisecond) })
+			_, ok = js.Poll(nilcx)
+			require.False(t, ok)
+
+			ticker, err := NewTicker(drv, time.Millisecond)
+			require.NoError(t, err)
+			defer ticker.Stop()
+			_, ok = ticker.Poll(nilcx)
+			require.False(t, ok)
+
+			// Make every one of them ready, then let the loop deliver.
+			require.NoError(t, one.Send(1))
+			require.NoError(t, ch.Send(1))
+			_, err = unix.Write(efd, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+			require.NoError(t, err)
+			_, err = h.Join(tk)
+			require.NoError(t, err)
+			_, err = js.Next(tk)
+			require.NoError(t, err)
+			require.NoError(t, tk.Sleep(5*time.Millisecond))
+
+			_, ok = h.Poll(nilcx)
+			require.True(t, ok)
+			_, ok = one.Poll(nilcx)
+			require.True(t, ok)
+			_, ok = ch.Poll(nilcx)
+			require.True(t, ok)
+			_, ok = tm.PollTimer(nilcx, time.Now())
+			require.True(t, ok)
+			_, ok = fr.PollReady(nilcx, SlotRead, PollIn)
+			require.True(t, ok)
+			return nil
+		}))
 	})
 }

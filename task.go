@@ -321,21 +321,24 @@ func (h *Handle[T]) Task() *Task { return h.task }
 func (h *Handle[T]) Cancel() { h.task.Cancel() }
 
 // Poll is ready with the task's value once it has finished; its error is
-// then returned by Result.
+// then returned by Result. A nil waker (NewContext(nil)) is not stored, as
+// with every future of this package: the poller polls again on its own.
 func (h *Handle[T]) Poll(cx *Context) (T, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.done {
 		return h.value, true
 	}
+	var zero T
+	if cx.waker == nil {
+		return zero, false
+	}
 	for _, w := range h.waiters {
 		if w == cx.waker {
-			var zero T
 			return zero, false
 		}
 	}
 	h.waiters = append(h.waiters, cx.waker)
-	var zero T
 	return zero, false
 }
 

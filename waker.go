@@ -22,7 +22,9 @@ type Context struct {
 	waker Waker
 }
 
-// NewContext returns a Context that carries w.
+// NewContext returns a Context that carries w. A nil w is allowed: every
+// future of this package then records no waker and nothing is woken, so
+// the caller must poll again by itself.
 func NewContext(w Waker) *Context { return &Context{waker: w} }
 
 // Waker returns the waker to notify when the polled object becomes ready.
