@@ -87,7 +87,9 @@ func (o *Oneshot[T]) Wait() (T, error) {
 
 // Chan is an unbounded multi-producer, single-consumer channel: any
 // goroutine may Send without blocking, and one receiver at a time (a task,
-// a plain goroutine or a poller) takes the values in order. A second
+// a plain goroutine or a poller) takes the values in order. Its memory
+// follows its length: a burst's backing array is given back once the
+// receiver has drained it. A second
 // concurrent receiver replaces the first one's waker.
 type Chan[T any] struct {
 	mu     sync.Mutex
@@ -179,16 +181,36 @@ func (c *Chan[T]) popLocked() (T, bool) {
 	c.head++
 	switch {
 	case c.head == len(c.buf):
-		c.buf, c.head = c.buf[:0], 0
+		// Drained. A backing array grown by a burst past chanKeepCap is
+		// given back; a small one is kept for the next values.
+		if cap(c.buf) > chanKeepCap {
+			c.buf = nil
+		} else {
+			c.buf = c.buf[:0]
+		}
+		c.head = 0
 	case c.head >= 64 && c.head*2 >= len(c.buf):
-		// Move the live tail down so that the backing array is reused
-		// instead of growing while the receiver lags.
-		n := copy(c.buf, c.buf[c.head:])
-		clear(c.buf[n:])
-		c.buf, c.head = c.buf[:n], 0
+		n := len(c.buf) - c.head
+		if cap(c.buf) > chanKeepCap && 4*n <= cap(c.buf) {
+			// Mostly drained after a burst: move the rest to an array
+			// of its size and give the big one back.
+			c.buf = append(make([]T, 0, max(2*n, chanKeepCap)), c.buf[c.head:]...)
+		} else {
+			// Move the live tail down so that the backing array is
+			// reused instead of growing while the receiver lags.
+			copy(c.buf, c.buf[c.head:])
+			clear(c.buf[n:])
+			c.buf = c.buf[:n]
+		}
+		c.head = 0
 	}
 	return v, true
 }
+
+// chanKeepCap is the largest backing array, in values, that a Chan keeps
+// once drained: a burst that grew it further gives it back, at the price of
+// growing it again for the next such burst.
+const chanKeepCap = 1024
 
 // Recv waits inside task t for the next value.
 func (c *Chan[T]) Recv(t *Task) (T, error) {
