@@ -1,11 +1,17 @@
 package iopool
 
 import (
+	"context"
 	"fmt"
+	"go/ast"
+	"go/doc"
+	"go/parser"
+	"go/token"
 	"os"
 	"os/exec"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -364,4 +370,92 @@ func TestRegressionDrainedChanGivesMemoryBack(t *testing.T) {
 		}
 	})
 	require.Zero(t, allocs)
+}
+
+// lockChildEnv selects, in a child test process, the thread-locking misuse
+// that TestRegressionLockOSThreadAcrossAwaitIsDocumented expects to kill it.
+const lockChildEnv = "IOPOOL_TEST_LOCK_CHILD"
+
+// Regression: a task that calls runtime.LockOSThread and then awaits kills
+// the process, and nothing said so. The runtime offers no cheap way to
+// detect it, so the limit is documented on Task, Run and WithLockOSThread;
+// this test pins the documentation and the behavior it describes: each
+// unbalanced lock state across an await ends a child process with the
+// runtime's message, and balanced locking between awaits works.
+func TestRegressionLockOSThreadAcrossAwaitIsDocumented(t *testing.T) {
+	if v := os.Getenv(lockChildEnv); v != "" {
+		lockChild(t, v)
+		return
+	}
+	fset := token.NewFileSet()
+	var files []*ast.File
+	for _, name := range []string{"task.go", "pool.go"} {
+		f, err := parser.ParseFile(fset, name, nil, parser.ParseComments)
+		require.NoError(t, err)
+		files = append(files, f)
+	}
+	dp, err := doc.NewFromFiles(fset, files, "github.com/iopool/iopool")
+	require.NoError(t, err)
+	docs := map[string]string{}
+	for _, ty := range dp.Types {
+		docs[ty.Name] = ty.Doc
+		for _, f := range ty.Methods {
+			docs[ty.Name+"."+f.Name] = f.Doc
+		}
+		for _, f := range ty.Funcs {
+			docs[f.Name] = f.Doc
+		}
+	}
+	for _, name := range []string{"Task", "Pool.Run", "WithLockOSThread"} {
+		require.Contains(t, docs[name], "runtime.LockOSThread", "the doc of %s", name)
+	}
+	for _, name := range []string{"Task", "WithLockOSThread"} {
+		require.Contains(t, strings.Join(strings.Fields(docs[name]), " "), "coro: OS thread locking must match", "the doc of %s", name)
+	}
+
+	for _, variant := range []string{"lock-plain", "lock-locked", "unlock-locked"} {
+		t.Run(variant, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestRegressionLockOSThreadAcrossAwaitIsDocumented$", "-test.count=1")
+			cmd.Env = append(os.Environ(), lockChildEnv+"="+variant)
+			out, err := cmd.CombinedOutput()
+			require.Error(t, err, "the child survived:\n%s", out)
+			require.Contains(t, string(out), "fatal error: coro: OS thread locking must match locking at coroutine creation")
+		})
+	}
+
+	// Balanced between two awaits: fine on both kinds of pool.
+	for _, opts := range [][]Option{nil, {WithLockOSThread()}} {
+		runPool(t, func(tk *Task) error {
+			for range 3 {
+				runtime.LockOSThread()
+				_ = unix.Gettid()
+				runtime.UnlockOSThread()
+				if err := tk.Sleep(time.Millisecond); err != nil {
+					return err
+				}
+			}
+			return nil
+		}, opts...)
+	}
+}
+
+// lockChild runs one misuse; the runtime is expected to end the process.
+func lockChild(t *testing.T, variant string) {
+	var opts []Option
+	if strings.HasSuffix(variant, "-locked") {
+		opts = append(opts, WithLockOSThread())
+	}
+	p, err := New(opts...)
+	require.NoError(t, err)
+	_ = p.Run(func(tk *Task) error {
+		if strings.HasPrefix(variant, "lock") {
+			runtime.LockOSThread()
+		} else {
+			runtime.UnlockOSThread()
+		}
+		return tk.Sleep(time.Millisecond)
+	})
+	t.Fatal("the process survived an await with an unbalanced thread lock")
 }

@@ -33,6 +33,14 @@ const (
 // that one thread: thread-bound kernel state set by a task (setns, CPU
 // affinity, timer slack) stays in force for all of them, and the thread
 // exits when the pool closes.
+//
+// This is the way to keep a task on one thread. A task must not call
+// runtime.LockOSThread (or UnlockOSThread) and then await while the
+// calls are unbalanced: a task is a coroutine, the Go runtime switches
+// coroutines only in the thread-lock state they were created in, and it
+// ends the process ("fatal error: coro: OS thread locking must match
+// locking at coroutine creation") at the task's next suspension. The runtime
+// offers no cheap way to detect it before (see Task).
 func WithLockOSThread() Option {
 	return func(o *options) error { o.lockOSThread = true; return nil }
 }
@@ -134,6 +142,11 @@ func (d *Driver) Pool() *Pool { return d.p }
 //
 // Run returns ErrNilTask for a nil root, ErrClosed on a closed pool (or when
 // Close ends the run), and ErrRunning while another Run is active.
+//
+// Run may be called from a goroutine locked to its thread; the tasks still
+// run on the pool's own goroutine. Inside root and every other task,
+// runtime.LockOSThread must be undone before the next await, or the runtime
+// kills the process (see Task and WithLockOSThread).
 func (p *Pool) Run(root func(t *Task) error) error {
 	if root == nil {
 		return ErrNilTask

@@ -18,6 +18,20 @@ import (
 // A *Task may be used only by its own task function, while it runs: using it
 // from another goroutine or another task panics.
 //
+// # Thread locking
+//
+// A task must not be suspended while it holds runtime.LockOSThread (or has
+// undone, with runtime.UnlockOSThread, the lock of a WithLockOSThread pool):
+// every await, Sleep, Yield, Join, Read or Write that has to wait switches
+// coroutines, and the Go runtime then ends the whole process with "fatal
+// error: coro: OS thread locking must match locking at coroutine creation",
+// which cannot be recovered. The runtime gives no way to see a goroutine's
+// lock state that is cheap enough to check at every await, so this is not
+// detected. Locking and unlocking between two awaits is fine (a syscall that
+// must run on one thread); for thread-bound state that must outlast an
+// await, create the pool WithLockOSThread, which runs every task on the
+// pool's own locked thread.
+//
 // Task states (fields guarded as noted):
 //
 //	created  --first resume-->  running  --await pending-->  suspended
