@@ -30,9 +30,9 @@ type PacketSocket struct {
 // ListenPacket opens a datagram socket bound to addr on drv's pool, for
 // the networks udp, udp4, udp6 ("127.0.0.1:0", "[::1]:5353", ":9999") and
 // unixgram (a path, "@name" for the abstract namespace, or "" for an
-// unbound socket that only sends). A host name in addr is looked up on the
-// caller's goroutine: inside a task, pass a numeric address, so that the
-// pool is not blocked.
+// unbound socket that only sends). A host name in addr is looked up
+// without blocking the pool when ListenPacket is called from one of its
+// tasks (as Dial does); from any other goroutine, on that goroutine.
 func ListenPacket(drv *Driver, network, addr string) (*PacketSocket, error) {
 	fail := func(err error) (*PacketSocket, error) {
 		return nil, fmt.Errorf("iopool: listen %s %s: %w", network, addr, err)
@@ -46,11 +46,12 @@ func ListenPacket(drv *Driver, network, addr string) (*PacketSocket, error) {
 			sa = &unix.SockaddrUnix{Name: addr}
 		}
 	case "udp", "udp4", "udp6":
-		ua, err := net.ResolveUDPAddr(network, addr)
+		as, err := lookup(drv.p.callingTask(), network, addr)
 		if err != nil {
 			return fail(err)
 		}
-		if sa, family, err = inetSockaddr(network, ua.IP, ua.Port, ua.Zone); err != nil {
+		a := preferIPv4(as)
+		if sa, family, err = inetSockaddr(network, a.ip, a.port, a.zone); err != nil {
 			return fail(err)
 		}
 	default:

@@ -144,7 +144,7 @@ func TestPacketSocketBadInput(t *testing.T) {
 		_, err := ListenPacket(tk.Driver(), "tcp", "127.0.0.1:0")
 		require.ErrorContains(t, err, `unsupported network "tcp" (want udp, udp4, udp6 or unixgram)`)
 		_, err = ListenPacket(tk.Driver(), "udp4", "[::1]:0")
-		require.ErrorContains(t, err, "listen udp4 [::1]:0: address ::1: no suitable address found")
+		require.ErrorContains(t, err, "listen udp4 [::1]:0: address [::1]:0: no suitable address found")
 
 		ps, err := ListenPacket(tk.Driver(), "udp4", "127.0.0.1:0")
 		require.NoError(t, err)

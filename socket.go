@@ -333,15 +333,17 @@ type ListenConfig struct {
 	Backlog int
 }
 
-// Listen listens on a tcp, tcp4, tcp6 or unix address with numeric hosts
-// ("127.0.0.1:0", "[::1]:8080", "/run/app.sock").
+// Listen listens on a tcp, tcp4, tcp6 or unix address ("127.0.0.1:0",
+// "[::1]:8080", "localhost:http", "/run/app.sock"). A host name is looked
+// up without blocking the pool when Listen is called from one of its tasks
+// (see Dial); from any other goroutine, on that goroutine.
 func Listen(drv *Driver, network, addr string) (*Listener, error) {
 	return ListenConfig{}.Listen(drv, network, addr)
 }
 
 // Listen listens with the configuration's options.
 func (lc ListenConfig) Listen(drv *Driver, network, addr string) (*Listener, error) {
-	sa, family, err := resolve(network, addr)
+	sa, family, err := resolve(drv.p.callingTask(), network, addr)
 	if err != nil {
 		return nil, fmt.Errorf("iopool: listen %s %s: %w", network, addr, err)
 	}
@@ -432,13 +434,38 @@ func (l *Listener) Accept(t *Task) (*Socket, error) {
 	}
 }
 
-// Dial connects to a tcp, tcp4, tcp6 or unix address with a numeric host
-// inside task t, without blocking the loop.
+// Dial connects to a tcp, tcp4, tcp6 or unix address inside task t,
+// without blocking the loop. A host name ("localhost:8080") is looked up
+// by net.DefaultResolver on a goroutine of its own, with t's Context, while
+// t waits; canceling t cancels the lookup. The addresses found are tried in
+// turn (an IPv4 one first), and the first connection made is returned, or
+// the first address's error.
 func Dial(t *Task, network, addr string) (*Socket, error) {
-	sa, family, err := resolve(network, addr)
+	sas, err := resolveAll(t, network, addr)
 	if err != nil {
+		if errors.Is(err, ErrCanceled) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("iopool: dial %s %s: %w", network, addr, err)
 	}
+	var first error
+	for _, ra := range sas {
+		s, err := dialSockaddr(t, network, addr, ra.sa, ra.family)
+		if err == nil {
+			return s, nil
+		}
+		if first == nil {
+			first = err
+		}
+		if t.Canceled() {
+			break
+		}
+	}
+	return nil, first
+}
+
+// dialSockaddr connects a new socket of family to sa inside task t.
+func dialSockaddr(t *Task, network, addr string, sa unix.Sockaddr, family int) (*Socket, error) {
 	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("iopool: dial %s %s: %w", network, addr, os.NewSyscallError("socket", err))
@@ -472,34 +499,6 @@ func Dial(t *Task, network, addr string) (*Socket, error) {
 		_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	}
 	return s, nil
-}
-
-// resolve turns a numeric address into a sockaddr and its family.
-func resolve(network, addr string) (unix.Sockaddr, int, error) {
-	switch network {
-	case "unix":
-		return &unix.SockaddrUnix{Name: addr}, unix.AF_UNIX, nil
-	case "tcp", "tcp4", "tcp6":
-	default:
-		return nil, 0, fmt.Errorf("unsupported network %q (want tcp, tcp4, tcp6 or unix)", network)
-	}
-	ta, err := net.ResolveTCPAddr(network, addr)
-	if err != nil {
-		return nil, 0, err
-	}
-	if ip4 := ta.IP.To4(); network != "tcp6" && (ip4 != nil || ta.IP == nil) {
-		sa := &unix.SockaddrInet4{Port: ta.Port}
-		if ip4 != nil {
-			copy(sa.Addr[:], ip4)
-		}
-		return sa, unix.AF_INET, nil
-	}
-	if network == "tcp4" {
-		return nil, 0, errors.New("not an IPv4 address")
-	}
-	sa := &unix.SockaddrInet6{Port: ta.Port}
-	copy(sa.Addr[:], ta.IP.To16())
-	return sa, unix.AF_INET6, nil
 }
 
 func sockaddrToAddr(sa unix.Sockaddr) net.Addr {
