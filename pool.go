@@ -21,6 +21,8 @@ type options struct {
 	uringEntries uint32
 	uringRefuse  error // test hook: make io_uring setup fail with this error
 	obs          observeOptions
+	cpu          int  // WithCPU: the CPU the loop thread is pinned to, or -1
+	pinEach      bool // WithPinCPU: a Group pins each pool to a CPU of its own
 }
 
 const (
@@ -87,6 +89,7 @@ type Pool struct {
 	loopWork  chan func()           // work for the loop goroutine; closed by Close
 	loopExit  chan struct{}         // closed when the loop goroutine has exited
 	closeEnd  chan struct{}         // closed when Close has finished
+	onClose   []*closeHook          // mu: run by Close after the tasks end, before the fds are released
 
 	// Loop-only state: touched by the goroutine driving the loop.
 	events  []unix.EpollEvent
@@ -109,7 +112,7 @@ type Driver struct {
 // Close.
 func New(opts ...Option) (*Pool, error) {
 	p := &Pool{epoch: time.Now(), closeEnd: make(chan struct{})}
-	p.opts = options{eventBuffer: defaultEventBuffer, uringEntries: defaultUringEntries}
+	p.opts = options{eventBuffer: defaultEventBuffer, uringEntries: defaultUringEntries, cpu: -1}
 	for _, o := range opts {
 		if o == nil {
 			return nil, errors.New("iopool: New: nil Option")
@@ -118,11 +121,20 @@ func New(opts ...Option) (*Pool, error) {
 			return nil, err
 		}
 	}
+	if err := checkCPUOptions(&p.opts); err != nil {
+		return nil, err
+	}
 	p.drv.p = p
 	if err := p.be.open(); err != nil {
 		return nil, fmt.Errorf("iopool: New: %w", err)
 	}
 	p.events = make([]unix.EpollEvent, p.opts.eventBuffer)
+	if p.opts.cpu >= 0 {
+		if err := p.pinLoopThread(); err != nil {
+			p.Close()
+			return nil, err
+		}
+	}
 	return p, nil
 }
 
@@ -231,6 +243,13 @@ func (p *Pool) Close() error {
 		p.running = false
 		p.mu.Unlock()
 	}
+	p.mu.Lock()
+	hooks := p.onClose
+	p.onClose = nil
+	p.mu.Unlock()
+	for _, h := range hooks {
+		h.fn()
+	}
 	err := p.release()
 	if p.loopWork != nil {
 		close(p.loopWork)
@@ -249,7 +268,7 @@ func (p *Pool) onLoop(fn func()) {
 	p.loopStart.Do(func() {
 		p.loopWork = make(chan func())
 		p.loopExit = make(chan struct{})
-		go p.loopGoroutine()
+		goLoop(p.opts.lockOSThread, p.loopGoroutine)
 	})
 	done := make(chan struct{})
 	p.loopWork <- func() {

@@ -1,0 +1,684 @@
+package iopool
+
+import (
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"reflect"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+)
+
+// newTestGroup makes a group closed (and checked for leaks) at the end of
+// the test.
+func newTestGroup(t *testing.T, n int, opts ...Option) *Group {
+	t.Helper()
+	requireNoLeaks(t)
+	g, err := NewGroup(n, opts...)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, g.Close()) })
+	return g
+}
+
+func TestNewGroupMakesOnePoolPerAllowedCPU(t *testing.T) {
+	var set unix.CPUSet
+	require.NoError(t, unix.SchedGetaffinity(os.Getpid(), &set))
+	g := newTestGroup(t, 0)
+	require.Equal(t, set.Count(), g.Len())
+	for i := range g.Len() {
+		require.Equal(t, -1, g.CPU(i), "not pinned without WithPinCPU")
+		require.Equal(t, i, g.Index(g.Pool(i)))
+		require.Same(t, g.Pool(i), g.Driver(i).Pool())
+	}
+	p, err := New()
+	require.NoError(t, err)
+	defer p.Close()
+	require.Equal(t, -1, g.Index(p))
+}
+
+func TestGroupPinsEachPoolToItsCPU(t *testing.T) {
+	cpus := processCPUs()
+	g := newTestGroup(t, len(cpus)+1, WithPinCPU()) // one more than the CPUs: wraps around
+	got := make([]unix.CPUSet, g.Len())
+	tids := make([]int, g.Len())
+	require.NoError(t, g.Run(func(tk *Task, i int) error {
+		// A task runs on its pool's loop thread: its affinity is the pool's.
+		tids[i] = unix.Gettid()
+		return unix.SchedGetaffinity(0, &got[i])
+	}))
+	for i := range g.Len() {
+		want := cpus[i%len(cpus)]
+		require.Equal(t, want, g.CPU(i), "pool %d", i)
+		require.Equal(t, 1, got[i].Count(), "pool %d runs on exactly one CPU", i)
+		require.True(t, got[i].IsSet(want), "pool %d on CPU %d", i, want)
+		for j := range i {
+			require.NotEqual(t, tids[j], tids[i], "pools %d and %d share a thread", j, i)
+		}
+	}
+}
+
+func TestCPUOptionsRejectMisuse(t *testing.T) {
+	_, err := New(WithPinCPU())
+	require.ErrorContains(t, err, "WithCPU(cpu)")
+	_, err = NewGroup(2, WithCPU(0))
+	require.ErrorContains(t, err, "WithPinCPU")
+	_, err = New(WithCPU(-1))
+	require.ErrorContains(t, err, "WithCPU(-1)")
+	fds := openFds(t)
+	_, err = New(WithCPU(cpuSetSize - 1)) // no such CPU on this machine
+	require.ErrorContains(t, err, "sched_setaffinity")
+	require.ErrorContains(t, err, "CPUs this process may use: "+formatCPUs(processCPUs()))
+	require.Equal(t, fds, openFds(t), "a failed New closes its fds")
+	_, err = NewGroup(2, nil)
+	require.ErrorContains(t, err, "nil Option")
+}
+
+func TestWithCPUPinsALonePool(t *testing.T) {
+	cpu := processCPUs()[len(processCPUs())-1]
+	var got unix.CPUSet
+	runPool(t, func(tk *Task) error { return unix.SchedGetaffinity(0, &got) }, WithCPU(cpu))
+	require.Equal(t, 1, got.Count())
+	require.True(t, got.IsSet(cpu))
+}
+
+func TestFormatCPUs(t *testing.T) {
+	for _, c := range []struct {
+		in   []int
+		want string
+	}{{[]int{0}, "0"}, {[]int{0, 1}, "0-1"}, {[]int{0, 1, 2, 5, 7, 8}, "0-2,5,7-8"}, {nil, ""}} {
+		require.Equal(t, c.want, formatCPUs(c.in), "%v", c.in)
+	}
+}
+
+func TestGroupRunGivesEachRootItsPoolAndFirstError(t *testing.T) {
+	g := newTestGroup(t, 3)
+	var seen [3]atomic.Pointer[Pool]
+	require.NoError(t, g.Run(func(tk *Task, i int) error {
+		seen[i].Store(tk.Driver().Pool())
+		return nil
+	}))
+	for i := range seen {
+		require.Same(t, g.Pool(i), seen[i].Load(), "root %d ran on pool %d", i, i)
+	}
+
+	boom := errors.New("boom")
+	err := g.Run(func(tk *Task, i int) error {
+		if i == 2 {
+			return boom
+		}
+		return tk.Sleep(20 * time.Millisecond) // returns after pool 2's error
+	})
+	require.ErrorIs(t, err, boom)
+	require.ErrorContains(t, err, "group pool 2")
+
+	v := recovered(func() {
+		_ = g.Run(func(tk *Task, i int) error {
+			if i == 1 {
+				panic("pool 1 panics")
+			}
+			return nil
+		})
+	})
+	pe, ok := v.(*PanicError)
+	require.True(t, ok, "Run re-raises the root's panic in the caller's goroutine, got %#v", v)
+	require.Equal(t, "pool 1 panics", pe.Value)
+	require.ErrorIs(t, g.Run(nil), ErrNilTask)
+}
+
+// recovered runs fn and returns what it panicked with.
+func recovered(fn func()) (v any) {
+	defer func() { v = recover() }()
+	fn()
+	return nil
+}
+
+func TestGroupCloseClosesEveryPool(t *testing.T) {
+	requireNoLeaks(t)
+	g, err := NewGroup(3, WithLockOSThread())
+	require.NoError(t, err)
+	started := make(chan struct{}, 3)
+	runErr := make(chan error, 1)
+	go func() {
+		runErr <- g.Run(func(tk *Task, i int) error {
+			started <- struct{}{}
+			return tk.Sleep(time.Hour)
+		})
+	}()
+	for range 3 {
+		<-started
+	}
+	require.NoError(t, g.Close())
+	err = <-runErr
+	require.ErrorIs(t, err, ErrClosed)
+	for i := range g.Len() {
+		require.ErrorIs(t, g.Pool(i).Run(func(*Task) error { return nil }), ErrClosed, "pool %d", i)
+	}
+	require.NoError(t, g.Close(), "second Close")
+}
+
+func TestGroupStatsArePerPoolAndSummed(t *testing.T) {
+	g := newTestGroup(t, 2)
+	require.NoError(t, g.Run(func(tk *Task, i int) error {
+		for range 3 * (i + 1) { // pool 0 spawns 3 tasks, pool 1 spawns 6
+			if _, err := Spawn(tk.Driver(), "x", func(*Task) (int, error) { return 0, nil }).Join(tk); err != nil {
+				return err
+			}
+		}
+		return nil
+	}))
+	s := g.Stats()
+	require.Len(t, s.Pools, 2)
+	require.Equal(t, uint64(1+3), s.Pools[0].TasksSpawned)
+	require.Equal(t, uint64(1+6), s.Pools[1].TasksSpawned)
+	require.Equal(t, uint64(2+9), s.Total.TasksSpawned)
+	require.Equal(t, s.Pools[0].Cycles+s.Pools[1].Cycles, s.Total.Cycles)
+}
+
+func TestStatsAddSumsEveryField(t *testing.T) {
+	var one Stats
+	v := reflect.ValueOf(&one).Elem()
+	for i := range v.NumField() {
+		v.Field(i).SetZero()
+		switch f := v.Field(i); f.Kind() {
+		case reflect.Uint64:
+			f.SetUint(1)
+		case reflect.Int64:
+			f.SetInt(1)
+		default:
+			t.Fatalf("Stats.%s has kind %v: teach Stats.add and this test about it", v.Type().Field(i).Name, f.Kind())
+		}
+	}
+	sum := reflect.ValueOf(one.add(one))
+	for i := range sum.NumField() {
+		require.EqualValues(t, 2, sum.Field(i).Convert(reflect.TypeFor[int64]()).Int(), "Stats.add misses %s", sum.Type().Field(i).Name)
+	}
+}
+
+// TestGroupCrossPoolRequestResponse: a task of pool 0 asks pool 1 to do
+// work (Spawn on pool 1's driver) and gets the answer through a Oneshot
+// and through the handle, many times over; the work runs on pool 1's
+// thread.
+func TestGroupCrossPoolRequestResponse(t *testing.T) {
+	g := newTestGroup(t, 2, WithLockOSThread())
+	var tid1 int64
+	require.NoError(t, g.Run(func(tk *Task, i int) error {
+		if i == 1 {
+			tid1 = int64(unix.Gettid())
+			return nil
+		}
+		return nil
+	}))
+	const rounds = 500
+	done := NewOneshot[struct{}]()
+	err := g.Run(func(tk *Task, i int) error {
+		if i != 0 {
+			// A pool runs tasks only while its root runs: keep pool 1
+			// serving until pool 0 is done with it.
+			_, err := done.Recv(tk)
+			return err
+		}
+		defer done.Send(struct{}{})
+		for r := range rounds {
+			reply := NewOneshot[int]()
+			h := Spawn(g.Driver(1), "square", func(w *Task) (int64, error) {
+				if w.Driver().Pool() != g.Pool(1) {
+					return 0, errors.New("ran on the wrong pool")
+				}
+				if err := reply.Send(r * r); err != nil {
+					return 0, err
+				}
+				return int64(unix.Gettid()), nil
+			})
+			v, err := reply.Recv(tk)
+			if err != nil {
+				return err
+			}
+			if v != r*r {
+				return errors.New("wrong answer")
+			}
+			tid, err := h.Join(tk)
+			if err != nil {
+				return err
+			}
+			if tid != tid1 {
+				return errors.New("the task of pool 1 ran off pool 1's thread")
+			}
+		}
+		return nil
+	})
+	require.NoError(t, err)
+	s := g.Stats()
+	require.GreaterOrEqual(t, s.Pools[1].TasksSpawned, uint64(rounds))
+}
+
+// idServer serves a GroupListener on every pool of g: a connection sends a
+// 4-byte id, the server records which pool accepted it and answers 1 byte.
+type idServer struct {
+	mu     sync.Mutex
+	byID   map[uint32][]int // the pools that accepted each id
+	runErr chan error
+}
+
+// serveIDs starts the group's roots. With gates, root i waits for gates[i]
+// before accepting anything.
+func serveIDs(t *testing.T, g *Group, gl *GroupListener, gates []*Oneshot[struct{}]) *idServer {
+	s := &idServer{byID: make(map[uint32][]int), runErr: make(chan error, 1)}
+	go func() {
+		s.runErr <- g.Run(func(tk *Task, i int) error {
+			if gates != nil {
+				if _, err := gates[i].Recv(tk); err != nil {
+					return err
+				}
+			}
+			for {
+				c, err := gl.Accept(tk)
+				if err != nil {
+					return err
+				}
+				Spawn(tk.Driver(), "id", func(tk *Task) (struct{}, error) {
+					defer c.Close()
+					var b [4]byte
+					if _, err := io.ReadFull(c.Reader(tk), b[:]); err != nil {
+						return struct{}{}, nil // a client that gave up
+					}
+					s.mu.Lock()
+					id := binary.LittleEndian.Uint32(b[:])
+					s.byID[id] = append(s.byID[id], i)
+					s.mu.Unlock()
+					_, err := c.Write(tk, []byte{byte(i)})
+					return struct{}{}, err
+				})
+			}
+		})
+	}()
+	return s
+}
+
+// requireEachOnce checks that ids [0, n) were each accepted by one pool,
+// and returns how many each pool took.
+func (s *idServer) requireEachOnce(t *testing.T, n, pools int) []int {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	per := make([]int, pools)
+	require.Len(t, s.byID, n)
+	for id := range uint32(n) {
+		require.Len(t, s.byID[id], 1, "id %d accepted %v", id, s.byID[id])
+		per[s.byID[id][0]]++
+	}
+	return per
+}
+
+// dialID connects to addr, sends id and returns the pool index the server
+// answered with. If cpu ≥ 0 the connection is made from a thread pinned to
+// that CPU, so that the loopback SYN is processed there.
+func dialID(addr net.Addr, id uint32, cpu int) (int, error) {
+	type result struct {
+		pool int
+		err  error
+	}
+	res := make(chan result, 1)
+	// Off the main thread, like a pinned pool: the pinned thread exits with
+	// the goroutine.
+	goLoop(cpu >= 0, func() {
+		if cpu >= 0 {
+			var set unix.CPUSet
+			set.Set(cpu)
+			if err := unix.SchedSetaffinity(0, &set); err != nil {
+				res <- result{-1, err}
+				return
+			}
+		}
+		pool, err := exchangeID(addr, id)
+		res <- result{pool, err}
+	})
+	r := <-res
+	return r.pool, r.err
+}
+
+// exchangeID makes the connection with blocking syscalls on the calling
+// thread (connect is where the SYN leaves).
+func exchangeID(addr net.Addr, id uint32) (int, error) {
+	ta := addr.(*net.TCPAddr)
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	defer unix.Close(fd)
+	tv := unix.Timeval{Sec: 10}
+	_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+	sa := &unix.SockaddrInet4{Port: ta.Port}
+	copy(sa.Addr[:], ta.IP.To4())
+	if err := unix.Connect(fd, sa); err != nil {
+		return -1, err
+	}
+	var b [4]byte
+	binary.LittleEndian.PutUint32(b[:], id)
+	if _, err := unix.Write(fd, b[:]); err != nil {
+		return -1, err
+	}
+	n, err := unix.Read(fd, b[:1])
+	switch {
+	case err != nil:
+		return -1, err
+	case n == 0:
+		return -1, io.EOF
+	}
+	return int(b[0]), nil
+}
+
+// listenModes are the two ways a GroupListener places connections.
+var listenModes = []struct {
+	name string
+	cfg  GroupListenConfig
+}{{"hash", GroupListenConfig{}}, {"steer", GroupListenConfig{SteerByCPU: true}}}
+
+func TestGroupListenAcceptsEveryConnectionOnce(t *testing.T) {
+	for _, mode := range listenModes {
+		t.Run(mode.name, func(t *testing.T) {
+			g := newTestGroup(t, 2, WithPinCPU())
+			gl, err := mode.cfg.Listen(g, "tcp4", "127.0.0.1:0")
+			require.NoError(t, err)
+			s := serveIDs(t, g, gl, nil)
+			const conns = 200
+			var wg sync.WaitGroup
+			errs := make(chan error, conns)
+			for id := range uint32(conns) {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if _, err := exchangeID(gl.Addr(), id); err != nil {
+						errs <- err
+					}
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				require.NoError(t, err)
+			}
+			per := s.requireEachOnce(t, conns, 2)
+			t.Logf("%s: accepted per pool %v", mode.name, per)
+			if mode.name == "hash" {
+				// 200 connections hashed over 2 listeners: one of them
+				// empty has probability 2^-199.
+				require.Positive(t, per[0])
+				require.Positive(t, per[1])
+			}
+			require.NoError(t, g.Close())
+			require.ErrorIs(t, <-s.runErr, ErrClosed)
+			require.Zero(t, gl.Dropped())
+		})
+	}
+}
+
+// requireTwoCPUs skips a test that needs two CPUs to tell pools apart.
+func requireTwoCPUs(t *testing.T) {
+	if n := len(processCPUs()); n < 2 {
+		t.Skipf("the process may run on %d CPU: steering by CPU cannot be observed", n)
+	}
+}
+
+func TestGroupListenSteersToTheReceivingCPU(t *testing.T) {
+	requireTwoCPUs(t)
+	g := newTestGroup(t, 2, WithPinCPU())
+	gl, err := GroupListenConfig{SteerByCPU: true}.Listen(g, "tcp4", "127.0.0.1:0")
+	require.NoError(t, err)
+	s := serveIDs(t, g, gl, nil)
+	const perPool = 20
+	for i := range 2 {
+		for k := range perPool {
+			pool, err := dialID(gl.Addr(), uint32(i*perPool+k), g.CPU(i))
+			require.NoError(t, err)
+			// Under the kernel's hash, 40 connections landing by chance
+			// on the pool of their CPU has probability 2^-40.
+			require.Equal(t, i, pool, "a connection made on CPU %d is served by pool %d", g.CPU(i), i)
+		}
+	}
+	s.requireEachOnce(t, 2*perPool, 2)
+	require.NoError(t, g.Close())
+	<-s.runErr
+}
+
+func TestGroupListenReroutesWhenAPoolClosesFirst(t *testing.T) {
+	for _, mode := range listenModes {
+		t.Run(mode.name, func(t *testing.T) {
+			g := newTestGroup(t, 2, WithPinCPU())
+			gl, err := mode.cfg.Listen(g, "tcp4", "127.0.0.1:0")
+			require.NoError(t, err)
+			s := serveIDs(t, g, gl, nil)
+			require.NoError(t, g.Pool(0).Close())
+			const conns = 100
+			for id := range uint32(conns) {
+				// From pool 0's CPU: with steering, the program must send
+				// them to pool 1 now that pool 0's listener is gone.
+				pool, err := dialID(gl.Addr(), id, g.CPU(0))
+				require.NoError(t, err, "connection %d after pool 0 closed", id)
+				require.Equal(t, 1, pool)
+			}
+			require.Equal(t, []int{0, conns}, s.requireEachOnce(t, conns, 2))
+			require.Zero(t, gl.Dropped(), "nothing was queued on pool 0 when it closed")
+			require.NoError(t, g.Close())
+			require.ErrorIs(t, <-s.runErr, ErrClosed)
+		})
+	}
+}
+
+// TestGroupListenResetsWhatAClosingPoolHadQueued pins down what happens to
+// connections the kernel had already queued for a pool when it closes: they
+// are reset (net.ipv4.tcp_migrate_req=0), Dropped counts them, and every
+// other connection is served exactly once.
+func TestGroupListenResetsWhatAClosingPoolHadQueued(t *testing.T) {
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/tcp_migrate_req"); err == nil && strings.TrimSpace(string(b)) != "0" {
+		t.Skip("net.ipv4.tcp_migrate_req is on: the kernel migrates queued connections instead of resetting them")
+	}
+	for _, mode := range listenModes {
+		t.Run(mode.name, func(t *testing.T) {
+			g := newTestGroup(t, 2, WithPinCPU())
+			gl, err := mode.cfg.Listen(g, "tcp4", "127.0.0.1:0")
+			require.NoError(t, err)
+			gates := []*Oneshot[struct{}]{NewOneshot[struct{}](), NewOneshot[struct{}]()}
+			s := serveIDs(t, g, gl, gates) // nobody accepts yet
+			const conns = 32
+			type outcome struct {
+				pool int
+				err  error
+			}
+			out := make(chan outcome, conns)
+			for id := range uint32(conns) {
+				go func() {
+					// With steering, all from pool 0's CPU: all queued there.
+					pool, err := dialID(gl.Addr(), id, map[bool]int{true: g.CPU(0), false: -1}[mode.cfg.SteerByCPU])
+					out <- outcome{pool, err}
+				}()
+			}
+			// Wait until the kernel has queued all of them.
+			deadline := time.Now().Add(10 * time.Second)
+			for queued(t, gl) < conns {
+				require.True(t, time.Now().Before(deadline), "connections queued: %d of %d", queued(t, gl), conns)
+				time.Sleep(time.Millisecond)
+			}
+			require.NoError(t, g.Pool(0).Close())
+			require.NoError(t, gates[1].Send(struct{}{}))
+			served, reset := 0, 0
+			for range conns {
+				o := <-out
+				switch {
+				case o.err == nil:
+					require.Equal(t, 1, o.pool)
+					served++
+				case errors.Is(o.err, syscall.ECONNRESET):
+					reset++
+				default:
+					t.Fatalf("a client saw %v: want an answer from pool 1 or a reset", o.err)
+				}
+			}
+			t.Logf("%s: %d served by pool 1, %d reset with pool 0, Dropped %d", mode.name, served, reset, gl.Dropped())
+			require.EqualValues(t, reset, gl.Dropped())
+			if mode.cfg.SteerByCPU {
+				require.Equal(t, conns, reset)
+			} else {
+				require.Positive(t, served) // each empty with probability 2^-32
+				require.Positive(t, reset)
+			}
+			s.mu.Lock()
+			require.Len(t, s.byID, served)
+			s.mu.Unlock()
+			require.NoError(t, g.Close())
+			<-s.runErr
+		})
+	}
+}
+
+// queued counts the connections waiting in the group's accept queues.
+func queued(t *testing.T, gl *GroupListener) int {
+	gl.mu.Lock()
+	defer gl.mu.Unlock()
+	n := 0
+	for _, l := range gl.ls {
+		if l != nil {
+			info, err := unix.GetsockoptTCPInfo(l.sock.fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+			require.NoError(t, err)
+			n += int(info.Unacked)
+		}
+	}
+	return n
+}
+
+func TestGroupListenRejectsBadRequests(t *testing.T) {
+	g := newTestGroup(t, 2)
+	_, err := g.Listen("unix", "/tmp/x.sock")
+	require.ErrorContains(t, err, "SO_REUSEPORT listeners need tcp")
+	_, err = GroupListenConfig{SteerByCPU: true}.Listen(g, "tcp4", "127.0.0.1:0")
+	require.ErrorContains(t, err, "WithPinCPU")
+	_, err = g.Listen("tcp4", "127.0.0.1:99999")
+	require.ErrorContains(t, err, "127.0.0.1:99999")
+
+	// A port held by a socket without SO_REUSEPORT: every listener fails,
+	// the ones made are closed.
+	fds := openFds(t)
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	_, err = g.Listen("tcp4", l.Addr().String())
+	require.ErrorContains(t, err, "address already in use")
+	require.Equal(t, fds+1, openFds(t))
+
+	p, err := New()
+	require.NoError(t, err)
+	defer p.Close()
+	gl, err := g.Listen("tcp4", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer gl.Close()
+	require.NoError(t, p.Run(func(tk *Task) error {
+		require.PanicsWithValue(t, "iopool: GroupListener.Accept called from a task of a pool outside the listener's group",
+			func() { _, _ = gl.Accept(tk) })
+		return nil
+	}))
+}
+
+func TestGroupListenOnAClosedPoolFails(t *testing.T) {
+	g := newTestGroup(t, 2)
+	require.NoError(t, g.Pool(1).Close())
+	fds := openFds(t)
+	_, err := g.Listen("tcp4", "127.0.0.1:0")
+	require.ErrorIs(t, err, ErrClosed)
+	require.ErrorContains(t, err, "pool 1")
+	require.Equal(t, fds, openFds(t))
+}
+
+func TestGroupListenerCloseEndsAccepts(t *testing.T) {
+	g := newTestGroup(t, 2)
+	gl, err := g.Listen("tcp4", "127.0.0.1:0")
+	require.NoError(t, err)
+	s := serveIDs(t, g, gl, nil)
+	_, err = exchangeID(gl.Addr(), 0)
+	require.NoError(t, err)
+	require.NoError(t, gl.Close())
+	require.ErrorIs(t, <-s.runErr, ErrClosed, "the roots' Accepts fail once the listeners close")
+	require.NoError(t, gl.Close(), "second Close")
+	for i := range g.Len() {
+		g.Pool(i).mu.Lock()
+		require.Empty(t, g.Pool(i).onClose, "closing the listener removes its close hooks")
+		g.Pool(i).mu.Unlock()
+	}
+}
+
+// runSteering interprets the classic BPF subset steeringProgram emits.
+func runSteering(t *testing.T, prog []unix.SockFilter, cpu int) uint32 {
+	var a uint32
+	for pc := 0; pc < len(prog); pc++ {
+		ins := prog[pc]
+		switch ins.Code {
+		case bpfLdAbsW:
+			require.Equal(t, uint32(0xfffff000+skfAdCPU), ins.K)
+			a = uint32(cpu)
+		case bpfJeqK:
+			if a == ins.K {
+				pc += int(ins.Jt)
+			} else {
+				pc += int(ins.Jf)
+			}
+		case bpfRetA:
+			return a
+		case bpfRetK:
+			return ins.K
+		default:
+			t.Fatalf("unexpected opcode %#x", ins.Code)
+		}
+	}
+	t.Fatal("the program ran off its end")
+	return 0
+}
+
+func TestSteeringProgramMapsCPUsToSockets(t *testing.T) {
+	for _, c := range []struct {
+		name        string
+		slots, cpus []int
+		want        map[int]uint32 // cpu -> socket index returned
+		len         int
+	}{
+		{"identity", []int{0, 1}, []int{0, 1}, map[int]uint32{0: 0, 1: 1, 5: 5}, 2},
+		{"after pool 0 of 3 closed", []int{2, 1}, []int{0, 1, 2}, map[int]uint32{0: steerByHash, 1: 1, 2: 0}, 6},
+		{"offset CPUs", []int{0, 1}, []int{4, 6}, map[int]uint32{4: 0, 6: 1, 0: steerByHash, 5: steerByHash}, 6},
+		{"wrapped: two pools per CPU", []int{0, 1, 2, 3}, []int{0, 1, 0, 1}, map[int]uint32{0: 0, 1: 1, 2: steerByHash}, 6},
+	} {
+		prog, err := steeringProgram(c.slots, c.cpus)
+		require.NoError(t, err, c.name)
+		require.Len(t, prog, c.len, c.name)
+		for cpu, want := range c.want {
+			require.Equal(t, want, runSteering(t, prog, cpu), "%s: CPU %d", c.name, cpu)
+		}
+	}
+	many := make([]int, 300)
+	cpus := make([]int, 300)
+	for i := range many {
+		many[i], cpus[i] = i, 299-i
+	}
+	_, err := steeringProgram(many, cpus)
+	require.ErrorContains(t, err, "classic BPF jump")
+}
+
+// TestRegressionPinnedPoolNeverPinsTheMainThread: a pinned loop goroutine
+// that started on the process's main thread pinned it for good (the
+// runtime never ends the main thread), and the process's CPU set, read
+// from the main thread, shrank to that one CPU.
+func TestRegressionPinnedPoolNeverPinsTheMainThread(t *testing.T) {
+	before := processCPUs()
+	cpu := before[len(before)-1]
+	for range 50 {
+		p, err := New(WithCPU(cpu))
+		require.NoError(t, err)
+		require.NoError(t, p.Close())
+	}
+	require.Equal(t, before, processCPUs())
+}
