@@ -4,7 +4,8 @@
 //
 //	go run ./examples/echo                      # 64 conns, 64 B, 5 s
 //	go run ./examples/echo -conns 256 -size 1024 -duration 10s
-//	go run ./examples/echo -pools 2             # thread-per-core, SO_REUSEPORT
+//	go run ./examples/echo -pools 2             # thread-per-core: an iopool.Group, SO_REUSEPORT
+//	go run ./examples/echo -pools 2 -pin -steer # pools pinned to CPUs, connections steered by CPU
 //	go run ./examples/echo -listen 127.0.0.1:7000   # serve only, until Ctrl-C
 //
 // Each pool runs on its own locked OS thread; the server's CPU figure is
@@ -45,6 +46,7 @@ type config struct {
 	duration           time.Duration
 	listen             string
 	progress           bool
+	pin, steer         bool // group mode: pin pool i to CPU i; steer connections by receiving CPU
 }
 
 func parseFlags(args []string, out io.Writer) (config, error) {
@@ -54,7 +56,9 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 	fs.IntVar(&c.conns, "conns", 64, "load generator connections")
 	fs.IntVar(&c.size, "size", 64, "message size in bytes")
 	fs.DurationVar(&c.duration, "duration", 5*time.Second, "how long to drive the load")
-	fs.IntVar(&c.pools, "pools", 1, "pools (one locked OS thread each) sharing the port with SO_REUSEPORT")
+	fs.IntVar(&c.pools, "pools", 1, "pools of an iopool.Group (one locked OS thread each) sharing the port with SO_REUSEPORT")
+	fs.BoolVar(&c.pin, "pin", false, "pin each pool of the group to a CPU of its own (WithPinCPU); with -pools 1, a one-pool group")
+	fs.BoolVar(&c.steer, "steer", false, "steer each connection to the pool on the CPU that received it (needs -pin)")
 	fs.StringVar(&c.listen, "listen", "", "serve only on this address (e.g. 127.0.0.1:7000) until interrupted")
 	fs.BoolVar(&c.progress, "progress", true, "show a live progress line")
 	if err := fs.Parse(args); err != nil {
@@ -69,6 +73,9 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 	}
 	if c.pools < 1 || c.pools > 256 {
 		bad = append(bad, fmt.Sprintf("-pools %d (want 1..256)", c.pools))
+	}
+	if c.steer && !c.pin {
+		bad = append(bad, "-steer without -pin (steering needs pools pinned to CPUs)")
 	}
 	if c.duration <= 0 {
 		bad = append(bad, fmt.Sprintf("-duration %v (want > 0)", c.duration))
@@ -100,6 +107,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	addr := c.listen
 	if addr == "" {
 		addr = "127.0.0.1:0"
+	}
+	if c.pools > 1 || c.pin {
+		return runGroup(ctx, c, addr, out)
 	}
 	var servers []*server
 	defer func() {

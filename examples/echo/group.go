@@ -1,0 +1,152 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/iopool/iopool"
+)
+
+// poolCounters is what one pool of the group did while serving. Only that
+// pool's tasks write it; it is read after the group's Run has returned.
+type poolCounters struct {
+	conns   int   // connections accepted
+	bytes   int64 // bytes echoed
+	cpuNano int64 // the pool's loop thread CPU while serving
+}
+
+// runGroup serves with a thread-per-core iopool.Group of c.pools pools, one
+// SO_REUSEPORT listener each (Group.Listen), optionally pinned to CPUs and
+// steered by the receiving CPU, and prints a table of connections and
+// requests per pool.
+func runGroup(ctx context.Context, c config, addr string, out io.Writer) error {
+	opt := iopool.WithLockOSThread()
+	if c.pin {
+		opt = iopool.WithPinCPU()
+	}
+	g, err := iopool.NewGroup(c.pools, opt)
+	if err != nil {
+		return err
+	}
+	defer g.Close()
+	gl, err := iopool.GroupListenConfig{SteerByCPU: c.steer}.Listen(g, "tcp4", addr)
+	if err != nil {
+		return err
+	}
+	counters := make([]poolCounters, g.Len())
+	stops := make([]*iopool.Oneshot[struct{}], g.Len())
+	for i := range stops {
+		stops[i] = iopool.NewOneshot[struct{}]()
+	}
+	runErr := make(chan error, 1)
+	go func() {
+		runErr <- g.Run(func(t *iopool.Task, pool int) error {
+			return servePool(t, gl, stops[pool], &counters[pool])
+		})
+	}()
+	mode := "kernel hash"
+	if c.steer {
+		mode = "steered to the receiving CPU"
+	}
+	fmt.Fprintf(out, "echo server on %s: a group of %d pools (%s), one SO_REUSEPORT listener each, %s\n",
+		gl.Addr(), g.Len(), map[bool]string{true: "pinned, one CPU each", false: "one locked OS thread each"}[c.pin], mode)
+	stop := func() error {
+		for _, s := range stops {
+			_ = s.Send(struct{}{})
+		}
+		return <-runErr
+	}
+	if c.listen != "" {
+		<-ctx.Done()
+		return stop()
+	}
+	res, derr := drive(ctx, gl.Addr().String(), c, out)
+	if err := stop(); err != nil {
+		return err
+	}
+	if derr != nil {
+		return derr
+	}
+	var cpu int64
+	stats := g.Stats()
+	for _, pc := range counters {
+		cpu += pc.cpuNano
+	}
+	printReport(out, c, res, cpu, stats.Pools)
+	printPoolTable(out, g, c, counters, stats)
+	return nil
+}
+
+// servePool is pool i's root: it accepts from the pool's own listener and
+// echoes each connection in a task of its own until stop fires.
+func servePool(t *iopool.Task, gl *iopool.GroupListener, stop *iopool.Oneshot[struct{}], pc *poolCounters) error {
+	cpu0 := threadCPU()
+	accept := iopool.Spawn(t.Driver(), "accept", func(t *iopool.Task) (struct{}, error) {
+		for {
+			s, err := gl.Accept(t)
+			if err != nil {
+				return struct{}{}, err
+			}
+			pc.conns++
+			iopool.Spawn(t.Driver(), "conn", func(t *iopool.Task) (struct{}, error) {
+				return struct{}{}, echoSocket(t, s, &pc.bytes)
+			})
+		}
+	})
+	_, err := stop.Recv(t)
+	pc.cpuNano = threadCPU() - cpu0
+	accept.Cancel()
+	if _, jerr := accept.Join(t); jerr != nil && !errors.Is(jerr, iopool.ErrCanceled) {
+		return jerr
+	}
+	return err
+}
+
+// echoSocket echoes one connection with Socket.Read and Socket.Write,
+// counting the bytes; a peer that resets or goes away ends it quietly.
+func echoSocket(t *iopool.Task, s *iopool.Socket, echoed *int64) error {
+	defer s.Close()
+	buf := make([]byte, 16<<10)
+	for {
+		n, err := s.Read(t, buf)
+		if err != nil {
+			return nil // EOF, reset, or the pool stopping: the connection is done
+		}
+		if _, err := s.Write(t, buf[:n]); err != nil {
+			return nil
+		}
+		*echoed += int64(n)
+	}
+}
+
+// printPoolTable prints, per pool, its CPU, the connections it accepted,
+// the requests it echoed (bytes / message size), its share of them and
+// its loop thread's CPU per request.
+func printPoolTable(out io.Writer, g *iopool.Group, c config, counters []poolCounters, stats iopool.GroupStats) {
+	var total int64
+	conns := 0
+	for _, pc := range counters {
+		total += pc.bytes
+		conns += pc.conns
+	}
+	fmt.Fprintf(out, "\n%4s %4s %6s %10s %6s %12s %10s %10s %10s\n", "pool", "cpu", "conns", "requests", "share", "µs/request", "cycles", "sleeps", "events")
+	for i, pc := range counters {
+		reqs := pc.bytes / int64(c.size)
+		cpu, share, per := "-", 0.0, 0.0
+		if g.CPU(i) >= 0 {
+			cpu = fmt.Sprint(g.CPU(i))
+		}
+		if total > 0 {
+			share = 100 * float64(pc.bytes) / float64(total)
+		}
+		if reqs > 0 {
+			per = float64(pc.cpuNano) / 1e3 / float64(reqs)
+		}
+		st := stats.Pools[i]
+		fmt.Fprintf(out, "%4d %4s %6d %10d %5.1f%% %12.2f %10d %10d %10d\n", i, cpu, pc.conns, reqs, share, per, st.Cycles, st.Sleeps, st.Events)
+	}
+	st := stats.Total
+	fmt.Fprintf(out, "%4s %4s %6d %10d %6s %12s %10d %10d %10d\n", "all", "", conns, total/int64(c.size), "100%", "", st.Cycles, st.Sleeps, st.Events)
+}
