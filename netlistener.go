@@ -87,7 +87,9 @@ func (s *Socket) parkReady(w *ioWait, park *parkWaker, cx *Context) error {
 		if s.fr.ref.closing() || s.fr.p.isClosing() {
 			return s.closedErr()
 		}
-		park.park()
+		// Also woken by a Go timer at the deadline: the pool's timer fires
+		// only while the pool runs, and a deadline must hold without it.
+		park.parkUntil(s.fr.p, w.deadline.Load())
 	}
 }
 

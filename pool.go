@@ -365,8 +365,12 @@ func (p *Pool) wake() {
 // monoNow is the pool's clock: nanoseconds since New, monotonic.
 func (p *Pool) monoNow() int64 { return int64(time.Since(p.epoch)) }
 
-// mono converts a time to the pool's clock. Times before the epoch are
-// negative, which compares as expired.
+// mono converts a time to the pool's clock: from its monotonic reading if
+// it has one, else from its wall reading, saturating at ±292 years
+// (time.Time.Sub). Times before the epoch are negative, which compares as
+// expired. Convert a user's time once and keep the result: a time rebuilt
+// from wall nanoseconds (time.Unix(0, ns)) has lost its monotonic reading,
+// and a wall-clock step would move it.
 func (p *Pool) mono(t time.Time) int64 { return int64(t.Sub(p.epoch)) }
 
 // Stats is a snapshot of a pool's counters. Reading them is cheap and safe

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"sync"
@@ -31,11 +32,17 @@ type Socket struct {
 }
 
 // ioWait waits for one side's readiness or its deadline, whichever first.
+//
+// The deadline is kept on the pool's clock (nanoseconds since the pool's
+// epoch, monotonic), converted once when it is set: a wall-clock step (NTP,
+// suspend and resume) does not move it, and a time past what the clock can
+// count (after the year 2262, time.Now().Add(math.MaxInt64)) means never,
+// as in package net.
 type ioWait struct {
 	fr       *FdReady
 	slot     InterestSlot
 	events   PollEvents
-	deadline atomic.Int64 // unix ns; 0 = none; set from any goroutine
+	deadline atomic.Int64 // pool clock ns; 0 = none; set from any goroutine
 
 	mu     sync.Mutex
 	timer  *Timer // mu: created with the first deadline; read after deadline
@@ -48,31 +55,55 @@ func (w *ioWait) Poll(cx *Context) (error, bool) {
 	if _, ok := w.fr.PollReady(cx, w.slot, w.events); ok {
 		return nil, true
 	}
-	// Recorded before the deadline is read, so that a deadline set from now
-	// on wakes this poll.
-	w.mu.Lock()
-	w.waiter = cx.waker
-	w.mu.Unlock()
-	if d := w.deadline.Load(); d != 0 {
+	if d := w.recordWaiter(cx); d != 0 {
 		// The timer was created before the deadline was stored.
-		if _, fired := w.timer.PollTimer(cx, time.Unix(0, d)); fired {
+		if _, fired := w.timer.poll(cx, d, true); fired {
 			return os.ErrDeadlineExceeded, true
 		}
 	}
 	return nil, false
 }
 
+// recordWaiter records cx's waker as the side's waiter and then returns the
+// deadline (0: none). In that order, so that a deadline set from now on
+// wakes the poll.
+func (w *ioWait) recordWaiter(cx *Context) int64 {
+	w.mu.Lock()
+	w.waiter = cx.waker
+	w.mu.Unlock()
+	return w.deadline.Load()
+}
+
 // expired reports whether the side's deadline has passed.
 func (w *ioWait) expired() bool {
 	d := w.deadline.Load()
-	return d != 0 && time.Now().UnixNano() >= d
+	return d != 0 && w.fr.p.monoNow() >= d
+}
+
+// deadlineOnPoolClock converts a user's deadline to the pool's clock, once:
+// from its monotonic reading while it has one (time.Time.Sub), saturating.
+// It returns 0 for none (the zero time, or a time too far ahead to count:
+// never), and a negative value for a time at or before the pool's epoch.
+func (p *Pool) deadlineOnPoolClock(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	d := p.mono(t) // saturates at ±292 years
+	switch {
+	case d == math.MaxInt64:
+		return 0 // beyond the clock: never
+	case d <= 0:
+		return -1 // passed (0 would mean none)
+	}
+	return d
 }
 
 // setDeadline sets the side's deadline from any goroutine and wakes the
 // side's waiter, which polls again against the new deadline.
 func (w *ioWait) setDeadline(drv *Driver, t time.Time) {
+	d := drv.p.deadlineOnPoolClock(t)
 	w.mu.Lock()
-	if t.IsZero() {
+	if d == 0 {
 		w.deadline.Store(0)
 		if w.timer != nil {
 			w.timer.Stop()
@@ -81,8 +112,8 @@ func (w *ioWait) setDeadline(drv *Driver, t time.Time) {
 		if w.timer == nil {
 			w.timer = NewTimer(drv)
 		}
-		w.deadline.Store(max(t.UnixNano(), 1))
-		w.timer.SetDeadline(t)
+		w.deadline.Store(d)
+		w.timer.setDeadline(d)
 	}
 	waiter := w.waiter
 	w.mu.Unlock()

@@ -80,8 +80,12 @@ func (tm *Timer) poll(cx *Context, d int64, setDeadline bool) (time.Time, bool) 
 // waiting on it and the loop sleeps past the new deadline, the loop is woken.
 // The waiter is woken when the new deadline passes.
 func (tm *Timer) SetDeadline(deadline time.Time) {
+	tm.setDeadline(tm.p.mono(deadline))
+}
+
+// setDeadline is SetDeadline with d on the pool's clock.
+func (tm *Timer) setDeadline(d int64) {
 	p := tm.p
-	d := p.mono(deadline)
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()

@@ -1,5 +1,7 @@
 package iopool
 
+import "time"
+
 // Waker is notified when a pending future may make progress.
 //
 // Wake may be called from any goroutine, any number of times; an
@@ -99,7 +101,8 @@ func blockOn[T any](fut Future[T], call, instead string) T {
 // park is remembered (the channel has room for one), so none is lost, and
 // repeated wakes cost one channel send at most.
 type parkWaker struct {
-	ch chan struct{}
+	ch    chan struct{}
+	timer *time.Timer // parkUntil's, created on first use; the parked goroutine only
 }
 
 func newParkWaker() *parkWaker { return &parkWaker{ch: make(chan struct{}, 1)} }
@@ -112,3 +115,26 @@ func (w *parkWaker) Wake() {
 }
 
 func (w *parkWaker) park() { <-w.ch }
+
+// parkUntil parks until woken or until p's clock reaches deadline (0: no
+// deadline), on a Go timer that does not need p's loop to run.
+func (w *parkWaker) parkUntil(p *Pool, deadline int64) {
+	if deadline == 0 {
+		w.park()
+		return
+	}
+	left := time.Duration(deadline - p.monoNow())
+	if left <= 0 {
+		return
+	}
+	if w.timer == nil {
+		w.timer = time.NewTimer(left)
+	} else {
+		w.timer.Reset(left) // since Go 1.23 no stale tick can be received
+	}
+	select {
+	case <-w.ch:
+		w.timer.Stop()
+	case <-w.timer.C:
+	}
+}
