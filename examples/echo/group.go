@@ -31,7 +31,7 @@ func runGroup(ctx context.Context, c config, addr string, out io.Writer) error {
 		return err
 	}
 	defer g.Close()
-	gl, err := iopool.GroupListenConfig{SteerByCPU: c.steer}.Listen(g, "tcp4", addr)
+	gl, err := iopool.GroupListenConfig{SteerByCPU: c.steer}.Listen(g, "tcp", addr)
 	if err != nil {
 		return err
 	}

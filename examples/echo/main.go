@@ -59,10 +59,12 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 	fs.IntVar(&c.pools, "pools", 1, "pools of an iopool.Group (one locked OS thread each) sharing the port with SO_REUSEPORT")
 	fs.BoolVar(&c.pin, "pin", false, "pin each pool of the group to a CPU of its own (WithPinCPU); with -pools 1, a one-pool group")
 	fs.BoolVar(&c.steer, "steer", false, "steer each connection to the pool on the CPU that received it (needs -pin)")
-	fs.StringVar(&c.listen, "listen", "", "serve only on this address (e.g. 127.0.0.1:7000) until interrupted")
-	fs.BoolVar(&c.progress, "progress", true, "show a live progress line")
+	fs.StringVar(&c.listen, "listen", "", "serve only on this address (e.g. 127.0.0.1:7000 or [::1]:7000) until interrupted")
+	fs.BoolVar(&c.progress, "progress", isTerminal(out), "show a live progress line (default: when the output is a terminal)")
 	if err := fs.Parse(args); err != nil {
-		return c, err
+		// The flag package printed the problem and the usage once; main
+		// exits 2 without repeating it, as for a bad value.
+		return c, flag.ErrHelp
 	}
 	var bad []string
 	if c.conns < 1 || c.conns > 100_000 {

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"flag"
+	"io"
 	"net"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -61,13 +63,51 @@ func requirePoolTable(t *testing.T, out string, pools int) {
 }
 
 func TestEchoRejectsBadFlags(t *testing.T) {
-	for _, args := range [][]string{{"-conns", "0"}, {"-size", "-3"}, {"-duration", "0s"}, {"-steer"}, {"extra"}, {"-nope"}} {
+	for _, args := range [][]string{{"-conns", "0"}, {"-size", "-3"}, {"-duration", "0s"}, {"-steer"}, {"extra"}, {"-nope"}, {"-conns", "x"}} {
 		var out bytes.Buffer
 		err := run(context.Background(), args, &out)
-		require.Error(t, err, "%v", args)
-		require.True(t, errors.Is(err, flag.ErrHelp) || out.Len() > 0, "%v: usage is printed", args)
+		// main exits 2 on flag.ErrHelp without printing anything more.
+		require.ErrorIs(t, err, flag.ErrHelp, "%v", args)
 		require.Contains(t, out.String(), "Usage", "%v", args)
 	}
+	var out bytes.Buffer
+	_ = run(context.Background(), []string{"-nope"}, &out)
+	require.Equal(t, 1, strings.Count(out.String(), "flag provided but not defined: -nope"), "the error is printed once:\n%s", out.String())
+}
+
+// Serving on an IPv6 address works (a client echoes through it), and the
+// progress line stays off when the output is not a terminal.
+func TestEchoListensOnIPv6(t *testing.T) {
+	if l, err := net.Listen("tcp6", "[::1]:0"); err != nil {
+		t.Skip("no IPv6 loopback on this machine:", err)
+	} else {
+		l.Close()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"-listen", "[::1]:0"}, pw); pw.Close() }()
+	line, err := bufio.NewReader(pr).ReadString('\n')
+	require.NoError(t, err)
+	m := regexp.MustCompile(`^echo server on (\[::1\]:\d+): 1 pool`).FindStringSubmatch(line)
+	require.NotNil(t, m, line)
+	c, err := net.DialTimeout("tcp", m[1], 5*time.Second)
+	require.NoError(t, err)
+	require.NoError(t, c.SetDeadline(time.Now().Add(5*time.Second)))
+	_, err = c.Write([]byte("over IPv6"))
+	require.NoError(t, err)
+	buf := make([]byte, 9)
+	_, err = io.ReadFull(c, buf)
+	require.NoError(t, err)
+	require.Equal(t, "over IPv6", string(buf))
+	c.Close()
+	cancel()
+	require.NoError(t, <-done)
+
+	var out bytes.Buffer
+	require.NoError(t, run(context.Background(), []string{"-duration", "100ms", "-conns", "2"}, &out), out.String())
+	require.NotContains(t, out.String(), "\r", "no progress line when the output is not a terminal")
 }
 
 func TestEchoPortTaken(t *testing.T) {

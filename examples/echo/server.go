@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 
@@ -11,14 +12,27 @@ import (
 	"github.com/iopool/iopool"
 )
 
-// listenTCP opens a nonblocking TCP listener on a 127.0.0.1 address.
+// listenTCP opens a nonblocking TCP listener on an IPv4 or IPv6 address.
 // reusePort lets several pools share the port (thread-per-core).
 func listenTCP(addr string, reusePort bool) (int, *net.TCPAddr, error) {
-	ta, err := net.ResolveTCPAddr("tcp4", addr)
+	ta, err := net.ResolveTCPAddr("tcp", addr)
 	if err != nil {
 		return -1, nil, fmt.Errorf("listen %s: %w", addr, err)
 	}
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	// IPv4 for an IPv4 or empty host, IPv6 for an IPv6 one ("[::1]:7000").
+	var sa unix.Sockaddr
+	family := unix.AF_INET
+	if ip4 := ta.IP.To4(); ip4 != nil || ta.IP == nil {
+		sa4 := &unix.SockaddrInet4{Port: ta.Port}
+		copy(sa4.Addr[:], ip4)
+		sa = sa4
+	} else {
+		family = unix.AF_INET6
+		sa6 := &unix.SockaddrInet6{Port: ta.Port}
+		copy(sa6.Addr[:], ta.IP.To16())
+		sa = sa6
+	}
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return -1, nil, os.NewSyscallError("socket", err)
 	}
@@ -26,8 +40,6 @@ func listenTCP(addr string, reusePort bool) (int, *net.TCPAddr, error) {
 	if reusePort {
 		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
 	}
-	sa := &unix.SockaddrInet4{Port: ta.Port}
-	copy(sa.Addr[:], ta.IP.To4())
 	if err := unix.Bind(fd, sa); err != nil {
 		unix.Close(fd)
 		return -1, nil, fmt.Errorf("listen %s: %w", addr, os.NewSyscallError("bind", err))
@@ -41,8 +53,25 @@ func listenTCP(addr string, reusePort bool) (int, *net.TCPAddr, error) {
 		unix.Close(fd)
 		return -1, nil, os.NewSyscallError("getsockname", err)
 	}
-	in := got.(*unix.SockaddrInet4)
-	return fd, &net.TCPAddr{IP: net.IP(in.Addr[:]), Port: in.Port}, nil
+	switch in := got.(type) {
+	case *unix.SockaddrInet4:
+		return fd, &net.TCPAddr{IP: net.IP(in.Addr[:]), Port: in.Port}, nil
+	case *unix.SockaddrInet6:
+		return fd, &net.TCPAddr{IP: net.IP(in.Addr[:]), Port: in.Port}, nil
+	}
+	unix.Close(fd)
+	return -1, nil, fmt.Errorf("listen %s: unexpected local address %v", addr, got)
+}
+
+// isTerminal reports whether w is a terminal, where a \r progress line
+// makes sense (not a file or a pipe).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }
 
 // serve accepts connections on lfd inside task t and spawns one echo task
