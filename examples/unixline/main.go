@@ -5,7 +5,7 @@
 // the conversation:
 //
 //	go run ./examples/unixline
-//	go run ./examples/unixline -listen /tmp/line.sock   # serve until Ctrl-C
+//	go run ./examples/unixline -listen /tmp/line.sock   # serve until Ctrl-C or SIGTERM
 //
 // and then, for the second form, from another terminal:
 //
@@ -13,7 +13,10 @@
 //
 // The protocol is one command per line: ECHO text, UPPER text, TIME, STATS
 // and QUIT. An unknown command gets "ERR unknown command", and a line longer
-// than 4 KiB gets "ERR line too long" and closes the connection.
+// than 4 KiB gets "ERR line too long" and closes the connection (cleanly: the
+// client reads EOF after the reply). A socket file left behind by a killed
+// server is removed before listening; one that a live server answers on is
+// not.
 package main
 
 import (
@@ -28,6 +31,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/iopool/iopool"
@@ -36,8 +40,12 @@ import (
 // maxLine is the longest line the server reads, without its newline.
 const maxLine = 4096
 
+// shutdownSignals end a -listen server cleanly (socket file removed): Ctrl-C
+// and the SIGTERM of kill, systemd and container runtimes.
+var shutdownSignals = []os.Signal{os.Interrupt, syscall.SIGTERM}
+
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	ctx, stop := signal.NotifyContext(context.Background(), shutdownSignals...)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -97,6 +105,9 @@ type server struct {
 // startServer listens on path and serves it on a new pool's goroutine. The
 // listener is created before it returns, so a taken path fails here.
 func startServer(path string) (*server, error) {
+	if err := removeStaleSocket(path); err != nil {
+		return nil, err
+	}
 	p, err := iopool.New()
 	if err != nil {
 		return nil, err
@@ -137,6 +148,27 @@ func startServer(path string) (*server, error) {
 	return s, nil
 }
 
+// removeStaleSocket removes a socket file left behind by a server that is
+// gone (killed, crashed): connecting to it is refused. A socket that accepts
+// connections belongs to a live server and is kept (listening then fails
+// with "address already in use"), and a file that is not a socket is never
+// touched.
+func removeStaleSocket(path string) error {
+	fi, err := os.Lstat(path)
+	if err != nil || fi.Mode()&os.ModeSocket == 0 {
+		return nil
+	}
+	c, err := net.DialTimeout("unix", path, time.Second)
+	if err == nil {
+		c.Close()
+		return nil
+	}
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return os.Remove(path)
+	}
+	return nil
+}
+
 // shutdown stops accepting, closes the pool (which cancels the connection
 // tasks and waits for them) and removes the socket file. Idempotent.
 func (s *server) shutdown() error {
@@ -160,7 +192,10 @@ func serveConn(t *iopool.Task, c *iopool.Socket) error {
 		switch {
 		case errors.Is(err, bufio.ErrBufferFull):
 			fmt.Fprintf(w, "ERR line too long (more than %d bytes)\n", maxLine)
-			return w.Flush()
+			if err := w.Flush(); err != nil {
+				return err
+			}
+			return closeAfterDraining(t, c)
 		case errors.Is(err, io.EOF):
 			return nil
 		case err != nil:
@@ -180,6 +215,28 @@ func serveConn(t *iopool.Task, c *iopool.Socket) error {
 			return nil
 		}
 	}
+}
+
+// Draining before a close: closing a socket with unread input makes the
+// kernel reset the connection, and the client would read ECONNRESET, losing
+// the ERR reply it had not read yet. So the server stops writing (the
+// client reads EOF after the reply), then reads and drops what the client
+// is still sending, up to drainLimit bytes or for drainTime, and only then
+// closes.
+const (
+	drainLimit = 1 << 20
+	drainTime  = time.Second
+)
+
+func closeAfterDraining(t *iopool.Task, c *iopool.Socket) error {
+	if err := c.CloseWrite(); err != nil {
+		return err
+	}
+	if err := c.SetReadDeadline(time.Now().Add(drainTime)); err != nil {
+		return err
+	}
+	_, _ = io.CopyN(io.Discard, c.Reader(t), drainLimit) // until EOF, the limit or the deadline
+	return nil
 }
 
 // answer is the protocol: the reply to one command line, and whether the

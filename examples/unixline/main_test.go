@@ -8,8 +8,11 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -173,4 +176,78 @@ func TestListenServesUntilCanceled(t *testing.T) {
 	}
 	_, err = net.Dial("unix", path)
 	require.Error(t, err, "the socket file is removed")
+}
+
+// A client that sends an over-long line reads the ERR reply and then a
+// clean EOF: the server stops writing, drains what the client sent, and
+// only then closes. Before, it closed with the rest of the line unread,
+// and the kernel reset the connection (ECONNRESET instead of EOF).
+func TestRegressionLineTooLongEndsWithEOFNotReset(t *testing.T) {
+	path := startTestServer(t)
+	for range 5 {
+		c, r := dial(t, path)
+		sent := make(chan error, 1)
+		go func() {
+			_, err := fmt.Fprintf(c, "ECHO %s\n", strings.Repeat("y", 3*maxLine))
+			sent <- err
+		}()
+		line, err := r.ReadString('\n')
+		require.NoError(t, err)
+		require.Equal(t, "ERR line too long (more than 4096 bytes)\n", line)
+		_, err = r.ReadByte()
+		require.ErrorIs(t, err, io.EOF, "a clean close after the ERR reply")
+		require.NoError(t, <-sent, "the client's whole line was taken")
+	}
+}
+
+// A socket file left by a server that died (connections refused) is
+// replaced; before, the next start failed with "address already in use".
+func TestRegressionStaleSocketFileIsReplaced(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "stale.sock")
+	l, err := net.Listen("unix", path)
+	require.NoError(t, err)
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
+	require.NoError(t, l.Close()) // the file stays and refuses connections
+	srv, err := startServer(path)
+	require.NoError(t, err)
+	c, r := dial(t, path)
+	fmt.Fprint(c, "ECHO fresh\n")
+	line, err := r.ReadString('\n')
+	require.NoError(t, err)
+	require.Equal(t, "fresh\n", line)
+	require.NoError(t, srv.shutdown())
+
+	// A regular file at the path is not removed.
+	require.NoError(t, os.WriteFile(path, []byte("data"), 0o600))
+	_, err = startServer(path)
+	require.ErrorContains(t, err, "address already in use")
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.Equal(t, "data", string(b))
+}
+
+// SIGTERM ends a -listen server like Ctrl-C: run returns and the socket
+// file is removed.
+func TestListenStopsOnSIGTERM(t *testing.T) {
+	ctx, stop := signal.NotifyContext(context.Background(), shutdownSignals...)
+	defer stop()
+	path := filepath.Join(t.TempDir(), "term.sock")
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"-listen", path}, &bytes.Buffer{}) }()
+	require.Eventually(t, func() bool {
+		c, err := net.Dial("unix", path)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	}, 5*time.Second, 5*time.Millisecond)
+	require.NoError(t, syscall.Kill(os.Getpid(), syscall.SIGTERM))
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("run did not return after SIGTERM")
+	}
+	_, err := os.Lstat(path)
+	require.ErrorIs(t, err, os.ErrNotExist, "the socket file is removed")
 }
