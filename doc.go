@@ -102,12 +102,27 @@
 // flight cost about 100 ns each through a Batch against about 200 ns through
 // 32 tasks, and about 80 ns on a bare ring without an executor.
 //
+// # Go conventions
+//
+// The pool speaks the types Go code already uses: Listener.NetListener is a
+// net.Listener (net/http serves from a pool), ListenPacket opens UDP and
+// unixgram sockets with a net.PacketConn view, Dial resolves host names off
+// the loop, NotifySignals brings os/signal into tasks, SpawnContext ties a
+// task to a context.Context (the cause survives in its error), JoinSet and
+// Select wait for many tasks or for the first of several futures, Ticker
+// ticks on a grid. Every task runs with the pprof labels "pool" and "task";
+// WithLogger and WithStallReport report rare events and tasks that hog the
+// loop.
+//
 // # What is safe off the loop goroutine
 //
 // Pool.Close, Pool.Stats, Pool.Driver, everything on Driver (Spawn, NewTimer,
 // NewFdReady), Waker.Wake, Handle.Wait/Cancel/Result, Timer methods,
-// FdReady.Close, the channels (Oneshot, Chan), Uring.Start and every
-// NetConn method may be used from any goroutine. A *Task may be used only inside its own task function: Await,
+// FdReady.Close, the channels (Oneshot, Chan), Uring.Start, every method of
+// NetConn and of the net.Listener and net.PacketConn from
+// Listener.NetListener and PacketSocket.NetPacketConn, JoinSet's Spawn, Len,
+// CancelAll and Close, Ticker.Reset and Stop, and Signals.Stop may be used
+// from any goroutine. A *Task may be used only inside its own task function: Await,
 // Sleep, Yield and the blocking-style methods that take a *Task panic when
 // called from anywhere else. Close must not be called from a task of the
 // same pool (it would wait for itself); return from the root task instead.
