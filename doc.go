@@ -39,6 +39,22 @@
 // readiness; calling ClearReady while data remains waits for an edge that
 // may never come. Close an FdReady before closing its fd.
 //
+// # Close and fd numbers
+//
+// A closed fd number is reused at once by the next open, accept or socket
+// in the process, so iopool never makes a syscall on a number its owner may
+// have closed. Sockets, Listeners, Waits and NetConns work like Go's own
+// net.Conn: each read, write, accept or shutdown holds a reference for the
+// time of its syscall; Close, from any goroutine, marks the object closing
+// and wakes its waiters, which return ErrClosed (net.ErrClosed for a
+// NetConn) without another syscall; the fd is closed when the last
+// reference is dropped, and Close returns after that. The pool's own epoll
+// fd and eventfd are guarded the same way: a registration, deregistration
+// or wake racing Pool.Close either finishes before the fds are closed or
+// fails with ErrClosed and touches nothing. Pool.Close also wakes plain
+// goroutines blocked on its timers (Timer.Err then reports ErrClosed) and
+// Waits.
+//
 // # Timers
 //
 // The loop sleeps exactly until the earliest armed timer, with a nanosecond
