@@ -47,8 +47,8 @@
 // net.Conn: each read, write, accept or shutdown holds a reference for the
 // time of its syscall; Close, from any goroutine, marks the object closing
 // and wakes its waiters, which return ErrClosed (net.ErrClosed for a
-// NetConn) without another syscall; the fd is closed when the last
-// reference is dropped, and Close returns after that. The pool's own epoll
+// NetConn) without another syscall; Close closes the fd once the syscalls
+// in flight on other goroutines have dropped their references. The pool's own epoll
 // fd and eventfd are guarded the same way: a registration, deregistration
 // or wake racing Pool.Close either finishes before the fds are closed or
 // fails with ErrClosed and touches nothing. Pool.Close also wakes plain

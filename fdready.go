@@ -85,16 +85,12 @@ func (t *fdTable) takeAll() []*fdOp {
 // until it returns EAGAIN, then call ClearReady for that slot and wait again.
 // An FdReady must be closed before its fd is closed.
 type FdReady struct {
-	p     *Pool
-	op    *fdOp
-	fd    int
-	dev   uint64 // identity of the file at registration, checked by Close
-	ino   uint64
-	ref   fdRef // syscalls in flight on fd, and the closing bit
-	ownFd bool  // a Socket's: destroy closes fd as well
-	// closeErr is what Close returns; written by destroy before it sets
-	// ref.destroyed, read by Close after it saw that.
-	closeErr error
+	p   *Pool
+	op  *fdOp
+	fd  int
+	dev uint64 // identity of the file at registration, checked by Close
+	ino uint64
+	ref fdRef // syscalls in flight on fd, and the closing bit
 	// waitEvents holds what WaitReady waits for, per slot: the futures
 	// readWait and writeWait are this FdReady itself, so waiting allocates
 	// nothing and costs no memory per registration. Task only.
@@ -206,9 +202,15 @@ func (fr *FdReady) ClearEvents(slot InterestSlot, ev PollEvents) {
 // operations of a Wait or Socket over it fail with ErrClosed without
 // another syscall on the fd. Close returns once no such syscall is in
 // flight, so the caller may close the fd then.
-func (fr *FdReady) Close() error {
+func (fr *FdReady) Close() error { return fr.close(false) }
+
+// close is Close; closeFd also closes the fd (a Socket's, which owns it).
+// It is the one release path of the registration and of a Socket's number:
+// the fd is deregistered and closed only once no syscall holds a reference
+// and none can take one, by Close, whose reference is the last.
+func (fr *FdReady) close(closeFd bool) error {
 	if !fr.ref.markClosing() {
-		fr.ref.waitDestroyed()
+		fr.ref.waitFor(refClosing) // the first Close has finished
 		return nil
 	}
 	var wakers WakerList
@@ -216,46 +218,34 @@ func (fr *FdReady) Close() error {
 	fr.op.interests.wakeReady(PollErr, &wakers)
 	fr.op.mu.Unlock()
 	wakers.WakeAll()
-	fr.releaseRef() // Close's own reference; the last one destroys
-	fr.ref.waitDestroyed()
-	return fr.closeErr
+	fr.ref.waitFor(refClosing + refOne) // only Close's reference is left
+	err, sameFile := fr.deregister()
+	if closeFd && sameFile {
+		if cerr := unix.Close(fr.fd); cerr != nil && err == nil {
+			err = fmt.Errorf("iopool: close fd %d: %w", fr.fd, os.NewSyscallError("close", cerr))
+		}
+	}
+	fr.ref.decref()
+	return err
 }
 
 // acquire takes a reference for one syscall on the fd. It fails, and the
 // caller reports ErrClosed without making the syscall, once Close has begun
-// or the pool has been closed.
+// or the pool has been closed. Every successful acquire is paired with one
+// releaseRef right after the syscall.
 func (fr *FdReady) acquire() bool {
 	if !fr.ref.incref() {
 		return false
 	}
 	if fr.p.released.Load() {
-		fr.releaseRef()
+		fr.ref.decref()
 		return false
 	}
 	return true
 }
 
-// releaseRef drops a reference taken by acquire or Close; the last one of a
-// closing FdReady destroys it.
-func (fr *FdReady) releaseRef() {
-	if fr.ref.decref() {
-		fr.destroy()
-	}
-}
-
-// destroy removes the registration and, for a Socket, closes the fd: the
-// one release path of both, run once, by whoever dropped the last
-// reference. No syscall on the fd is in flight or can start.
-func (fr *FdReady) destroy() {
-	err, sameFile := fr.deregister()
-	if fr.ownFd && sameFile {
-		if cerr := unix.Close(fr.fd); cerr != nil && err == nil {
-			err = fmt.Errorf("iopool: close fd %d: %w", fr.fd, os.NewSyscallError("close", cerr))
-		}
-	}
-	fr.closeErr = err
-	fr.ref.destroyed.Store(true)
-}
+// releaseRef drops a reference taken by acquire.
+func (fr *FdReady) releaseRef() { fr.ref.decref() }
 
 // deregister takes the op out of the epoll set and the pool's table and
 // frees it (now, or after the loop's dispatch). It reports whether fd still

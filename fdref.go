@@ -9,12 +9,13 @@ import (
 // internal/poll fdMutex (without its reader and writer queues: a task pool
 // serializes its own callers, and NetConn keeps its own locks). Each
 // operation that makes a syscall on the fd number (read, write, accept4,
-// shutdown) holds a reference for exactly the length of that syscall and
-// never across an await; Close marks the object closing, after which no
-// reference is granted; and whoever drops the last reference destroys the
-// object: deregisters it and, for a Socket, closes the number. So a number
-// is never closed under a syscall that uses it, and no syscall is made with
-// it once Close has begun.
+// shutdown, setsockopt) holds a reference for exactly the length of that
+// syscall and never across an await. Close marks the object closing, after
+// which no reference is granted, and holds a reference of its own; it waits
+// for the syscalls in flight to drop theirs, deregisters the fd and closes
+// the number (a Socket's), and drops its reference last. So a number is
+// never closed under a syscall that uses it, and no syscall is made with it
+// once Close has begun.
 //
 // The state word:
 //
@@ -26,15 +27,16 @@ import (
 //
 //	open, n       --incref-->      open, n+1
 //	open, n+1     --decref-->      open, n
-//	open, n       --markClosing--> closing, n+1   (Close takes a reference)
+//	open, n       --markClosing--> closing, n+1   (Close takes its reference)
 //	closing, n    --incref-->      refused, unchanged (the caller reports ErrClosed)
-//	closing, n+1  --decref-->      closing, n; at n == 0 the caller destroys
+//	closing, n+1  --decref-->      closing, n     (syscalls finishing)
+//	closing, 1    Close deregisters and closes, then drops the last reference: closing, 0
 //
 // Every operation is one atomic instruction, or a compare-and-swap loop that
-// retries only when another goroutine changed the word in between.
+// retries only when another goroutine changed the word in between. The word
+// is the whole cost per registration: 8 bytes.
 type fdRef struct {
-	state     atomic.Uint64
-	destroyed atomic.Bool // set by destroy, once; Close waits for it
+	state atomic.Uint64
 }
 
 const (
@@ -55,10 +57,9 @@ func (r *fdRef) incref() bool {
 	}
 }
 
-// decref drops a reference and reports whether it was the last one of a
-// closing object: then the caller must destroy it.
-func (r *fdRef) decref() bool {
-	return r.state.Add(^(refOne - 1)) == refClosing // subtract refOne
+// decref drops a reference.
+func (r *fdRef) decref() {
+	r.state.Add(^(refOne - 1)) // subtract refOne
 }
 
 // markClosing starts Close: it sets the closing bit and takes Close's own
@@ -78,12 +79,13 @@ func (r *fdRef) markClosing() bool {
 // closing reports whether Close has begun.
 func (r *fdRef) closing() bool { return r.state.Load()&refClosing != 0 }
 
-// waitDestroyed waits until the last reference is dropped and the object
-// destroyed. The references in flight are nonblocking syscalls made by other
-// goroutines (never by a task suspended in an await, which holds none), so
-// the wait is as long as one syscall.
-func (r *fdRef) waitDestroyed() {
-	for !r.destroyed.Load() {
+// waitFor waits until the state word is want: closing with only Close's
+// reference left (refClosing+refOne, before Close deregisters), or with none
+// (refClosing, once Close is done). The references in flight are
+// nonblocking syscalls made by other goroutines (never by a task suspended
+// in an await, which holds none), so the wait is as long as one syscall.
+func (r *fdRef) waitFor(want uint64) {
+	for r.state.Load() != want {
 		runtime.Gosched()
 	}
 }

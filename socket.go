@@ -26,7 +26,7 @@ import (
 // once the deadline is moved.
 type Socket struct {
 	fd    int
-	fr    *FdReady // owns fd: its last reference closes it
+	fr    *FdReady // owns fd: its close(true) closes it
 	read  ioWait   // task-only state of the reading side
 	write ioWait   // task-only state of the writing side
 }
@@ -164,7 +164,6 @@ func NewSocket(drv *Driver, fd int) (*Socket, error) {
 	if err != nil {
 		return nil, err
 	}
-	fr.ownFd = true
 	s := &Socket{fd: fd, fr: fr}
 	s.read = ioWait{fr: fr, slot: SlotRead, events: PollIn | PollRdHup}
 	s.write = ioWait{fr: fr, slot: SlotWrite, events: PollOut}
@@ -292,11 +291,11 @@ func (s *Socket) CloseWrite() error {
 
 // Close removes the registration and closes the fd. Closing twice is a
 // no-op. Tasks and goroutines waiting on the socket are woken and fail with
-// ErrClosed without another syscall on the fd; the fd is closed by the last
-// read, write or accept in flight (at once if there is none), and Close
-// returns after that.
+// ErrClosed without another syscall on the fd; the fd is closed once the
+// reads, writes or accepts in flight (on other goroutines) have returned
+// from their syscalls, and Close returns after that.
 func (s *Socket) Close() error {
-	err := s.fr.Close()
+	err := s.fr.close(true)
 	s.read.stop()
 	s.write.stop()
 	return err
