@@ -41,19 +41,25 @@ func (u *Uring) checkTask(t *Task) error {
 // then the result wins over the cancel, so that a new fd or the bytes moved
 // are never lost. name (or, if empty, the opcode) names the operation in
 // its error.
+//
+// The wait is Await specialized to this future, whose waker is always the
+// task itself (checkTask checked that t is the running task): one check of
+// done, then of the cancel, per resume, and no first poll of an operation
+// that cannot have completed before the loop's next io_uring_enter.
 func (u *Uring) run(t *Task, name string, op *uringOp, sqe *uring.SQE) (int32, error) {
 	r := &t.uringRes
-	*r = opResult{}
+	r.done = false
 	op.result = r
 	u.push(op, sqe)
-	res, err := Await[int32](t, r)
-	if err != nil {
-		if !r.done {
+	for !r.done {
+		if t.canceled.Load() {
 			u.abandon(op)
-			return -1, err
+			return -1, ErrCanceled
 		}
-		res = r.res
+		r.waker = t // finish takes it: re-armed after every resume
+		t.suspend()
 	}
+	res := r.res
 	if res < 0 {
 		if name == "" {
 			name = opName(sqe.Opcode)
