@@ -153,6 +153,7 @@ func (b *Batch) Wait(t *Task) error {
 	if b.waited || len(b.ops) == 0 {
 		return nil
 	}
+	b.u.checkPool(t)
 	_, err := Await[struct{}](t, (*batchWait)(b))
 	if err != nil && b.pending > 0 {
 		for i, op := range b.ops {

@@ -22,10 +22,7 @@ import (
 // queue from the wrong goroutine: it panics too), not canceled, and u is
 // not closing.
 func (u *Uring) checkTask(t *Task) error {
-	t.checkCurrent()
-	if t.pool != u.p {
-		panic(fmt.Sprintf("iopool: task %q used the io_uring of another pool; a ring takes operations from its own pool's tasks, and from other goroutines through Uring.Start", t.name))
-	}
+	u.checkPool(t)
 	if u.closing {
 		return ErrClosed
 	}
@@ -33,6 +30,14 @@ func (u *Uring) checkTask(t *Task) error {
 		return ErrCanceled
 	}
 	return nil
+}
+
+// checkPool panics unless t is the running task and one of u's pool.
+func (u *Uring) checkPool(t *Task) {
+	t.checkCurrent()
+	if t.pool != u.p {
+		panic(fmt.Sprintf("iopool: task %q used the io_uring of another pool; a ring takes operations from its own pool's tasks, and from other goroutines through Uring.Start", t.name))
+	}
 }
 
 // run pushes op's SQE and waits, inside task t, for its final completion.
