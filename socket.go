@@ -469,7 +469,8 @@ func (l *Listener) Accept(t *Task) (*Socket, error) {
 // by net.DefaultResolver on a goroutine of its own, with t's Context, while
 // t waits; canceling t cancels the lookup. The addresses found are tried in
 // turn (an IPv4 one first), and the first connection made is returned, or
-// the first address's error.
+// the first address's error. As with package net, dialing a unix listener
+// whose accept queue is full fails at once with an error wrapping EAGAIN.
 func Dial(t *Task, network, addr string) (*Socket, error) {
 	sas, err := resolveAll(t, network, addr)
 	if err != nil {
@@ -509,8 +510,11 @@ func dialSockaddr(t *Task, network, addr string, sa unix.Sockaddr, family int) (
 	for err == unix.EINTR {
 		err = unix.Connect(fd, sa)
 	}
-	if err == unix.EINPROGRESS || err == unix.EAGAIN {
-		// Connecting: writable when done; SO_ERROR says how it ended.
+	if err == unix.EINPROGRESS {
+		// Connecting: writable when done; SO_ERROR says how it ended. (A
+		// unix socket never gets here: it connects at once, or fails with
+		// EAGAIN when the listener's queue is full, which is returned like
+		// package net does, not waited for: the socket stays unconnected.)
 		if _, werr := Await[error](t, &s.write); werr != nil {
 			s.Close()
 			return nil, werr
