@@ -148,18 +148,31 @@ func (fr *FdReady) Fd() int { return fr.fd }
 // PollReady is ready with the events of slot that intersect events (PollErr
 // and PollHup are always included) once the fd has signaled them; otherwise
 // it stores the waker and is pending. After Close it is ready with PollErr.
+//
+// Several pollers (tasks, goroutines) may wait on one slot at once: the
+// slot keeps each distinct waker and its next readiness wakes them all, as
+// does a poller that finds the slot ready (the others poll again and see
+// it too). With edge-triggered readiness they then race for the data: the
+// losers see EAGAIN, call ClearReady, and wait again.
 func (fr *FdReady) PollReady(cx *Context, slot InterestSlot, events PollEvents) (PollEvents, bool) {
 	checkSlot(slot) // before the lock: a panic must not leave it held
 	if fr.ref.closing() {
 		return PollErr, true
 	}
+	var others WakerList
 	fr.op.mu.Lock()
-	ev, ok := fr.op.interests.pollReady(cx, slot, events)
+	ev, ok := fr.op.interests.pollReady(cx, slot, events, &others)
 	fr.op.mu.Unlock()
+	if others.Len() > 0 {
+		others.WakeAll() // they poll again and see the readiness too
+	}
 	return ev, ok
 }
 
 // WaitReady suspends task t until PollReady is ready and returns its events.
+// Several tasks may wait on one slot (see PollReady); they should ask for
+// the same events, since the slot's WaitReady keeps one event mask, the
+// last one asked for.
 func (fr *FdReady) WaitReady(t *Task, slot InterestSlot, events PollEvents) (PollEvents, error) {
 	switch slot {
 	case SlotRead:

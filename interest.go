@@ -85,21 +85,38 @@ func (s InterestSlot) String() string {
 // Per slot, with E the events asked for (always plus ERR|HUP):
 //
 //	pollReady(E):  (observed|delivered)&E != 0 → ready with them; request
-//	               cleared; those bits move delivered → observed
-//	               otherwise → pending; requested = E; waker stored (kept if
-//	               it is the same waker)
-//	clearReady:    requested = 0, observed = 0 (after EAGAIN)
-//	clearEvents(C): requested = 0, observed &^= C (after a short read:
-//	               the data edge is spent, a hang-up edge is not)
+//	               cleared; those bits move delivered → observed; the
+//	               other waiters are handed back to be woken (they poll
+//	               again and see the readiness too) and forgotten
+//	               otherwise → pending; requested |= E; the poller's waker
+//	               joins the waiters (once; a nil waker is not kept)
+//	clearReady:    observed = 0 (after EAGAIN)
+//	clearEvents(C): observed &^= C (after a short read: the data edge is
+//	               spent, a hang-up edge is not)
 //	wakeReady(R):  delivered |= R in every slot; a slot whose request
-//	               meets R has its waker taken and its request cleared
+//	               meets R has all its waiters taken and its request cleared
+//
+// Several pollers may wait on one slot at once (two tasks reading one
+// socket): all are woken by the slot's next readiness. The clears keep the
+// request and the waiters, which may belong to another poller; a waiter
+// that has stopped waiting (a canceled task) gets at most one spurious wake.
 type interestSet struct{ slots [slotCount]interestSlot }
 
 type interestSlot struct {
-	requested PollEvents // events the pending poller waits for; 0 when none waits
+	requested PollEvents // events the pending pollers wait for; 0 when none waits
 	observed  PollEvents // events returned to a poller and not cleared since
 	delivered PollEvents // events the kernel reported since the last poll
-	waker     Waker      // the pending poller
+	waker     Waker      // the pending poller, a *waiterSet for several, or nil
+}
+
+// waiterSet is a slot's waker while several distinct pollers wait on it.
+type waiterSet struct{ wakers []Waker }
+
+// Wake wakes every waiter of the set.
+func (ws *waiterSet) Wake() {
+	for _, w := range ws.wakers {
+		w.Wake()
+	}
 }
 
 func (s *interestSet) slot(slot InterestSlot) *interestSlot {
@@ -107,34 +124,70 @@ func (s *interestSet) slot(slot InterestSlot) *interestSlot {
 	return &s.slots[slot]
 }
 
+// addWaiter adds w to the slot's waiters unless it is there already.
+func (in *interestSlot) addWaiter(w Waker) {
+	switch cur := in.waker.(type) {
+	case nil:
+		in.waker = w
+	case *waiterSet:
+		for _, x := range cur.wakers {
+			if x == w {
+				return
+			}
+		}
+		cur.wakers = append(cur.wakers, w)
+	default:
+		if cur != w {
+			in.waker = &waiterSet{wakers: []Waker{cur, w}}
+		}
+	}
+}
+
+// takeWaiters moves the slot's waiters, except except, to wakers.
+func (in *interestSlot) takeWaiters(wakers *WakerList, except Waker) {
+	if ws, ok := in.waker.(*waiterSet); ok {
+		for _, w := range ws.wakers {
+			if w != except {
+				wakers.Add(w)
+			}
+		}
+	} else if in.waker != except {
+		wakers.Add(in.waker)
+	}
+	in.waker = nil
+}
+
 // pollReady returns the ready events of slot among events, or records the
-// request and the waker and reports pending.
-func (s *interestSet) pollReady(cx *Context, slot InterestSlot, events PollEvents) (PollEvents, bool) {
+// request and the waker and reports pending. When it is ready, the other
+// pollers waiting on the slot are added to wakers, for the caller to wake
+// once it has released the op's lock.
+func (s *interestSet) pollReady(cx *Context, slot InterestSlot, events PollEvents, wakers *WakerList) (PollEvents, bool) {
 	in := s.slot(slot)
 	events |= PollErr | PollHup
 	if r := (in.observed | in.delivered) & events; r != 0 {
 		in.requested = 0
-		in.waker = nil
+		if in.waker != nil {
+			in.takeWaiters(wakers, cx.waker)
+		}
 		in.delivered &^= r
 		in.observed |= r
 		return r, true
 	}
-	in.requested = events
-	if in.waker != cx.waker {
-		in.waker = cx.waker
+	in.requested |= events
+	if cx.waker != nil && in.waker != cx.waker {
+		in.addWaiter(cx.waker)
 	}
 	return 0, false
 }
 
-// clearReady forgets the request and the observed readiness of slot.
+// clearReady forgets the observed readiness of slot.
 func (s *interestSet) clearReady(slot InterestSlot) { s.clearEvents(slot, pollEventsAll) }
 
-// clearEvents forgets the request and the observed events ev of slot.
-// Hang-up and error edges come once: a caller that has not seen EAGAIN (or
-// EOF) must keep them, or it would wait for an edge that never comes.
+// clearEvents forgets the observed events ev of slot. Hang-up and error
+// edges come once: a caller that has not seen EAGAIN (or EOF) must keep
+// them, or it would wait for an edge that never comes.
 func (s *interestSet) clearEvents(slot InterestSlot, ev PollEvents) {
 	in := s.slot(slot)
-	in.requested = 0
 	in.observed &^= ev
 }
 
@@ -145,8 +198,7 @@ func (s *interestSet) wakeReady(events PollEvents, wakers *WakerList) {
 		in := &s.slots[i]
 		in.delivered |= events
 		if in.requested&events != 0 {
-			wakers.Add(in.waker)
-			in.waker = nil
+			in.takeWaiters(wakers, nil)
 			in.requested = 0
 		}
 	}

@@ -28,21 +28,21 @@ func TestInterestSetRules(t *testing.T) {
 
 	t.Run("pending records request and waker", func(t *testing.T) {
 		var s interestSet
-		_, ok := s.pollReady(cx1, SlotRead, PollIn)
+		_, ok := s.poll(cx1, SlotRead, PollIn)
 		require.False(t, ok)
 		require.Equal(t, PollIn|PollErr|PollHup, s.slots[SlotRead].requested, "ERR|HUP are always added")
 		require.Equal(t, Waker(w1), s.slots[SlotRead].waker)
 	})
 	t.Run("delivery wakes the slots whose request it meets", func(t *testing.T) {
 		var s interestSet
-		s.pollReady(cx1, SlotRead, PollIn)
-		s.pollReady(cx2, SlotWrite, PollOut)
+		s.poll(cx1, SlotRead, PollIn)
+		s.poll(cx2, SlotWrite, PollOut)
 		var wl WakerList
 		s.wakeReady(PollIn, &wl)
 		require.Equal(t, 1, wl.Len(), "only the reader")
 		require.Zero(t, s.slots[SlotRead].requested)
 		require.Equal(t, PollIn, s.slots[SlotWrite].delivered, "delivered to every slot")
-		ev, ok := s.pollReady(cx1, SlotRead, PollIn)
+		ev, ok := s.poll(cx1, SlotRead, PollIn)
 		require.True(t, ok)
 		require.Equal(t, PollIn, ev)
 		require.Equal(t, PollIn, s.slots[SlotRead].observed, "moved delivered → observed")
@@ -52,59 +52,80 @@ func TestInterestSetRules(t *testing.T) {
 		var s interestSet
 		var wl WakerList
 		s.wakeReady(PollIn, &wl)
-		_, ok := s.pollReady(cx1, SlotRead, PollIn)
+		_, ok := s.poll(cx1, SlotRead, PollIn)
 		require.True(t, ok)
-		_, ok = s.pollReady(cx1, SlotRead, PollIn)
+		_, ok = s.poll(cx1, SlotRead, PollIn)
 		require.True(t, ok, "no ClearReady yet: still ready")
 		s.clearReady(SlotRead)
-		_, ok = s.pollReady(cx1, SlotRead, PollIn)
+		_, ok = s.poll(cx1, SlotRead, PollIn)
 		require.False(t, ok, "after ClearReady, wait for a new edge")
 	})
 	t.Run("clearing the data edge keeps a hang-up seen with it", func(t *testing.T) {
 		var s interestSet
 		var wl WakerList
 		s.wakeReady(PollIn|PollRdHup, &wl) // data, then the peer's shutdown, in one edge
-		ev, ok := s.pollReady(cx1, SlotRead, PollIn|PollRdHup)
+		ev, ok := s.poll(cx1, SlotRead, PollIn|PollRdHup)
 		require.True(t, ok)
 		require.Equal(t, PollIn|PollRdHup, ev)
 		s.clearEvents(SlotRead, PollIn) // a short read drained the data
-		ev, ok = s.pollReady(cx1, SlotRead, PollIn|PollRdHup)
+		ev, ok = s.poll(cx1, SlotRead, PollIn|PollRdHup)
 		require.True(t, ok, "the shutdown edge never repeats: still ready")
 		require.Equal(t, PollRdHup, ev)
 		s.clearEvents(SlotRead, PollIn)
-		_, ok = s.pollReady(cx1, SlotRead, PollIn)
+		_, ok = s.poll(cx1, SlotRead, PollIn)
 		require.False(t, ok, "a reader of PollIn alone waits for new data")
 	})
 	t.Run("hang-up is reported to any request", func(t *testing.T) {
 		var s interestSet
 		var wl WakerList
-		s.pollReady(cx2, SlotWrite, PollOut)
+		s.poll(cx2, SlotWrite, PollOut)
 		s.wakeReady(PollHup, &wl)
 		require.Equal(t, 1, wl.Len())
-		ev, ok := s.pollReady(cx2, SlotWrite, PollOut)
+		ev, ok := s.poll(cx2, SlotWrite, PollOut)
 		require.True(t, ok)
 		require.Equal(t, PollHup, ev)
 	})
-	t.Run("the waker is replaced only if different", func(t *testing.T) {
+	t.Run("several pollers wait together and are all woken", func(t *testing.T) {
 		var s interestSet
-		s.pollReady(cx1, SlotRead, PollIn)
-		s.pollReady(cx1, SlotRead, PollIn)
-		require.Equal(t, Waker(w1), s.slots[SlotRead].waker)
-		s.pollReady(cx2, SlotRead, PollIn)
-		require.Equal(t, Waker(w2), s.slots[SlotRead].waker)
+		s.poll(cx1, SlotRead, PollIn)
+		s.poll(cx1, SlotRead, PollIn)
+		require.Equal(t, Waker(w1), s.slots[SlotRead].waker, "a poller is kept once")
+		s.poll(cx2, SlotRead, PollPri)
+		require.Equal(t, PollIn|PollPri|PollErr|PollHup, s.slots[SlotRead].requested, "the union of the requests")
+		s.clearReady(SlotRead) // another poller's EAGAIN: the waiters stay
+		var wl WakerList
+		s.wakeReady(PollIn, &wl)
+		require.Equal(t, 2, wl.Len(), "both waiters")
+		require.Nil(t, s.slots[SlotRead].waker)
+	})
+	t.Run("a poller that finds the slot ready wakes the other waiters", func(t *testing.T) {
+		var s interestSet
+		s.poll(cx1, SlotRead, PollIn)
+		var wl WakerList
+		s.wakeReady(PollOut, &wl) // not what the reader waits for
+		s.slots[SlotRead].observed = PollIn
+		_, ok := s.pollReady(cx2, SlotRead, PollIn, &wl)
+		require.True(t, ok)
+		require.Equal(t, 1, wl.Len())
+		require.Nil(t, s.slots[SlotRead].waker)
+	})
+	t.Run("a nil waker is not kept", func(t *testing.T) {
+		var s interestSet
+		s.poll(&Context{}, SlotRead, PollIn)
+		require.Nil(t, s.slots[SlotRead].waker)
 	})
 	t.Run("events not asked for do not make a slot ready", func(t *testing.T) {
 		var s interestSet
 		var wl WakerList
 		s.wakeReady(PollOut, &wl)
-		_, ok := s.pollReady(cx1, SlotRead, PollIn)
+		_, ok := s.poll(cx1, SlotRead, PollIn)
 		require.False(t, ok)
 		require.Zero(t, wl.Len())
 	})
 	t.Run("invalid slot panics", func(t *testing.T) {
 		var s interestSet
 		require.PanicsWithValue(t, "iopool: invalid InterestSlot 2: use SlotRead or SlotWrite",
-			func() { s.pollReady(cx1, slotCount, PollIn) })
+			func() { s.poll(cx1, slotCount, PollIn) })
 	})
 }
 
@@ -112,38 +133,56 @@ func TestInterestSetRules(t *testing.T) {
 func FuzzInterestSet(f *testing.F) {
 	f.Add([]byte{0, 1, 2, 1, 0, 1, 1, 0, 3, 0})
 	f.Add([]byte{2, 0x10, 0, 4, 1, 0, 2, 5, 1, 1, 4, 3})
+	f.Add([]byte{0, 0, 1, 0, 2, 1, 3, 0, 1, 2, 0, 1})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var s interestSet
-		wakers := []*counterWaker{{}, {}}
+		wakers := []*counterWaker{{}, {}, nil}
 		requested := map[InterestSlot]PollEvents{}
 		observed := map[InterestSlot]PollEvents{}
 		delivered := map[InterestSlot]PollEvents{}
-		waker := map[InterestSlot]*counterWaker{}
+		waiting := map[InterestSlot]map[Waker]bool{}
 		for len(data) >= 3 {
 			op, slot, ev := data[0]%4, InterestSlot(data[1]%2), pollEventsFromEpoll(uint32(data[2])|uint32(data[2]&1)<<13)
-			wi := int(data[1]>>1) % 2
+			wi := int(data[1]>>1) % 3
 			data = data[3:]
+			var w Waker
+			if wakers[wi] != nil {
+				w = wakers[wi]
+			}
 			switch op {
 			case 0:
-				got, ok := s.pollReady(&Context{waker: wakers[wi]}, slot, ev)
+				var wl WakerList
+				got, ok := s.pollReady(&Context{waker: w}, slot, ev, &wl)
 				want := (observed[slot] | delivered[slot]) & (ev | PollErr | PollHup)
 				require.Equal(t, want != 0, ok)
 				if ok {
 					require.Equal(t, want, got)
+					others := 0
+					for x := range waiting[slot] {
+						if x != w {
+							others++
+						}
+					}
+					require.Equal(t, others, wl.Len(), "the other waiters are woken")
 					requested[slot] = 0
-					waker[slot] = nil
+					waiting[slot] = nil
 					delivered[slot] &^= want
 					observed[slot] |= want
 				} else {
-					requested[slot] = ev | PollErr | PollHup
-					waker[slot] = wakers[wi]
+					require.Zero(t, wl.Len())
+					requested[slot] |= ev | PollErr | PollHup
+					if w != nil {
+						if waiting[slot] == nil {
+							waiting[slot] = map[Waker]bool{}
+						}
+						waiting[slot][w] = true
+					}
 				}
 			case 1:
 				s.clearReady(slot)
-				requested[slot], observed[slot] = 0, 0
+				observed[slot] = 0
 			case 3:
 				s.clearEvents(slot, ev)
-				requested[slot] = 0
 				observed[slot] &^= ev
 			case 2:
 				var wl WakerList
@@ -151,9 +190,9 @@ func FuzzInterestSet(f *testing.F) {
 				for sl := range slotCount {
 					delivered[sl] |= ev
 					if requested[sl]&ev != 0 {
-						want++
+						want += len(waiting[sl])
 						requested[sl] = 0
-						waker[sl] = nil
+						waiting[sl] = nil
 					}
 				}
 				s.wakeReady(ev, &wl)
@@ -164,12 +203,30 @@ func FuzzInterestSet(f *testing.F) {
 				require.Equal(t, requested[sl], in.requested, "slot %v requested", sl)
 				require.Equal(t, observed[sl], in.observed, "slot %v observed", sl)
 				require.Equal(t, delivered[sl], in.delivered, "slot %v delivered", sl)
-				if waker[sl] == nil {
-					require.Nil(t, in.waker)
+				got := map[Waker]bool{}
+				switch x := in.waker.(type) {
+				case nil:
+				case *waiterSet:
+					require.Greater(t, len(x.wakers), 1)
+					for _, y := range x.wakers {
+						require.False(t, got[y], "a waiter kept twice")
+						got[y] = true
+					}
+				default:
+					got[x] = true
+				}
+				if len(waiting[sl]) == 0 {
+					require.Empty(t, got, "slot %v waiters", sl)
 				} else {
-					require.Equal(t, Waker(waker[sl]), in.waker)
+					require.Equal(t, waiting[sl], got, "slot %v waiters", sl)
 				}
 			}
 		}
 	})
+}
+
+// poll is pollReady for a test that does not look at the other waiters.
+func (s *interestSet) poll(cx *Context, slot InterestSlot, events PollEvents) (PollEvents, bool) {
+	var wl WakerList
+	return s.pollReady(cx, slot, events, &wl)
 }

@@ -459,3 +459,36 @@ func lockChild(t *testing.T, variant string) {
 	})
 	t.Fatal("the process survived an await with an unbalanced thread lock")
 }
+
+// Regression: a second task waiting on the same slot of one FdReady
+// replaced the first one's waker, and the first never woke. Several waiters
+// are supported: the slot's next readiness wakes them all.
+func TestRegressionTwoWaitersOnOneSlotBothWake(t *testing.T) {
+	within(t, 10*time.Second, func() { twoWaitersOnOneSlot(t) })
+}
+
+func twoWaitersOnOneSlot(t *testing.T) {
+	runPool(t, func(tk *Task) error {
+		efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+		require.NoError(t, err)
+		defer unix.Close(efd)
+		fr, err := tk.Driver().NewFdReady(efd)
+		require.NoError(t, err)
+		defer fr.Close()
+		var hs []*Handle[PollEvents]
+		for _, name := range []string{"first", "second", "third"} {
+			hs = append(hs, Spawn(tk.Driver(), name, func(t *Task) (PollEvents, error) {
+				return fr.WaitReady(t, SlotRead, PollIn)
+			}))
+		}
+		require.NoError(t, tk.Sleep(time.Millisecond)) // all three wait now
+		_, err = unix.Write(efd, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+		require.NoError(t, err)
+		for _, h := range hs {
+			ev, err := h.Join(tk)
+			require.NoError(t, err, "task %q", h.Task().Name())
+			require.Equal(t, PollIn, ev)
+		}
+		return nil
+	})
+}
