@@ -351,7 +351,11 @@ func (u *Uring) finish(op *uringOp, res int32, wakers *WakerList) {
 }
 
 // abandon detaches op from its waiter, which gave up, and cancels it in the
-// kernel; finish releases it at its completion. Loop only.
+// kernel; finish releases it at its completion. Loop only. The cancel names
+// the op by its user_data, which cannot mean another operation by the time
+// the kernel reads it: the slot is freed only at the op's final CQE, and an
+// SQE that reuses it is queued after the cancel, which the kernel handles
+// at submission, in order.
 func (u *Uring) abandon(op *uringOp) {
 	op.state, op.result, op.batch, op.entry = opAbandoned, nil, nil, 0
 	u.pushSQE(&uring.SQE{Opcode: uring.OpAsyncCancel, Addr: uint64(op.index) + 1, UserData: cancelUserData})

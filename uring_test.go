@@ -568,6 +568,7 @@ func TestUringCloseCancelsRemoteOps(t *testing.T) {
 			select {
 			case err := <-waited:
 				require.ErrorIs(t, err, unix.ECANCELED)
+				require.ErrorIs(t, err, ErrClosed, "canceled by Close")
 			case <-time.After(5 * time.Second):
 				t.Fatal("the waiter of a canceled operation was never woken")
 			}
