@@ -170,16 +170,6 @@ type opResult struct {
 	waker  Waker // woken when done
 }
 
-// Poll is ready with the result once the final completion was consumed; it
-// is the future a task's operation awaits (loop only).
-func (r *opResult) Poll(cx *Context) (int32, bool) {
-	if r.done {
-		return r.res, true
-	}
-	r.waker = cx.waker
-	return 0, false
-}
-
 // Uring returns the pool's io_uring, creating it on first use: default 64
 // entries (WithUringEntries), its fd registered in the epoll set. With
 // WithLockOSThread the ring is set up single-issuer with cooperative task
