@@ -63,21 +63,34 @@ type loadResult struct {
 // drive runs c.conns closed-loop clients against addr for c.duration: each
 // writes a message, reads the echo in full and verifies every byte.
 func drive(ctx context.Context, addr string, c config, out io.Writer) (loadResult, error) {
-	ctx, cancel := context.WithTimeout(ctx, c.duration)
-	defer cancel()
+	return driveMarked(ctx, addr, c, out, func(string) {})
+}
+
+// driveMarked is drive that also calls mark("start") once every connection
+// is open and mark("end") when the last client has stopped, so that a
+// server in another process can measure its CPU over exactly that window.
+func driveMarked(ctx context.Context, addr string, c config, out io.Writer, mark func(string)) (loadResult, error) {
 	var count atomic.Int64
 	var firstErr syncErr
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var all histogram
-	start := time.Now()
-	for i := range c.conns {
+	conns := make([]net.Conn, 0, c.conns)
+	for range c.conns {
 		conn, err := net.Dial("tcp", addr)
 		if err != nil {
-			cancel()
-			wg.Wait()
+			for _, conn := range conns {
+				conn.Close()
+			}
 			return loadResult{}, fmt.Errorf("load: dial %s: %w", addr, err)
 		}
+		conns = append(conns, conn)
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.duration)
+	defer cancel()
+	mark("start")
+	start := time.Now()
+	for i, conn := range conns {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -140,6 +153,7 @@ func drive(ctx context.Context, addr string, c config, out io.Writer) (loadResul
 	}()
 	wg.Wait()
 	elapsed := time.Since(start)
+	mark("end")
 	cancel()
 	<-progressDone
 	if firstErr.err != nil {

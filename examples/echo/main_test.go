@@ -7,6 +7,7 @@ import (
 	"flag"
 	"io"
 	"net"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -16,6 +17,15 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// TestMain lets the test binary be the example's load generator, which
+// run starts as a child process (os.Executable).
+func TestMain(m *testing.M) {
+	if spec := os.Getenv(loadgenEnv); spec != "" {
+		os.Exit(loadgenMain(spec, os.Stdout, os.Stderr))
+	}
+	os.Exit(m.Run())
+}
+
 func TestEchoRunsAndVerifies(t *testing.T) {
 	var out bytes.Buffer
 	err := run(context.Background(), []string{"-duration", "300ms", "-conns", "4", "-size", "100", "-progress=false"}, &out)
@@ -23,6 +33,18 @@ func TestEchoRunsAndVerifies(t *testing.T) {
 	require.Contains(t, out.String(), "requests/s")
 	require.Contains(t, out.String(), "µs/request")
 	require.NotContains(t, out.String(), "requests                     0 ")
+	require.Contains(t, out.String(), "(the whole server process)")
+	require.Contains(t, out.String(), "readiness edges epoll delivered", "the counters are explained")
+}
+
+// -lock=false serves from an unlocked loop; the load generator being
+// another process, the server's CPU is still measured.
+func TestEchoUnlocked(t *testing.T) {
+	var out bytes.Buffer
+	err := run(context.Background(), []string{"-duration", "200ms", "-conns", "3", "-lock=false", "-progress=false"}, &out)
+	require.NoError(t, err, out.String())
+	require.Contains(t, out.String(), "its loop not locked to a thread")
+	require.Regexp(t, `server CPU +[0-9.]+ µs/request`, out.String())
 }
 
 func TestEchoThreadPerCore(t *testing.T) {
@@ -63,7 +85,7 @@ func requirePoolTable(t *testing.T, out string, pools int) {
 }
 
 func TestEchoRejectsBadFlags(t *testing.T) {
-	for _, args := range [][]string{{"-conns", "0"}, {"-size", "-3"}, {"-duration", "0s"}, {"-steer"}, {"extra"}, {"-nope"}, {"-conns", "x"}} {
+	for _, args := range [][]string{{"-conns", "0"}, {"-size", "-3"}, {"-duration", "0s"}, {"-steer"}, {"-lock=false", "-pools", "2"}, {"extra"}, {"-nope"}, {"-conns", "x"}} {
 		var out bytes.Buffer
 		err := run(context.Background(), args, &out)
 		// main exits 2 on flag.ErrHelp without printing anything more.
