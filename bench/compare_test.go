@@ -3,11 +3,13 @@ package bench
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -21,8 +23,9 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	binDir = dir
-	for _, cmd := range []string{"echoserver", "compare"} {
-		build := exec.Command("go", "build", "-o", filepath.Join(dir, cmd), "./cmd/"+cmd)
+	for cmd, pkg := range map[string]string{"echoserver": "./cmd/echoserver", "compare": "./cmd/compare",
+		"echo": "github.com/iopool/iopool/examples/echo"} {
+		build := exec.Command("go", "build", "-o", filepath.Join(dir, cmd), pkg)
 		if out, err := build.CombinedOutput(); err != nil {
 			os.RemoveAll(dir)
 			panic(fmt.Sprintf("building %s: %v\n%s", cmd, err, out))
@@ -34,45 +37,105 @@ func TestMain(m *testing.M) {
 }
 
 // TestCompareRunsEveryServer builds the servers and runs the driver once
-// with a tiny load: every server starts, echoes verified bytes, reports CPU
-// per request and idle memory, and is stopped.
+// with a tiny load, pinned and unpinned: every server variant starts,
+// echoes verified bytes (pipelined), reports CPU per request and idle
+// memory, the net/http case answers, and every server is stopped.
 func TestCompareRunsEveryServer(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds and runs five server processes")
+		t.Skip("builds and runs about fifty server processes")
 	}
 	dir := binDir
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	out := filepath.Join(t.TempDir(), "out")
 	cmd := exec.CommandContext(ctx, filepath.Join(dir, "compare"), "-server", filepath.Join(dir, "echoserver"),
-		"-conns", "4", "-sizes", "64,1024", "-duration", "300ms", "-reps", "1", "-idle", "200", "-out", out)
+		"-echo", filepath.Join(dir, "echo"), "-points", "3x64x2", "-duration", "150ms", "-reps", "1",
+		"-http", "3", "-idle", "50", "-out", out)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("compare: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
 	}
 	t.Log(stdout.String())
-	for _, impl := range []string{"iopool-poll", "iopool-task", "rawepoll", "gonet", "gnet"} {
-		if n := strings.Count(stdout.String(), impl); n != 3 { // two load points and the idle line
-			t.Errorf("%s appears %d times in the report, want 3", impl, n)
+	js, err := os.ReadFile(filepath.Join(out, "results.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res struct {
+		Points []struct {
+			Impl      string  `json:"impl"`
+			Pinned    bool    `json:"pinned"`
+			Depth     int     `json:"depth"`
+			CPUPerReq float64 `json:"server_cpu_us_per_req"`
+			Verified  int64   `json:"verified_bytes"`
+		} `json:"points"`
+		HTTP []struct {
+			Impl      string  `json:"impl"`
+			ReqPerSec float64 `json:"req_per_sec"`
+		} `json:"http"`
+		Idle []struct {
+			Impl string `json:"impl"`
+		} `json:"idle"`
+	}
+	if err := json.Unmarshal(js, &res); err != nil {
+		t.Fatal(err)
+	}
+	variants := []string{"iopool-poll/locked", "iopool-poll/unlocked", "iopool-task/locked", "iopool-task/unlocked",
+		"echo/locked", "echo/unlocked", "rawepoll/locked", "rawepoll/unlocked", "gonet", "gnet"}
+	for _, v := range variants {
+		modes := map[bool]bool{}
+		for _, p := range res.Points {
+			if p.Impl == v && p.Depth == 2 && p.CPUPerReq > 0 && p.Verified > 0 {
+				modes[p.Pinned] = true
+			}
+		}
+		if !modes[true] || !modes[false] {
+			t.Errorf("%s: measured pinned %v, unpinned %v; want both", v, modes[true], modes[false])
+		}
+		if !slices.ContainsFunc(res.Idle, func(id struct {
+			Impl string `json:"impl"`
+		}) bool {
+			return id.Impl == v
+		}) {
+			t.Errorf("%s: no idle memory measured", v)
 		}
 	}
-	for _, f := range []string{"results.json", "results.md", "benchmarks.svg"} {
-		if st, err := os.Stat(filepath.Join(out, f)); err != nil || st.Size() == 0 {
-			t.Errorf("%s was not written: %v", f, err)
+	if len(res.Points) != 2*len(variants) {
+		t.Errorf("%d points, want %d", len(res.Points), 2*len(variants))
+	}
+	if len(res.HTTP) != 6 {
+		t.Errorf("%d net/http results, want 3 servers × 2 modes", len(res.HTTP))
+	}
+	for _, h := range res.HTTP {
+		if h.ReqPerSec <= 0 {
+			t.Errorf("net/http %s served nothing", h.Impl)
 		}
+	}
+	md, _ := os.ReadFile(filepath.Join(out, "results.md"))
+	for _, want := range []string{"Locked ÷ unlocked", "÷ rawepoll", "net/http", "3 × 64 B ×2 pipelined"} {
+		if !bytes.Contains(md, []byte(want)) {
+			t.Errorf("results.md lacks %q", want)
+		}
+	}
+	if st, err := os.Stat(filepath.Join(out, "benchmarks.svg")); err != nil || st.Size() == 0 {
+		t.Errorf("benchmarks.svg was not written: %v", err)
 	}
 	// No server outlives the driver.
-	if out, _ := exec.Command("pgrep", "-f", filepath.Join(dir, "echoserver")).Output(); len(out) > 0 {
-		t.Errorf("servers still running: %s", out)
+	for _, bin := range []string{"echoserver", "echo"} {
+		if out, _ := exec.Command("pgrep", "-f", filepath.Join(dir, bin)+" ").Output(); len(out) > 0 {
+			t.Errorf("servers still running: %s", out)
+		}
 	}
 }
 
 func TestCompareRejectsBadFlags(t *testing.T) {
 	for _, args := range [][]string{
 		{"-impls", "nginx"},
-		{"-conns", "0"},
-		{"-sizes", "x"},
+		{"-impls", "gonet/locked"},
+		{"-points", "0x64"},
+		{"-points", "x"},
+		{"-points", "4x64x0"},
+		{"-pin", "sometimes"},
 		{"-reps", "0"},
 		{"extra"},
 	} {
@@ -96,7 +159,7 @@ func TestCompareRejectsBadFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	for _, impl := range []string{"iopool-poll", "iopool-task", "rawepoll", "gonet", "gnet"} {
+	for _, impl := range []string{"iopool-poll", "iopool-task", "rawepoll", "gonet", "gnet", "http-gonet", "http-netconn"} {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		cmd := exec.CommandContext(ctx, filepath.Join(binDir, "echoserver"), "-impl", impl, "-listen", l.Addr().String())
 		r, w, err := os.Pipe() // stdin stays open: the server would serve until its end

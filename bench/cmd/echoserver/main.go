@@ -1,15 +1,19 @@
-// Command echoserver is one TCP echo server of the comparison, run as its
-// own process by cmd/compare:
+// Command echoserver is one server of the comparison, run as its own
+// process by cmd/compare:
 //
-//	go run ./cmd/echoserver -impl iopool-task -listen 127.0.0.1:9000
+//	go run ./cmd/echoserver -impl iopool-task -listen 127.0.0.1:9000 [-lock=false]
 //
-// Implementations (-impl): iopool-task (a task per connection, Socket
+// Echo servers (-impl): iopool-task (a task per connection, Socket
 // Read/Write), iopool-poll (the poll layer: a Waker per connection, no
-// coroutine), rawepoll (an edge-triggered x/sys/unix epoll loop, the floor
-// for Go), gonet (Go net, a goroutine per connection) and gnet (gnet v2, one
-// event loop). The one-loop servers run on one locked OS thread; all run
-// with the default GOMAXPROCS. It prints "ready" once listening and serves
-// until SIGINT, SIGTERM or the end of stdin.
+// coroutine), rawepoll (an edge-triggered x/sys/unix epoll loop with the
+// same rules as iopool: the floor for Go), gonet (Go net, a goroutine per
+// connection) and gnet (gnet v2, one event loop, its default: not locked to
+// a thread). HTTP servers: http-gonet (net/http over Go net) and
+// http-netconn (the same handler over iopool NetConns accepted by a pool).
+// The servers with a loop of their own (iopool-*, rawepoll, http-netconn)
+// run it on a locked OS thread unless -lock=false. All run with the
+// default GOMAXPROCS. It prints "ready" once listening and serves until
+// SIGINT, SIGTERM or the end of stdin.
 package main
 
 import (
@@ -29,18 +33,33 @@ import (
 	"github.com/iopool/iopool"
 )
 
+// lockThread: the one-loop servers run on a locked OS thread (-lock).
+var lockThread = true
+
+// poolOptions are the iopool servers' options.
+func poolOptions() []iopool.Option {
+	if lockThread {
+		return []iopool.Option{iopool.WithLockOSThread()}
+	}
+	return nil
+}
+
 var impls = map[string]func(addr string, ready func()) error{
 	"iopool-task": serveIopoolTask,
 	"iopool-poll": serveIopoolPoll,
 	"rawepoll":    serveRawEpoll,
 	"gonet":       serveGoNet,
 	"gnet":        serveGnet,
+
+	"http-gonet":   serveHTTPGoNet,
+	"http-netconn": serveHTTPNetConn,
 }
 
 func main() {
 	fs := flag.NewFlagSet("echoserver", flag.ContinueOnError)
 	impl := fs.String("impl", "", "server implementation: iopool-task, iopool-poll, rawepoll, gonet, gnet")
 	listen := fs.String("listen", "127.0.0.1:0", "address to listen on")
+	fs.BoolVar(&lockThread, "lock", true, "run the one-loop servers (iopool, rawepoll) on a locked OS thread")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
 	}
@@ -94,7 +113,7 @@ func (p *bufPool) put(b []byte) { p.free = append(p.free, b) }
 
 func serveIopoolTask(addr string, ready func()) error {
 	var bufs bufPool
-	p, err := iopool.New(iopool.WithLockOSThread())
+	p, err := iopool.New(poolOptions()...)
 	if err != nil {
 		return err
 	}
@@ -246,7 +265,7 @@ func (l *pollListener) Wake() {
 }
 
 func serveIopoolPoll(addr string, ready func()) error {
-	p, err := iopool.New(iopool.WithLockOSThread())
+	p, err := iopool.New(poolOptions()...)
 	if err != nil {
 		return err
 	}
@@ -272,7 +291,9 @@ func serveIopoolPoll(addr string, ready func()) error {
 // the same rules as the iopool servers: read only when readable, a short
 // read or EAGAIN means empty until the next edge.
 func serveRawEpoll(addr string, ready func()) error {
-	runtime.LockOSThread()
+	if lockThread {
+		runtime.LockOSThread()
+	}
 	lfd, err := listenFd(addr)
 	if err != nil {
 		return err
@@ -425,6 +446,6 @@ func (e *gnetEcho) OnTraffic(c gnet.Conn) gnet.Action {
 
 func serveGnet(addr string, ready func()) error {
 	return gnet.Run(&gnetEcho{ready: ready}, "tcp://"+addr,
-		gnet.WithMulticore(false), gnet.WithLockOSThread(true), gnet.WithTCPNoDelay(gnet.TCPNoDelay),
+		gnet.WithMulticore(false), gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 		gnet.WithLogLevel(5)) // errors only
 }

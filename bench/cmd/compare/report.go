@@ -1,0 +1,213 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+)
+
+func writeOutputs(dir string, res Results) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	js, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "results.json"), append(js, '\n'), 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "results.md"), []byte(markdown(res)), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "benchmarks.svg"), []byte(chart(res)), 0o644)
+}
+
+// table collects the points of one mode by load point and server.
+type table struct {
+	points []LoadPoint
+	impls  []string
+	at     map[LoadPoint]map[string]Point
+}
+
+func tableOf(pts []Point, pinned bool) table {
+	t := table{at: map[LoadPoint]map[string]Point{}}
+	for _, p := range pts {
+		if p.Pinned != pinned {
+			continue
+		}
+		if t.at[p.LoadPoint] == nil {
+			t.points = append(t.points, p.LoadPoint)
+			t.at[p.LoadPoint] = map[string]Point{}
+		}
+		if !slices.Contains(t.impls, p.Impl) {
+			t.impls = append(t.impls, p.Impl)
+		}
+		t.at[p.LoadPoint][p.Impl] = p
+	}
+	return t
+}
+
+// floor is the raw epoll loop's CPU per request at lp: the lower of its
+// locked and unlocked medians, so that it stays the honest floor.
+func (t table) floor(lp LoadPoint) float64 {
+	best := 0.0
+	for impl, p := range t.at[lp] {
+		if strings.HasPrefix(impl, "rawepoll") && p.CPUPerReq > 0 && (best == 0 || p.CPUPerReq < best) {
+			best = p.CPUPerReq
+		}
+	}
+	return best
+}
+
+// rows writes one markdown table: a row per load point, a column per
+// server, cell(point, server) in each.
+func (t table) rows(b *strings.Builder, cols []string, cell func(lp LoadPoint, impl string) string) {
+	b.WriteString("| point |")
+	for _, c := range cols {
+		fmt.Fprintf(b, " %s |", c)
+	}
+	b.WriteString("\n|---|" + strings.Repeat("---:|", len(cols)) + "\n")
+	for _, lp := range t.points {
+		fmt.Fprintf(b, "| %v |", lp)
+		for _, c := range cols {
+			fmt.Fprintf(b, " %s |", cell(lp, c))
+		}
+		b.WriteString("\n")
+	}
+	b.WriteString("\n")
+}
+
+func markdown(res Results) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Machine: %s. Medians of %d interleaved repetitions of %s each.\n\n", res.Machine, res.Reps, res.Duration)
+	for _, pinned := range []bool{true, false} {
+		t := tableOf(res.Points, pinned)
+		if len(t.points) == 0 {
+			continue
+		}
+		fmt.Fprintf(&b, "## %s\n\n", upperFirst(modeName(pinned)))
+		b.WriteString("Server CPU µs per request:\n\n")
+		t.rows(&b, t.impls, func(lp LoadPoint, impl string) string {
+			if p, ok := t.at[lp][impl]; ok {
+				return fmt.Sprintf("%.2f", p.CPUPerReq)
+			}
+			return ""
+		})
+		b.WriteString("Server CPU per request ÷ rawepoll's (the lower of its locked and unlocked):\n\n")
+		t.rows(&b, t.impls, func(lp LoadPoint, impl string) string {
+			p, ok := t.at[lp][impl]
+			if f := t.floor(lp); ok && f > 0 {
+				return fmt.Sprintf("%.2f", p.CPUPerReq/f)
+			}
+			return ""
+		})
+		var pairs []string
+		for _, impl := range t.impls {
+			if base, ok := strings.CutSuffix(impl, "/locked"); ok && slices.Contains(t.impls, base+"/unlocked") {
+				pairs = append(pairs, base)
+			}
+		}
+		if len(pairs) > 0 {
+			b.WriteString("Locked ÷ unlocked server CPU per request:\n\n")
+			t.rows(&b, pairs, func(lp LoadPoint, base string) string {
+				l, u := t.at[lp][base+"/locked"], t.at[lp][base+"/unlocked"]
+				if u.CPUPerReq > 0 {
+					return fmt.Sprintf("%.2f", l.CPUPerReq/u.CPUPerReq)
+				}
+				return ""
+			})
+		}
+		b.WriteString("Requests/s / p99 µs (the client is the bottleneck):\n\n")
+		t.rows(&b, t.impls, func(lp LoadPoint, impl string) string {
+			if p, ok := t.at[lp][impl]; ok {
+				return fmt.Sprintf("%.0f / %.0f", p.ReqPerSec, p.P99Micros)
+			}
+			return ""
+		})
+	}
+	if len(res.HTTP) > 0 {
+		b.WriteString("## net/http: keep-alive clients POSTing 1–3 KB bodies\n\n")
+		b.WriteString("| mode | server | clients | req/s | ÷ Go net | p99 µs | server CPU µs/req |\n|---|---|---:|---:|---:|---:|---:|\n")
+		for _, p := range res.HTTP {
+			ratio := ""
+			for _, q := range res.HTTP {
+				if q.Impl == "http-gonet" && q.Pinned == p.Pinned && q.ReqPerSec > 0 {
+					ratio = fmt.Sprintf("%.2f", p.ReqPerSec/q.ReqPerSec)
+				}
+			}
+			mode := "unpinned"
+			if p.Pinned {
+				mode = "pinned"
+			}
+			fmt.Fprintf(&b, "| %s | %s | %d | %.0f | %s | %.0f | %.2f |\n", mode, p.Impl, p.Conns, p.ReqPerSec, ratio, p.P99Micros, p.CPUPerReq)
+		}
+		b.WriteString("\n")
+	}
+	if len(res.Idle) > 0 {
+		b.WriteString("## Memory per idle connection (unpinned)\n\n| server | idle connections | RSS bytes per connection |\n|---|---:|---:|\n")
+		for _, id := range res.Idle {
+			fmt.Fprintf(&b, "| %s | %d | %.0f |\n", id.Impl, id.Conns, id.BytesPerCon)
+		}
+	}
+	return b.String()
+}
+
+func upperFirst(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
+}
+
+// chart draws the server CPU per request of the pinned mode (or the only
+// mode run) as grouped bars, one group per load point, one bar per server.
+func chart(res Results) string {
+	pinned := slices.ContainsFunc(res.Points, func(p Point) bool { return p.Pinned })
+	t := tableOf(res.Points, pinned)
+	maxv := 0.0
+	for _, p := range res.Points {
+		if p.Pinned == pinned {
+			maxv = max(maxv, p.CPUPerReq)
+		}
+	}
+	colors := []string{"#1f77b4", "#aec7e8", "#2ca02c", "#98df8a", "#9467bd", "#c5b0d5", "#7f7f7f", "#c7c7c7", "#d62728", "#ff7f0e", "#8c564b"}
+	const h, top, bottom, left, barW, gap = 380.0, 40.0, 50.0, 60.0, 10.0, 24.0
+	groupW := float64(len(t.impls))*barW + gap
+	w := left + float64(len(t.points))*groupW + 190
+	var b strings.Builder
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" font-family="sans-serif" font-size="11">`+"\n", w, h)
+	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/><text x="%.0f" y="20" font-size="14">Server CPU per request (µs, lower is better), %s</text>`+"\n", left, xmlEscape(modeName(pinned)))
+	plotH := h - top - bottom
+	for i := 0; i <= 4; i++ {
+		v := maxv * float64(i) / 4
+		y := top + plotH - plotH*float64(i)/4
+		fmt.Fprintf(&b, `<line x1="%.0f" x2="%.0f" y1="%.1f" y2="%.1f" stroke="#ddd"/><text x="%.0f" y="%.1f" text-anchor="end">%.1f</text>`+"\n", left, w-190, y, y, left-6, y+4, v)
+	}
+	for gi, lp := range t.points {
+		x0 := left + float64(gi)*groupW + gap/2
+		for ii, impl := range t.impls {
+			p, ok := t.at[lp][impl]
+			if !ok || maxv == 0 {
+				continue
+			}
+			bh := plotH * p.CPUPerReq / maxv
+			fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.0f" height="%.1f" fill="%s"><title>%s %s: %.2f µs</title></rect>`+"\n",
+				x0+float64(ii)*barW, top+plotH-bh, barW-1, bh, colors[ii%len(colors)], impl, xmlEscape(lp.String()), p.CPUPerReq)
+		}
+		fmt.Fprintf(&b, `<text x="%.1f" y="%.0f" text-anchor="middle">%s</text>`+"\n", x0+float64(len(t.impls))*barW/2, h-bottom+16, xmlEscape(lp.String()))
+	}
+	for ii, impl := range t.impls {
+		y := top + float64(ii)*18
+		fmt.Fprintf(&b, `<rect x="%.0f" y="%.0f" width="12" height="12" fill="%s"/><text x="%.0f" y="%.0f">%s</text>`+"\n", w-180, y, colors[ii%len(colors)], w-162, y+10, impl)
+	}
+	b.WriteString("</svg>\n")
+	return b.String()
+}
+
+func xmlEscape(s string) string {
+	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(s)
+}
