@@ -195,15 +195,49 @@ func (fr *FdReady) ClearReady(slot InterestSlot) {
 }
 
 // ClearEvents forgets only the readiness ev seen in slot. After a short
-// read (the receive queue was emptied) call ClearEvents(SlotRead, PollIn)
+// read that emptied the receive queue, call ClearEvents(SlotRead, PollIn)
 // instead of reading again to get EAGAIN: the next PollReady waits for new
 // data, while a hang-up (PollRdHup, PollHup) that came with the data stays
 // ready, since its edge will not come again. Likewise ClearEvents(SlotWrite,
 // PollOut) after a short write.
+//
+// A short read proves the queue empty only on a TCP stream that has not
+// signaled urgent data (PollPri): a terminal in canonical mode reads a line
+// at a time, datagram, seqpacket and tun fds a message at a time, a unix
+// stream stops at a message carrying fds, and TCP at an urgent mark. On
+// those, read until EAGAIN and call ClearReady, or data already queued is
+// stranded with no edge to come (Socket does this for you).
 func (fr *FdReady) ClearEvents(slot InterestSlot, ev PollEvents) {
 	checkSlot(slot)
 	fr.op.mu.Lock()
 	fr.op.interests.clearEvents(slot, ev)
+	fr.op.mu.Unlock()
+}
+
+// spendDataEdge is called by Socket.Read after a short read on a TCP
+// stream: the read emptied the receive queue, so the next read waits for
+// the next edge instead of failing with EAGAIN. Why that is safe:
+//
+// tcp_recvmsg fills the buffer and stops short only (a) when the receive
+// queue is empty, (b) at the urgent mark, (c) when an error or the peer's
+// shutdown ends the data, or (d) with packets left on the socket's backlog
+// (they arrived while this read held the socket). In (a), every byte that
+// arrives later is queued by tcp_data_queue, which calls sk_data_ready: a
+// new EPOLLIN edge. In (d), the backlog is processed when the read releases
+// the socket, through the same tcp_data_queue: a new edge too. In (c), the
+// error or hang-up has its own edge (ERR, HUP, RDHUP), and only PollIn is
+// forgotten, so a hang-up seen with the data stays ready. (b) is the one
+// case with data left and no edge to come: urgent data raises EPOLLPRI
+// from its arrival until it is read past, and epoll computes an event's
+// bits when the loop harvests it, so by the time the loop has dispatched
+// the edge of the data behind the mark, PollPri has reached the slot;
+// if that edge is not dispatched yet, it will still wake the reader. So
+// the edge is forgotten only while PollPri was never seen.
+//
+// Any other fd is read until EAGAIN (see Socket.Read).
+func (fr *FdReady) spendDataEdge() {
+	fr.op.mu.Lock()
+	fr.op.interests.spendDataEdge(SlotRead)
 	fr.op.mu.Unlock()
 }
 

@@ -191,6 +191,18 @@ func (s *interestSet) clearEvents(slot InterestSlot, ev PollEvents) {
 	in.observed &^= ev
 }
 
+// spendDataEdge forgets the observed PollIn of slot after a short read on
+// a TCP stream, unless PollPri has ever been reported for the fd: urgent
+// data, at whose mark a read stops short with data behind it. PollPri stays
+// in delivered once reported (a Socket's reader never asks for it), so a
+// socket that has seen urgent data reads until EAGAIN from then on.
+func (s *interestSet) spendDataEdge(slot InterestSlot) {
+	in := s.slot(slot)
+	if (in.observed|in.delivered)&PollPri == 0 {
+		in.observed &^= PollIn
+	}
+}
+
 // wakeReady records events from the kernel and collects the wakers of the
 // slots waiting for any of them.
 func (s *interestSet) wakeReady(events PollEvents, wakers *WakerList) {

@@ -16,9 +16,10 @@ import (
 	"github.com/iopool/iopool/internal/sys"
 )
 
-// Socket is a nonblocking stream fd (TCP or unix socket, socketpair, pipe
-// end, tty, tun) registered with a pool. Its Read and Write take the task
-// they run in and suspend it, not the thread, while the fd is not ready.
+// Socket is a nonblocking fd (TCP or unix socket, socketpair, pipe end,
+// tty, tun; seqpacket and datagram sockets read a message per Read)
+// registered with a pool. Its Read and Write take the task they run in and
+// suspend it, not the thread, while the fd is not ready.
 //
 // One task may read while another writes. Read and write deadlines use the
 // pool's timers; an expired deadline fails the call with an error for which
@@ -29,6 +30,11 @@ type Socket struct {
 	fr    *FdReady // owns fd: its close(true) closes it
 	read  ioWait   // task-only state of the reading side
 	write ioWait   // task-only state of the writing side
+
+	// tcp: the fd is a TCP stream socket, the one kind of fd on which a
+	// short read proves the receive queue empty (see Read). Decided once,
+	// when the Socket is made.
+	tcp bool
 }
 
 // ioWait waits for one side's readiness or its deadline, whichever first.
@@ -157,6 +163,24 @@ func (w *ioWait) wait(t *Task, op string, fd int) error {
 // NewSocket registers a stream fd with drv's pool, making it nonblocking.
 // The Socket owns fd from then on: Close closes it.
 func NewSocket(drv *Driver, fd int) (*Socket, error) {
+	return newSocket(drv, fd, isTCPStream(fd))
+}
+
+// isTCPStream reports whether fd is a TCP stream socket. Any other fd (a
+// pipe, tty or tun, which are not sockets; a unix, SCTP or MPTCP socket; a
+// datagram or seqpacket one) reads until EAGAIN.
+func isTCPStream(fd int) bool {
+	typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
+	if err != nil || typ != unix.SOCK_STREAM {
+		return false // ENOTSOCK for a pipe, tty or tun
+	}
+	proto, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PROTOCOL)
+	return err == nil && proto == unix.IPPROTO_TCP
+}
+
+// newSocket is NewSocket for a caller that knows whether fd is a TCP
+// stream (Listen, Accept and Dial made it), sparing the getsockopt calls.
+func newSocket(drv *Driver, fd int, tcp bool) (*Socket, error) {
 	if err := unix.SetNonblock(fd, true); err != nil {
 		return nil, fmt.Errorf("iopool: NewSocket fd %d: %w", fd, os.NewSyscallError("fcntl", err))
 	}
@@ -164,7 +188,7 @@ func NewSocket(drv *Driver, fd int) (*Socket, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Socket{fd: fd, fr: fr}
+	s := &Socket{fd: fd, fr: fr, tcp: tcp}
 	s.read = ioWait{fr: fr, slot: SlotRead, events: PollIn | PollRdHup}
 	s.write = ioWait{fr: fr, slot: SlotWrite, events: PollOut}
 	return s, nil
@@ -178,10 +202,18 @@ func (s *Socket) Fd() int { return s.fd }
 // connection gives an error wrapping ECONNRESET.
 //
 // Read makes the read system call only when the kernel has signaled data
-// since the socket was last found empty: after EAGAIN, or after a short
-// read (the receive queue was emptied), it waits for the next edge first
-// instead of paying for a read that would fail. A hang-up that came with
-// the data is kept, so the read after it returns EOF at once.
+// since the socket was last found empty: after EAGAIN it waits for the next
+// edge. On a TCP stream a short read also proves the receive queue empty,
+// so Read waits for the next edge then too instead of paying for a read
+// that would fail with EAGAIN; a hang-up that came with the data is kept,
+// so the read after it returns EOF at once.
+//
+// Every other fd reads until EAGAIN: there a short read does not mean
+// empty. A terminal in canonical mode returns a line per read, a datagram,
+// seqpacket or tun fd a message per read, a unix stream stops at a message
+// that carries fds (SCM_RIGHTS) or other credentials, and TCP itself stops
+// at an urgent mark (MSG_OOB), so a TCP socket that has signaled urgent
+// data (PollPri) reads until EAGAIN from then on.
 func (s *Socket) Read(t *Task, p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
@@ -199,8 +231,8 @@ func (s *Socket) Read(t *Task, p []byte) (int, error) {
 		case err == nil && n == 0:
 			return 0, io.EOF
 		case err == nil:
-			if n < len(p) {
-				s.fr.ClearEvents(SlotRead, PollIn) // drained: the data edge is spent
+			if n < len(p) && s.tcp {
+				s.fr.spendDataEdge()
 			}
 			return n, nil
 		case err == unix.EINTR:
@@ -405,7 +437,7 @@ func (lc ListenConfig) Listen(drv *Driver, network, addr string) (*Listener, err
 	if err := unix.Listen(fd, backlog); err != nil {
 		return fail("listen", err)
 	}
-	s, err := NewSocket(drv, fd)
+	s, err := newSocket(drv, fd, family != unix.AF_UNIX)
 	if err != nil {
 		unix.Close(fd)
 		return nil, err
@@ -441,7 +473,7 @@ func (l *Listener) Accept(t *Task) (*Socket, error) {
 		switch {
 		case err == nil:
 			setAcceptedOptions(fd)
-			s, err := NewSocket(t.Driver(), fd)
+			s, err := newSocket(t.Driver(), fd, l.sock.tcp) // a listener's kind
 			if err != nil {
 				unix.Close(fd)
 				return nil, err
@@ -501,7 +533,7 @@ func dialSockaddr(t *Task, network, addr string, sa unix.Sockaddr, family int) (
 	if err != nil {
 		return nil, fmt.Errorf("iopool: dial %s %s: %w", network, addr, os.NewSyscallError("socket", err))
 	}
-	s, err := NewSocket(t.Driver(), fd)
+	s, err := newSocket(t.Driver(), fd, family != unix.AF_UNIX)
 	if err != nil {
 		unix.Close(fd)
 		return nil, err
