@@ -37,7 +37,14 @@
 // the fd returns EAGAIN, then call ClearReady for that slot and wait again.
 // Waiting without ClearReady after EAGAIN returns at once with the old
 // readiness; calling ClearReady while data remains waits for an edge that
-// may never come. Close an FdReady before closing its fd.
+// may never come. Close an FdReady before closing its fd. Several tasks may
+// wait on one slot: its next readiness wakes them all.
+//
+// A short read ends the data only on a TCP stream without urgent data;
+// Socket.Read relies on it there and nowhere else (a terminal in canonical
+// mode, a datagram, seqpacket or tun fd, a unix stream carrying fds and TCP
+// at an urgent mark all return short reads with data behind them), so
+// every other fd is read until EAGAIN.
 //
 // # Close and fd numbers
 //
@@ -142,4 +149,52 @@
 // Sleep, Yield and the blocking-style methods that take a *Task panic when
 // called from anywhere else. Close must not be called from a task of the
 // same pool (it would wait for itself); return from the root task instead.
+//
+// # Mistakes and what they do
+//
+// A mistake either works as the user meant or fails loudly and at once,
+// naming what was wrong; none hangs silently. Programmer errors panic with
+// an "iopool: ..." message; bad input returns an error.
+//
+//   - runtime.Goexit in a task (t.FailNow or require.* in a test): only
+//     that task ends; Join, Handle.Wait and Run return an error wrapping
+//     ErrGoexit that names the task, and the pool goes on.
+//   - A panic in a task: Join and Wait return a *PanicError with the
+//     task's stack; Run re-panics with it for the root task.
+//   - A *Task used outside its own function (another goroutine, another
+//     task, after it returned): panics.
+//   - Pool.Close from one of the pool's own tasks, also while Close drains
+//     them: panics (it would wait for itself). From a task of another pool
+//     it works: that task waits until this pool's tasks have finished.
+//   - A blocking call inside a task: Handle.Wait for a task of the same
+//     pool panics (use Join); BlockOn, Chan.RecvWait and Oneshot.Wait panic
+//     when they would block (use Await and Recv), since the task's pool
+//     could run nothing else meanwhile.
+//   - runtime.LockOSThread held (or the lock of a WithLockOSThread pool
+//     undone) across an await: the Go runtime ends the process with "fatal
+//     error: coro: OS thread locking must match locking at coroutine
+//     creation". This one is not caught, the runtime giving no cheap way to
+//     see it coming; lock and unlock between two awaits, or use
+//     WithLockOSThread (see Task).
+//   - Two tasks waiting on the same slot of one FdReady, or reading one
+//     Socket: both are woken by its readiness; the one that finds no data
+//     waits again.
+//   - A nil waker (NewContext(nil)): every future ignores it; the poller
+//     must poll again by itself.
+//   - A deadline in the past: the call fails at once with an error
+//     satisfying errors.Is(err, os.ErrDeadlineExceeded). A deadline after
+//     the year 2262 means never, as in package net. Deadlines are kept on
+//     the pool's monotonic clock: a wall-clock step does not move them.
+//   - NetConn calls while the pool is not running: they wait for readiness,
+//     which needs a running pool, but still fail at their deadline.
+//   - Dial of a unix listener whose accept queue is full: an error wrapping
+//     EAGAIN, as in package net, not an unconnected socket.
+//   - WaitProcess on a process already waited for: an error wrapping
+//     os.ErrProcessDone, never a wait for whatever process took its pid.
+//   - Closing an fd before its FdReady: FdReady.Close returns
+//     ErrFdClosedFirst and touches no other registration.
+//   - Using a closed Socket, FdReady, Wait or pool: ErrClosed (net.ErrClosed
+//     through NetConn), with no syscall on the fd number.
+//   - A burst of a million values through a Chan: its memory is given
+//     back once the receiver has drained it.
 package iopool
