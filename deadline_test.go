@@ -37,9 +37,9 @@ func withWallStep(t *testing.T, tm time.Time, step time.Duration) time.Time {
 	return out
 }
 
-// deadlineReadCase waits in a Read with deadline set and returns the error
-// and how long the Read took; nothing is ever written to the socket.
-func readWithDeadline(t *testing.T, deadline time.Time) (error, time.Duration) {
+// readWithDeadline waits in a Read with deadline set and returns how long
+// the Read took and its error; nothing is ever written to the socket.
+func readWithDeadline(t *testing.T, deadline time.Time) (time.Duration, error) {
 	var err error
 	var took time.Duration
 	runPool(t, func(tk *Task) error {
@@ -63,7 +63,7 @@ func readWithDeadline(t *testing.T, deadline time.Time) (error, time.Duration) {
 		_, _ = guard.Join(tk)
 		return nil
 	})
-	return err, took
+	return took, err
 }
 
 // Regression: deadlines were kept as wall-clock nanoseconds and rebuilt with
@@ -71,11 +71,11 @@ func readWithDeadline(t *testing.T, deadline time.Time) (error, time.Duration) {
 // hour moved a 30 ms deadline by an hour (forward step: fired an hour late;
 // backward: at once). They are converted once to the pool's monotonic clock.
 func TestRegressionDeadlineIgnoresWallClockStep(t *testing.T) {
-	err, took := readWithDeadline(t, withWallStep(t, time.Now().Add(30*time.Millisecond), time.Hour))
+	took, err := readWithDeadline(t, withWallStep(t, time.Now().Add(30*time.Millisecond), time.Hour))
 	require.ErrorIs(t, err, os.ErrDeadlineExceeded)
 	require.Less(t, took, 2*time.Second, "a 30 ms deadline after a +1 h wall step")
 
-	err, took = readWithDeadline(t, withWallStep(t, time.Now().Add(200*time.Millisecond), -time.Hour))
+	took, err = readWithDeadline(t, withWallStep(t, time.Now().Add(200*time.Millisecond), -time.Hour))
 	require.ErrorIs(t, err, os.ErrDeadlineExceeded)
 	require.GreaterOrEqual(t, took, 150*time.Millisecond, "a 200 ms deadline after a -1 h wall step")
 	require.Less(t, took, 2*time.Second)

@@ -184,7 +184,7 @@ func TestTCPShortReadWaitsWithoutAnotherSyscall(t *testing.T) {
 					}
 					return nil
 				})
-				defer sys.SetFaults(old)
+				defer func() { sys.SetFaults(old) }()
 				require.NoError(t, s.SetReadDeadline(time.Now().Add(20*time.Millisecond)))
 				_, err = s.Read(tk, buf)
 				require.ErrorIs(t, err, os.ErrDeadlineExceeded)
