@@ -1,0 +1,285 @@
+package iopool
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// BenchmarkGroupBalance opens 1000 connections to a group listener and
+// holds them, per iteration, and reports how many the busiest pool holds
+// against the average (busiest/avg; 1 is a perfect spread). "hash" is the
+// kernel's SO_REUSEPORT hash of the addresses; "steer" places each
+// connection on the pool of the CPU that processed its SYN, so its spread
+// is the spread of the clients over CPUs: here one pinned dialer per CPU,
+// each making an equal share of the connections, and one pool per CPU.
+func BenchmarkGroupBalance(b *testing.B) {
+	raiseNofile(b, 2000)
+	for _, pools := range []int{2, 4, 8} {
+		b.Run(fmt.Sprintf("hash/pools=%d", pools), func(b *testing.B) {
+			benchBalance(b, GroupListenConfig{}, pools, 1000)
+		})
+	}
+	b.Run(fmt.Sprintf("steer/pools=%d", len(processCPUs())), func(b *testing.B) {
+		benchBalance(b, GroupListenConfig{SteerByCPU: true}, len(processCPUs()), 1000)
+	})
+}
+
+func benchBalance(b *testing.B, cfg GroupListenConfig, pools, conns int) {
+	g, err := NewGroup(pools, WithPinCPU())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer g.Close()
+	gl, err := cfg.Listen(g, "tcp4", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	// held[i] counts the connections pool i holds; each pool's root keeps
+	// the sockets it accepted until told to drop them.
+	accepted := make(chan int, conns)
+	drop := make([]*Chan[struct{}], pools)
+	for i := range drop {
+		drop[i] = NewChan[struct{}]()
+	}
+	runErr := make(chan error, 1)
+	go func() {
+		runErr <- g.Run(func(t *Task, i int) error {
+			var held []*Socket
+			dropAll := Spawn(t.Driver(), "drop", func(t *Task) (struct{}, error) {
+				for {
+					if _, err := drop[i].Recv(t); err != nil {
+						return struct{}{}, err
+					}
+					for _, s := range held {
+						s.Close()
+					}
+					held = held[:0]
+				}
+			})
+			defer dropAll.Cancel()
+			for {
+				s, err := gl.Accept(t)
+				if err != nil {
+					return err
+				}
+				held = append(held, s)
+				accepted <- i
+			}
+		})
+	}()
+	worst := 0.0
+	clients := make([]net.Conn, 0, conns)
+	for range b.N {
+		per := make([]int, pools)
+		clients = dialFromEachCPU(b, gl.Addr(), conns, clients)
+		for range conns {
+			per[<-accepted]++
+		}
+		busiest := 0
+		for _, n := range per {
+			busiest = max(busiest, n)
+		}
+		worst = max(worst, float64(busiest)*float64(pools)/float64(conns))
+		for _, c := range clients {
+			c.Close()
+		}
+		clients = clients[:0]
+		for _, d := range drop {
+			d.Send(struct{}{})
+		}
+	}
+	b.ReportMetric(worst, "busiest/avg")
+	b.ReportMetric(0, "ns/op")
+	g.Close()
+	<-runErr
+}
+
+// dialFromEachCPU makes conns connections to addr, an equal share from a
+// thread pinned to each CPU of the process, and appends them to clients.
+func dialFromEachCPU(b *testing.B, addr net.Addr, conns int, clients []net.Conn) []net.Conn {
+	cpus := processCPUs()
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	var firstErr error
+	for k, cpu := range cpus {
+		share := conns/len(cpus) + btoi(k < conns%len(cpus))
+		wg.Add(1)
+		goLoop(true, func() { // off the main thread; the pinned thread exits with it
+			defer wg.Done()
+			var set unix.CPUSet
+			set.Set(cpu)
+			err := unix.SchedSetaffinity(0, &set)
+			for range share {
+				if err != nil {
+					break
+				}
+				var c net.Conn
+				// The SYN leaves from this thread: net.Dial connects on
+				// the calling goroutine's thread, locked here.
+				if c, err = net.Dial("tcp4", addr.String()); err == nil {
+					mu.Lock()
+					clients = append(clients, c)
+					mu.Unlock()
+				}
+			}
+			if err != nil {
+				mu.Lock()
+				firstErr = err
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if firstErr != nil {
+		b.Fatal(firstErr)
+	}
+	return clients
+}
+
+func btoi(v bool) int {
+	if v {
+		return 1
+	}
+	return 0
+}
+
+// BenchmarkGroupEcho serves 64-byte echoes from a group of pinned pools to
+// closed-loop Go clients in the same process, and reports each pool's own
+// loop-thread CPU per request it served (the worst pool: server-µs/req),
+// and requests per second. pools=1 is a single pinned pool (a one-pool
+// group); pools=2 gives each pool half the connections.
+//
+// On a 2-core machine the clients share the cores with the pools, so this
+// measures the server's CPU per request under contention, not a throughput
+// that scales: see docs/benchmarks.md.
+func BenchmarkGroupEcho(b *testing.B) {
+	raiseNofile(b, 600)
+	for _, conns := range []int{64, 256} {
+		for _, pools := range []int{1, 2} {
+			b.Run(fmt.Sprintf("conns=%d/pools=%d", conns, pools), func(b *testing.B) {
+				benchGroupEcho(b, pools, conns, 64)
+			})
+		}
+	}
+}
+
+// echoCounters are pool i's, touched only on pool i's thread.
+type echoCounters struct{ bytes int64 }
+
+func benchGroupEcho(b *testing.B, pools, conns, size int) {
+	g, err := NewGroup(pools, WithPinCPU())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer g.Close()
+	gl, err := g.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	counters := make([]echoCounters, pools)
+	runErr := make(chan error, 1)
+	go func() {
+		runErr <- g.Run(func(t *Task, i int) error {
+			for {
+				s, err := gl.Accept(t)
+				if err != nil {
+					return err
+				}
+				Spawn(t.Driver(), "echo", func(t *Task) (struct{}, error) {
+					defer s.Close()
+					buf := make([]byte, 16<<10)
+					for {
+						n, err := s.Read(t, buf)
+						if err != nil {
+							return struct{}{}, nil
+						}
+						if _, err := s.Write(t, buf[:n]); err != nil {
+							return struct{}{}, nil
+						}
+						counters[i].bytes += int64(n)
+					}
+				})
+			}
+		})
+	}()
+	// sample reads pool i's thread CPU and echoed bytes on its own thread.
+	type sample struct{ cpu, bytes int64 }
+	snapshot := func() []sample {
+		out := make([]sample, pools)
+		for i := range pools {
+			v, err := Spawn(g.Driver(i), "sample", func(t *Task) (sample, error) {
+				var ru unix.Rusage
+				_ = unix.Getrusage(unix.RUSAGE_THREAD, &ru)
+				return sample{ru.Utime.Nano() + ru.Stime.Nano(), counters[i].bytes}, nil
+			}).Wait()
+			if err != nil {
+				b.Fatal(err)
+			}
+			out[i] = v
+		}
+		return out
+	}
+
+	clients := make([]net.Conn, conns)
+	for i := range clients {
+		if clients[i], err = net.Dial("tcp4", gl.Addr().String()); err != nil {
+			b.Fatal(err)
+		}
+		defer clients[i].Close()
+	}
+	roundTrips := func(c net.Conn, n int) error {
+		msg := bytes.Repeat([]byte{'x'}, size)
+		got := make([]byte, size)
+		for range n {
+			if _, err := c.Write(msg); err != nil {
+				return err
+			}
+			if _, err := io.ReadFull(c, got); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	drive := func(each int) {
+		var wg sync.WaitGroup
+		errs := make(chan error, conns)
+		for _, c := range clients {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := roundTrips(c, each); err != nil {
+					errs <- err
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			b.Fatal(err)
+		}
+	}
+	drive(2) // every connection accepted and warm
+	before := snapshot()
+	b.ResetTimer()
+	drive(max(1, b.N/conns))
+	b.StopTimer()
+	after := snapshot()
+	worst, total := 0.0, int64(0)
+	for i := range pools {
+		reqs := (after[i].bytes - before[i].bytes) / int64(size)
+		total += reqs
+		if reqs > 0 {
+			worst = max(worst, float64(after[i].cpu-before[i].cpu)/1e3/float64(reqs))
+		}
+	}
+	b.ReportMetric(worst, "server-µs/req")
+	b.ReportMetric(float64(total)/b.Elapsed().Seconds(), "req/s")
+	g.Close()
+	<-runErr
+}
