@@ -152,20 +152,21 @@ func btoi(v bool) int {
 // BenchmarkGroupEcho serves 64-byte echoes from a group of pinned pools to
 // closed-loop Go clients in the same process, and reports each pool's own
 // loop-thread CPU per request it served (the worst pool: server-µs/req),
-// and requests per second. pools=1 is a single pinned pool (a one-pool
-// group); pools=2 gives each pool half the connections.
+// all the pools' CPU over all the requests (group-µs/req), and requests
+// per second, and the events each loop found per sleep. pools=1 is a
+// single pinned pool (a one-pool group); conns=N/pools=2 gives each pool
+// half the connections, conns=Nx2/pools=2 as many as the single pool has.
 //
 // On a 2-core machine the clients share the cores with the pools, so this
 // measures the server's CPU per request under contention, not a throughput
 // that scales: see docs/benchmarks.md.
 func BenchmarkGroupEcho(b *testing.B) {
-	raiseNofile(b, 600)
+	raiseNofile(b, 1200)
 	for _, conns := range []int{64, 256} {
-		for _, pools := range []int{1, 2} {
-			b.Run(fmt.Sprintf("conns=%d/pools=%d", conns, pools), func(b *testing.B) {
-				benchGroupEcho(b, pools, conns, 64)
-			})
-		}
+		b.Run(fmt.Sprintf("conns=%d/pools=1", conns), func(b *testing.B) { benchGroupEcho(b, 1, conns, 64) })
+		b.Run(fmt.Sprintf("conns=%d/pools=2", conns), func(b *testing.B) { benchGroupEcho(b, 2, conns, 64) })
+		// The same connections per pool as the single pool has.
+		b.Run(fmt.Sprintf("conns=%dx2/pools=2", conns), func(b *testing.B) { benchGroupEcho(b, 2, 2*conns, 64) })
 	}
 }
 
@@ -209,14 +210,17 @@ func benchGroupEcho(b *testing.B, pools, conns, size int) {
 		})
 	}()
 	// sample reads pool i's thread CPU and echoed bytes on its own thread.
-	type sample struct{ cpu, bytes int64 }
+	type sample struct {
+		cpu, bytes int64
+		st         Stats
+	}
 	snapshot := func() []sample {
 		out := make([]sample, pools)
 		for i := range pools {
 			v, err := Spawn(g.Driver(i), "sample", func(t *Task) (sample, error) {
 				var ru unix.Rusage
 				_ = unix.Getrusage(unix.RUSAGE_THREAD, &ru)
-				return sample{ru.Utime.Nano() + ru.Stime.Nano(), counters[i].bytes}, nil
+				return sample{ru.Utime.Nano() + ru.Stime.Nano(), counters[i].bytes, g.Pool(i).Stats()}, nil
 			}).Wait()
 			if err != nil {
 				b.Fatal(err)
@@ -270,16 +274,28 @@ func benchGroupEcho(b *testing.B, pools, conns, size int) {
 	drive(max(1, b.N/conns))
 	b.StopTimer()
 	after := snapshot()
-	worst, total := 0.0, int64(0)
+	worst, total, cpu := 0.0, int64(0), int64(0)
+	var events, sleeps uint64
 	for i := range pools {
+		events += after[i].st.Events - before[i].st.Events
+		sleeps += after[i].st.Sleeps - before[i].st.Sleeps
 		reqs := (after[i].bytes - before[i].bytes) / int64(size)
 		total += reqs
+		cpu += after[i].cpu - before[i].cpu
 		if reqs > 0 {
 			worst = max(worst, float64(after[i].cpu-before[i].cpu)/1e3/float64(reqs))
 		}
 	}
 	b.ReportMetric(worst, "server-µs/req")
+	if total > 0 {
+		b.ReportMetric(float64(cpu)/1e3/float64(total), "group-µs/req")
+	}
 	b.ReportMetric(float64(total)/b.Elapsed().Seconds(), "req/s")
+	if sleeps > 0 {
+		// How much work each wake-up of a loop finds: fewer events per
+		// sleep means more epoll_waits and wake-ups per request.
+		b.ReportMetric(float64(events)/float64(sleeps), "events/sleep")
+	}
 	g.Close()
 	<-runErr
 }
