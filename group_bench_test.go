@@ -299,3 +299,73 @@ func benchGroupEcho(b *testing.B, pools, conns, size int) {
 	g.Close()
 	<-runErr
 }
+
+// BenchmarkGroupPingPong runs, inside every pool of a pinned group at once,
+// b.N round trips of 64 bytes between two tasks over a socketpair of that
+// pool, and reports the worst pool's loop-thread CPU per round trip
+// (server-ns/rt). Nothing outside the pools takes part, so a pool of a
+// 2-pool group differs from a lone pinned pool (pools=1) only by what the
+// pools share: locks, cache lines, the Go runtime, and the hardware (on
+// this machine two vCPUs that may be hyperthreads of one core).
+func BenchmarkGroupPingPong(b *testing.B) {
+	for _, pools := range []int{1, 2} {
+		b.Run(fmt.Sprintf("pools=%d", pools), func(b *testing.B) {
+			g, err := NewGroup(pools, WithPinCPU())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer g.Close()
+			cpu := make([]int64, pools)
+			b.ResetTimer()
+			err = g.Run(func(t *Task, i int) error {
+				fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+				if err != nil {
+					return err
+				}
+				var socks [2]*Socket
+				for k, fd := range fds {
+					if socks[k], err = NewSocket(t.Driver(), fd); err != nil {
+						return err
+					}
+					defer socks[k].Close()
+				}
+				echo := Spawn(t.Driver(), "echo", func(t *Task) (struct{}, error) {
+					buf := make([]byte, 64)
+					for range b.N {
+						if _, err := io.ReadFull(socks[1].Reader(t), buf); err != nil {
+							return struct{}{}, err
+						}
+						if _, err := socks[1].Write(t, buf); err != nil {
+							return struct{}{}, err
+						}
+					}
+					return struct{}{}, nil
+				})
+				var ru0, ru1 unix.Rusage
+				_ = unix.Getrusage(unix.RUSAGE_THREAD, &ru0)
+				msg, got := make([]byte, 64), make([]byte, 64)
+				for range b.N {
+					if _, err := socks[0].Write(t, msg); err != nil {
+						return err
+					}
+					if _, err := io.ReadFull(socks[0].Reader(t), got); err != nil {
+						return err
+					}
+				}
+				_ = unix.Getrusage(unix.RUSAGE_THREAD, &ru1)
+				cpu[i] = ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano()
+				_, err = echo.Join(t)
+				return err
+			})
+			b.StopTimer()
+			if err != nil {
+				b.Fatal(err)
+			}
+			worst := int64(0)
+			for _, c := range cpu {
+				worst = max(worst, c)
+			}
+			b.ReportMetric(float64(worst)/float64(b.N), "server-ns/rt")
+		})
+	}
+}
