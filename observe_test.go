@@ -4,12 +4,16 @@ import (
 	"bytes"
 	"encoding/json"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/iopool/iopool/internal/sys"
 )
 
 // syncBuffer is a bytes.Buffer safe for a logger used from the loop while
@@ -80,4 +84,42 @@ func TestStatsMarshalJSON(t *testing.T) {
 	var back Stats
 	require.NoError(t, json.Unmarshal(b, &back))
 	require.Equal(t, st, back)
+}
+
+// An accept loop that runs out of fds says so on the logger and keeps
+// accepting once fds are back: in a task and through the net.Listener.
+func TestLoggerRecordsAcceptBackoff(t *testing.T) {
+	var buf syncBuffer
+	logger := slog.New(slog.NewTextHandler(&buf, nil))
+	p := newTestPool(t, WithName("acceptor"), WithLogger(logger))
+	servePool(t, p)
+	l, err := Listen(p.Driver(), "tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	nl := l.NetListener()
+	defer nl.Close()
+
+	var failed atomic.Int32
+	sys.SetFaults(func(c sys.Call) error {
+		if c == sys.CallAccept && failed.Add(1) <= 2 {
+			return unix.EMFILE
+		}
+		return nil
+	})
+	defer sys.SetFaults(nil)
+	dialed := make(chan struct{})
+	go func() {
+		defer close(dialed)
+		if c, err := net.Dial("tcp", l.Addr().String()); err == nil {
+			_, _ = c.Read(make([]byte, 1)) // until the server closes
+			c.Close()
+		}
+	}()
+	c, err := nl.Accept()
+	require.NoError(t, err, "accepting resumes once fds are back")
+	require.NoError(t, c.Close())
+	<-dialed
+	out := buf.String()
+	require.Equal(t, 2, strings.Count(out, `msg="iopool: accept backing off: out of file descriptors" pool=acceptor addr=127.0.0.1:`), out)
+	require.Contains(t, out, "err=\"too many open files\" pause=10ms")
+	require.Contains(t, out, "pause=20ms", "the pause doubles")
 }

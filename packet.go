@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -99,6 +100,10 @@ func inetSockaddr(network string, ip net.IP, port int, zone string) (unix.Sockad
 	if zone != "" {
 		if ifi, err := net.InterfaceByName(zone); err == nil {
 			sa.ZoneId = uint32(ifi.Index)
+		} else if n, err := strconv.ParseUint(zone, 10, 32); err == nil {
+			sa.ZoneId = uint32(n) // "fe80::1%2": an interface index
+		} else {
+			return nil, 0, fmt.Errorf("unknown IPv6 zone %q (want an interface name or index)", zone)
 		}
 	}
 	return sa, unix.AF_INET6, nil

@@ -170,3 +170,16 @@ func TestPacketSocketBadInput(t *testing.T) {
 		return nil
 	})
 }
+
+func TestInetSockaddrZones(t *testing.T) {
+	lo, err := net.InterfaceByIndex(1)
+	require.NoError(t, err)
+	for _, zone := range []string{lo.Name, "1"} {
+		sa, family, err := inetSockaddr("udp6", net.ParseIP("fe80::1"), 53, zone)
+		require.NoError(t, err, zone)
+		require.Equal(t, unix.AF_INET6, family)
+		require.Equal(t, uint32(1), sa.(*unix.SockaddrInet6).ZoneId, zone)
+	}
+	_, _, err = inetSockaddr("udp6", net.ParseIP("fe80::1"), 53, "no-such-if0")
+	require.ErrorContains(t, err, `unknown IPv6 zone "no-such-if0"`)
+}
