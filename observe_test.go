@@ -105,7 +105,7 @@ func TestLoggerRecordsAcceptBackoff(t *testing.T) {
 		}
 		return nil
 	})
-	defer sys.SetFaults(nil)
+	defer func() { sys.SetFaults(nil) }()
 	dialed := make(chan struct{})
 	go func() {
 		defer close(dialed)
