@@ -61,22 +61,33 @@ func SpawnContext[T any](ctx context.Context, drv *Driver, name string, fn func(
 	h := &Handle[T]{fn: fn}
 	h.task = newTask(drv.p, name, h)
 	h.task.parent = ctx
-	switch {
-	case ctx.Err() != nil:
-		// Done already: canceled before it is queued, so it never runs
-		// (an AfterFunc would run later, on a goroutine of its own).
+	if ctx.Err() != nil {
+		// Done already: canceled before it is queued, so it never runs.
 		h.task.recordCause(context.Cause(ctx))
 		h.task.canceled.Store(true)
-	case ctx.Done() != nil:
-		task := h.task
-		stop := context.AfterFunc(ctx, func() { task.cancelWithCause(context.Cause(ctx)) })
-		// Unregister from ctx when the task finishes, so that a long-lived
-		// ctx does not keep every task it ever started.
-		h.Poll(&Context{waker: &afterFuncStopper{stop: stop}})
 	}
 	drv.p.enqueueNew(h.task)
+	// Tied to ctx only once queued: a cancel that wakes the task before it
+	// has joined the pool's live list would let it finish there first, and
+	// the list would then keep a finished task that Close waits for forever.
+	if ctx.Done() != nil && !h.task.canceled.Load() {
+		task := h.task
+		stop := context.AfterFunc(ctx, func() { task.cancelWithCause(context.Cause(ctx)) })
+		if testHookAfterFuncRegistered != nil {
+			testHookAfterFuncRegistered()
+		}
+		// Unregistered from ctx when the task finishes, so that a
+		// long-lived ctx does not keep every task it ever started.
+		if _, done := h.Poll(&Context{waker: &afterFuncStopper{stop: stop}}); done {
+			stop()
+		}
+	}
 	return h
 }
+
+// testHookAfterFuncRegistered, if set by a test, runs right after
+// SpawnContext has tied the task to its context.
+var testHookAfterFuncRegistered func()
 
 // afterFuncStopper unregisters a context.AfterFunc when woken (a pointer
 // type, so that wakers compare by identity).

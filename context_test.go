@@ -93,3 +93,41 @@ func TestSpawnContextDoneValuesAndRelease(t *testing.T) {
 	})
 	require.False(t, errors.Is(ErrCanceled, errShutdown{}))
 }
+
+// A context canceled right after SpawnContext tied the task to it: the
+// cancel must not finish the task before it has joined the pool's live
+// list, or the task stays there for good and Close waits for it forever.
+// The hook cancels at that moment and gives the loop time to run the task.
+// Before the fix, the task was tied to the context before it was queued,
+// and the pool kept counting a finished task as live.
+func TestRegressionSpawnContextCanceledWhileSpawning(t *testing.T) {
+	p, err := New()
+	require.NoError(t, err)
+	stop := NewOneshot[struct{}]()
+	ran := make(chan error, 1)
+	go func() {
+		ran <- p.Run(func(tk *Task) error { _, err := stop.Recv(tk); return err })
+	}()
+	ctx, cancel := context.WithCancel(context.Background())
+	testHookAfterFuncRegistered = func() {
+		cancel()
+		time.Sleep(20 * time.Millisecond) // the AfterFunc and the loop run now
+	}
+	defer func() { testHookAfterFuncRegistered = nil }()
+	h := SpawnContext(ctx, p.Driver(), "racing", func(t *Task) (int, error) { return 0, t.Yield() })
+	testHookAfterFuncRegistered = nil
+	if _, err = h.Wait(); err != nil { // it may have finished before the cancel
+		require.ErrorIs(t, err, ErrCanceled)
+	}
+	require.NoError(t, stop.Send(struct{}{}))
+	require.NoError(t, <-ran)
+	require.Zero(t, p.Stats().TasksLive, "no finished task is counted as live")
+	closed := make(chan error, 1)
+	go func() { closed <- p.Close() }()
+	select {
+	case err := <-closed:
+		require.NoError(t, err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close waits forever for a task that already finished")
+	}
+}
