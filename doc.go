@@ -137,6 +137,20 @@
 // WithLogger and WithStallReport report rare events and tasks that hog the
 // loop.
 //
+// # Thread per core
+//
+// A Group is N pools, one per CPU (NewGroup(0, WithPinCPU()) pins each to
+// its own), run together by Group.Run with a root per pool. Group.Listen
+// opens one SO_REUSEPORT listener per pool on one address; each pool
+// accepts only from its own (GroupListener.Accept), so a connection lives
+// and dies on the pool that accepted it and the pools share no lock.
+// GroupListenConfig.SteerByCPU hands each connection to the pool of the
+// CPU that processed its SYN. A pool closed first takes its listener with
+// it: the kernel sends later connections to the others and resets what the
+// closed one had queued (GroupListener.Dropped counts them). Work crosses
+// pools with Spawn(g.Driver(j), ...), the answer coming back through a
+// Oneshot or the Handle; a pool runs tasks only while its root runs.
+//
 // # What is safe off the loop goroutine
 //
 // Pool.Close, Pool.Stats, Pool.Driver, everything on Driver (Spawn, NewTimer,
@@ -144,7 +158,8 @@
 // FdReady.Close, the channels (Oneshot, Chan), Uring.Start, every method of
 // NetConn and of the net.Listener and net.PacketConn from
 // Listener.NetListener and PacketSocket.NetPacketConn, JoinSet's Spawn, Len,
-// CancelAll and Close, Ticker.Reset and Stop, and Signals.Stop may be used
+// CancelAll and Close, Ticker.Reset and Stop, Signals.Stop, and every
+// method of Group and GroupListener except Accept may be used
 // from any goroutine. A *Task may be used only inside its own task function: Await,
 // Sleep, Yield and the blocking-style methods that take a *Task panic when
 // called from anywhere else. Close must not be called from a task of the

@@ -140,7 +140,9 @@ func (gl *GroupListener) Accept(t *Task) (*Socket, error) {
 
 // Dropped returns how many connections were waiting in a listener's accept
 // queue when the group closed it (with its pool, or by Close): the kernel
-// resets them unless net.ipv4.tcp_migrate_req is 1.
+// resets them unless net.ipv4.tcp_migrate_req is 1. The queue is read just
+// before the close; a connection completing its handshake in between is
+// reset without being counted.
 func (gl *GroupListener) Dropped() int64 { return gl.dropped.Load() }
 
 // Close closes every pool's listener. Closing twice is a no-op.
