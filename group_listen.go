@@ -21,7 +21,8 @@ type GroupListenConfig struct {
 	// with NIC queues (or RPS) spreading packets over CPUs, a connection is
 	// served on the core that receives its packets. It needs a group made
 	// with WithPinCPU. A connection received on a CPU without a pool is
-	// placed by the kernel's hash.
+	// placed by the kernel's hash; with more pools than CPUs only the first
+	// pool on each CPU is steered to, so the others get no connections.
 	SteerByCPU bool
 	// Backlog is each listener's accept queue length; 0 means 4096.
 	Backlog int
