@@ -386,7 +386,8 @@ func (h *Handle[T]) Wait() (T, error) {
 	h.mu.Lock()
 	if !h.done {
 		h.mu.Unlock()
-		if callerPool() == h.task.pool {
+		// A task of the pool can be calling only while the pool runs one.
+		if p := h.task.pool; p.current.Load() != nil && callerPool() == p {
 			panic(fmt.Sprintf("iopool: Handle.Wait called from a task of the same pool as task %q, which could then never run: use Join(t)", h.task.name))
 		}
 		h.mu.Lock()
