@@ -131,13 +131,13 @@ func (in *interestSlot) addWaiter(w Waker) {
 		in.waker = w
 	case *waiterSet:
 		for _, x := range cur.wakers {
-			if x == w {
+			if sameWaker(x, w) {
 				return
 			}
 		}
 		cur.wakers = append(cur.wakers, w)
 	default:
-		if cur != w {
+		if !sameWaker(cur, w) {
 			in.waker = &waiterSet{wakers: []Waker{cur, w}}
 		}
 	}
@@ -147,11 +147,11 @@ func (in *interestSlot) addWaiter(w Waker) {
 func (in *interestSlot) takeWaiters(wakers *WakerList, except Waker) {
 	if ws, ok := in.waker.(*waiterSet); ok {
 		for _, w := range ws.wakers {
-			if w != except {
+			if !sameWaker(w, except) {
 				wakers.Add(w)
 			}
 		}
-	} else if in.waker != except {
+	} else if !sameWaker(in.waker, except) {
 		wakers.Add(in.waker)
 	}
 	in.waker = nil
@@ -174,7 +174,7 @@ func (s *interestSet) pollReady(cx *Context, slot InterestSlot, events PollEvent
 		return r, true
 	}
 	in.requested |= events
-	if cx.waker != nil && in.waker != cx.waker {
+	if cx.waker != nil && !sameWaker(in.waker, cx.waker) {
 		in.addWaiter(cx.waker)
 	}
 	return 0, false

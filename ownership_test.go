@@ -606,3 +606,49 @@ func TestRegressionInvalidSlotPanicLeavesNoLockHeld(t *testing.T) {
 		})
 	}
 }
+
+// Scenario 6, wakers: polling a timer, an FdReady or a Handle from two
+// contexts whose wakers are WakerFuncs (an uncomparable type) works; the
+// waker comparison used to panic with "comparing uncomparable type" while
+// the pool's (or the op's) lock was held, and the next call hung.
+func TestRegressionUncomparableWakersLeaveNoLockHeld(t *testing.T) {
+	pair := socketpair(t)
+	defer unix.Close(pair[0])
+	defer unix.Close(pair[1])
+	p, err := New()
+	require.NoError(t, err)
+	drv := p.Driver()
+	fr, err := drv.NewFdReady(pair[0])
+	require.NoError(t, err)
+	h := Spawn(drv, "never", func(t *Task) (int, error) {
+		_, err := Await[struct{}](t, PollFunc[struct{}](func(*Context) (struct{}, bool) { return struct{}{}, false }))
+		return 0, err
+	})
+	tm := NewTimer(drv)
+	var woken atomic.Int32
+	wakerA := NewContext(WakerFunc(func() { woken.Add(1) }))
+	wakerB := NewContext(WakerFunc(func() { woken.Add(1) }))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for _, cx := range []*Context{wakerA, wakerB, wakerA} {
+			tm.PollTimer(cx, time.Now().Add(time.Hour))
+			fr.PollReady(cx, SlotRead, PollIn)
+			h.Poll(cx)
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(watchdog):
+		t.Fatal("polling with a second WakerFunc hung")
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- errors.Join(fr.Close(), p.Close()) }()
+	select {
+	case err := <-closed:
+		require.NoError(t, err)
+	case <-time.After(watchdog):
+		t.Fatal("Close hangs on a lock a waker comparison left held")
+	}
+	require.Positive(t, woken.Load(), "the WakerFunc pollers were woken by Close")
+}

@@ -348,7 +348,7 @@ func (h *Handle[T]) Poll(cx *Context) (T, bool) {
 		return zero, false
 	}
 	for _, w := range h.waiters {
-		if w == cx.waker {
+		if sameWaker(w, cx.waker) {
 			return zero, false
 		}
 	}

@@ -69,7 +69,7 @@ func (tm *Timer) poll(cx *Context, d int64, setDeadline bool) (time.Time, bool) 
 	if tm.e.index < 0 {
 		p.timers.arm(&tm.e, d)
 	}
-	if tm.e.waker != cx.waker {
+	if !sameWaker(tm.e.waker, cx.waker) {
 		tm.e.waker = cx.waker
 	}
 	p.unlockAndSignal(p.state.wakeForTimer(d))

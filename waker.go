@@ -1,5 +1,7 @@
 package iopool
 
+import "reflect"
+
 import "time"
 
 // Waker is notified when a pending future may make progress.
@@ -9,6 +11,24 @@ import "time"
 // polls again (a task woken twice before it runs is queued once).
 type Waker interface {
 	Wake()
+}
+
+// sameWaker reports whether a and b are the same waker. Wakers are compared
+// to keep one registration per waiter, under the lock of what is polled;
+// == on two interface values of one uncomparable dynamic type (a
+// WakerFunc, a struct holding a slice) panics, and would leave that lock
+// held. Such wakers count as different: at worst a waiter is kept twice
+// and woken twice, which the Waker contract allows.
+func sameWaker(a, b Waker) bool {
+	if ta, ok := a.(*Task); ok { // the common case, without reflect
+		tb, ok := b.(*Task)
+		return ok && ta == tb
+	}
+	if a == nil || b == nil {
+		return a == nil && b == nil
+	}
+	t := reflect.TypeOf(a)
+	return t == reflect.TypeOf(b) && t.Comparable() && a == b
 }
 
 // WakerFunc adapts a plain function to the Waker interface.
