@@ -27,7 +27,7 @@ func TestDemoPrintsTheExchange(t *testing.T) {
 	require.Contains(t, out.String(), `GET /debug/vars -> "iopool": {"name":"http","stats":{"Cycles":`)
 }
 
-// 20 clients post 50 bodies each, of sizes from empty to 256 KiB, over
+// 20 clients post 50 bodies each, of sizes from empty to 128 KiB, over
 // keep-alive connections; every reply's body and headers are checked.
 func TestConcurrentPostsEchoEveryBody(t *testing.T) {
 	srv, err := startServer("127.0.0.1:0")
@@ -80,7 +80,7 @@ func postMany(base string, client, posts int) error {
 		case 2:
 			size = 4<<10 + rng.IntN(64<<10)
 		case 3:
-			size = rng.IntN(256 << 10)
+			size = rng.IntN(128 << 10)
 		case 4:
 			size = 1 << rng.IntN(17)
 		}
