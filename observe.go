@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -87,6 +88,8 @@ func (p *Pool) logTaskPanic(pe *PanicError) {
 // observeState is the pool's observability state.
 type observeState struct {
 	labelCache map[string]context.Context // task pprof labels by task name; loop only
+	run        watchedRun                 // WithStallReport: the task run in progress
+	watchdog   sync.Once                  // starts watchStalls with the first watched run
 }
 
 // maxLabelCache bounds the pool's cache of label sets by task name (names
@@ -126,7 +129,11 @@ func (p *Pool) setLoopLabels() {
 type StallReport struct {
 	Pool     string        // the pool's name
 	Task     string        // the task's name
-	Duration time.Duration // how long it ran before it suspended or finished
+	Duration time.Duration // how long it ran before it suspended or finished (so far, if Running)
+	// Running is true for a report made while the task still runs (a task
+	// that never suspends is reported this way, once per run); such a run
+	// is reported again, with its whole duration, when it ends.
+	Running bool
 	// Resumed is where the task was resumed for that run: the first frame
 	// outside package iopool of the call in which it last suspended
 	// ("function (file:line)"), or "start of the task" for its first run.
@@ -137,14 +144,16 @@ type StallReport struct {
 // WithStallReport reports every run of a task that lasts longer than
 // threshold without suspending (a loop that forgot to yield, a blocking
 // syscall, a long computation), with the pool, the task, the duration and
-// where the task had been resumed. report is called on the loop goroutine
-// after the run, so it should be quick; a nil report logs the stall at Warn
-// level to the pool's logger (WithLogger), or to slog.Default() if the pool
-// has none.
+// where the task had been resumed. A run is reported when it ends, on the
+// loop goroutine, and, if it is still going on, by a watchdog goroutine
+// that looks every threshold/2: a task stuck for good is reported too.
+// report may therefore be called from both goroutines at once, and should
+// be quick; a nil report logs the stall at Warn level to the pool's logger
+// (WithLogger), or to slog.Default() if the pool has none.
 //
-// Without this option nothing is measured. With it, each run of a task
-// reads the clock twice and each suspension records its call stack (about
-// a microsecond).
+// Without this option nothing is measured and no goroutine is started.
+// With it, each run of a task reads the clock twice and takes a lock, and
+// each suspension records its call stack (about a microsecond).
 func WithStallReport(threshold time.Duration, report func(StallReport)) Option {
 	return func(o *options) error {
 		if threshold <= 0 {
@@ -161,32 +170,79 @@ type stallState struct {
 	n   int // valid entries of pcs; 0 before the first suspension
 }
 
-// resumeWatched resumes t like resume does, measuring the run and
-// reporting it if it exceeded the stall threshold. Loop only.
-func (p *Pool) resumeWatched(t *Task) (more bool) {
-	if t.stall == nil {
-		t.stall = new(stallState)
-	}
-	st := t.stall
-	var resumed [32]uintptr
-	n := copy(resumed[:], st.pcs[:st.n])
-	start := time.Now()
-	more = runTask(t)
-	d := time.Since(start)
-	if d > p.opts.obs.stallThreshold {
-		p.reportStall(t.name, d, resumed[:n])
-	}
-	return more
-}
-
 // recordSuspend remembers where a watched task suspends: where it will
 // resume. Task only.
 func (st *stallState) recordSuspend() {
 	st.n = runtime.Callers(3, st.pcs[:])
 }
 
-func (p *Pool) reportStall(task string, d time.Duration, pcs []uintptr) {
-	r := StallReport{Pool: p.Name(), Task: task, Duration: d, Resumed: "start of the task"}
+// watchedRun is the task run in progress, for the watchdog.
+type watchedRun struct {
+	mu       sync.Mutex
+	task     string      // mu
+	start    time.Time   // mu: zero when no task runs
+	pcs      [32]uintptr // mu: where it resumed
+	n        int         // mu
+	reported bool        // mu: the watchdog reported this run
+}
+
+// resumeWatched resumes t like resume does, measuring the run and
+// reporting it if it exceeded the stall threshold. Loop only.
+func (p *Pool) resumeWatched(t *Task) (more bool) {
+	if t.stall == nil {
+		t.stall = new(stallState)
+	}
+	w := &p.obs.run
+	w.mu.Lock()
+	w.task, w.n, w.reported = t.name, copy(w.pcs[:], t.stall.pcs[:t.stall.n]), false
+	w.start = time.Now()
+	start := w.start
+	w.mu.Unlock()
+	p.obs.watchdog.Do(func() { go p.watchStalls(p.closeEnd) })
+
+	more = runTask(t)
+
+	d := time.Since(start)
+	w.mu.Lock()
+	w.start = time.Time{}
+	pcs, n := w.pcs, w.n
+	w.mu.Unlock()
+	if d > p.opts.obs.stallThreshold {
+		p.reportStall(StallReport{Task: t.name, Duration: d}, pcs[:n])
+	}
+	return more
+}
+
+// watchStalls reports a run that is still going on past the threshold,
+// once per run, until the pool is closed.
+func (p *Pool) watchStalls(closed <-chan struct{}) {
+	threshold := p.opts.obs.stallThreshold
+	tick := time.NewTicker(max(threshold/2, time.Millisecond))
+	defer tick.Stop()
+	w := &p.obs.run
+	for {
+		select {
+		case <-closed:
+			return
+		case <-tick.C:
+		}
+		w.mu.Lock()
+		if w.start.IsZero() || w.reported || time.Since(w.start) <= threshold {
+			w.mu.Unlock()
+			continue
+		}
+		w.reported = true
+		r := StallReport{Task: w.task, Duration: time.Since(w.start), Running: true}
+		pcs, n := w.pcs, w.n
+		w.mu.Unlock()
+		p.reportStall(r, pcs[:n])
+	}
+}
+
+// reportStall completes r with the pool and where the task resumed (pcs)
+// and hands it to the report function or the logger.
+func (p *Pool) reportStall(r StallReport, pcs []uintptr) {
+	r.Pool, r.Resumed = p.Name(), "start of the task"
 	if len(pcs) > 0 {
 		var stack strings.Builder
 		frames := runtime.CallersFrames(pcs)
@@ -212,5 +268,6 @@ func (p *Pool) reportStall(task string, d time.Duration, pcs []uintptr) {
 	if l == nil {
 		l = slog.Default()
 	}
-	l.Warn("iopool: task stalled the pool", "pool", r.Pool, "task", r.Task, "duration", r.Duration, "resumed", r.Resumed)
+	l.Warn("iopool: task stalled the pool", "pool", r.Pool, "task", r.Task, "duration", r.Duration,
+		"running", r.Running, "resumed", r.Resumed)
 }

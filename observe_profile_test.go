@@ -8,6 +8,7 @@ import (
 	"io"
 	"runtime/pprof"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -182,7 +183,7 @@ func TestStallReportNamesTheSpinningTask(t *testing.T) {
 	for i, r := range got {
 		require.Equal(t, "stally", r.Pool)
 		require.NotEqual(t, "polite", r.Task, "a task that suspends every millisecond does not stall")
-		if r.Task == "spinner" {
+		if r.Task == "spinner" && !r.Running {
 			spin = &got[i]
 		}
 	}
@@ -194,4 +195,39 @@ func TestStallReportNamesTheSpinningTask(t *testing.T) {
 
 	_, err := New(WithStallReport(0, nil))
 	require.ErrorContains(t, err, "WithStallReport(0s): want a threshold > 0")
+}
+
+// A task that would never suspend is reported while it runs, by the
+// watchdog: here the report is what stops it.
+func TestStallReportWhileTheTaskStillRuns(t *testing.T) {
+	var stop atomic.Bool
+	reports := make(chan StallReport, 16)
+	runPool(t, func(tk *Task) error {
+		_, err := Spawn(tk.Driver(), "stuck", func(t *Task) (int, error) {
+			for !stop.Load() {
+			}
+			return 0, nil
+		}).Join(tk)
+		return err
+	}, WithStallReport(20*time.Millisecond, func(r StallReport) {
+		reports <- r // before stop: the test closes reports once the task ends
+		if r.Running {
+			stop.Store(true)
+		}
+	}))
+	close(reports)
+	var running, ended int
+	for r := range reports {
+		require.Equal(t, "stuck", r.Task)
+		require.Equal(t, "pool", r.Pool, "an unnamed pool")
+		require.Equal(t, "start of the task", r.Resumed)
+		require.Greater(t, r.Duration, 20*time.Millisecond)
+		if r.Running {
+			running++
+		} else {
+			ended++
+		}
+	}
+	require.Equal(t, 1, running, "reported once while it ran")
+	require.Equal(t, 1, ended, "and once when it ended")
 }
