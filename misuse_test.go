@@ -492,3 +492,21 @@ func twoWaitersOnOneSlot(t *testing.T) {
 		return nil
 	})
 }
+
+// goroutineIDs reads the caller's id and its creator's from runtime.Stack:
+// pin the format it parses, so that a runtime that changed it fails here by
+// name rather than as a hang in a blocking call's misuse check.
+func TestGoroutineIDsNamesTheCreator(t *testing.T) {
+	parent, _ := goroutineIDs()
+	require.NotZero(t, parent)
+	type ids struct{ id, creator uint64 }
+	got := make(chan ids, 1)
+	go func() {
+		id, creator := goroutineIDs()
+		got <- ids{id, creator}
+	}()
+	child := <-got
+	require.NotZero(t, child.id)
+	require.NotEqual(t, parent, child.id)
+	require.Equal(t, parent, child.creator)
+}

@@ -42,7 +42,9 @@ var _ net.Conn = (*NetConn)(nil)
 // NewNetConn registers a connected stream socket fd with drv's pool and
 // returns it as a net.Conn. The NetConn owns fd from then on.
 func NewNetConn(drv *Driver, fd int) (*NetConn, error) {
-	s, err := NewSocket(drv, fd)
+	// A NetConn reads until EAGAIN whatever the fd (see do), so the kind of
+	// fd that Socket.Read's short-read rule needs is not asked for.
+	s, err := newSocket(drv, fd, false)
 	if err != nil {
 		return nil, err
 	}
