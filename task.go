@@ -269,7 +269,7 @@ func (t *Task) SleepUntil(deadline time.Time) error {
 	if f.timer == nil {
 		f.timer = NewTimer(&t.pool.drv)
 	}
-	f.deadline = deadline
+	f.deadline = t.pool.mono(deadline) // once, from its monotonic reading
 	_, err := Await[time.Time](t, f)
 	if err != nil {
 		f.timer.Stop()

@@ -124,15 +124,15 @@ func (tm *Timer) Stop() {
 // Future returns a future that is ready with the current time once deadline
 // has passed; each call allocates, so keep it for repeated awaits.
 func (tm *Timer) Future(deadline time.Time) Future[time.Time] {
-	return &timerFuture{timer: tm, deadline: deadline}
+	return &timerFuture{timer: tm, deadline: tm.p.mono(deadline)}
 }
 
 // timerFuture adapts a timer and a deadline to Future.
 type timerFuture struct {
 	timer    *Timer
-	deadline time.Time
+	deadline int64 // on the pool's clock, converted once
 }
 
 func (f *timerFuture) Poll(cx *Context) (time.Time, bool) {
-	return f.timer.PollTimer(cx, f.deadline)
+	return f.timer.poll(cx, f.deadline, true)
 }
