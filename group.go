@@ -27,7 +27,8 @@ type Group struct {
 
 // NewGroup creates n pools with the given options. n ≤ 0 means one pool per
 // CPU the process may run on (sched_getaffinity of the process). Every pool
-// gets opts; with WithPinCPU, pool i is also pinned to the i-th of those
+// gets opts and is named after its index: "pool-i", or "name-i" with
+// WithName(name); with WithPinCPU, pool i is also pinned to the i-th of those
 // CPUs (as WithCPU would do), wrapping around when n exceeds them. If a pool
 // cannot be created, the ones already made are closed and the error names
 // the pool.
@@ -50,12 +51,19 @@ func NewGroup(n int, opts ...Option) (*Group, error) {
 		n = len(cpus)
 	}
 	g := &Group{pools: make([]*Pool, 0, n), cpus: make([]int, n), index: make(map[*Pool]int, n)}
+	name := probe.obs.name
+	if name == "" {
+		name = "pool"
+	}
 	for i := range n {
-		popts := opts
+		// Each pool is named after its index ("pool-0", or "srv-0" with
+		// WithName("srv")): the pprof label "pool" and the logs tell them
+		// apart.
+		popts := append(append([]Option(nil), opts...), WithName(fmt.Sprintf("%s-%d", name, i)))
 		g.cpus[i] = -1
 		if probe.pinEach {
 			g.cpus[i] = cpus[i%len(cpus)]
-			popts = append(append([]Option(nil), opts...), WithCPU(g.cpus[i]))
+			popts = append(popts, WithCPU(g.cpus[i]))
 		}
 		p, err := New(popts...)
 		if err != nil {

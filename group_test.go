@@ -3,6 +3,7 @@ package iopool
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -37,12 +38,19 @@ func TestNewGroupMakesOnePoolPerAllowedCPU(t *testing.T) {
 	for i := range g.Len() {
 		require.Equal(t, -1, g.CPU(i), "not pinned without WithPinCPU")
 		require.Equal(t, i, g.Index(g.Pool(i)))
+		require.Equal(t, fmt.Sprintf("pool-%d", i), g.Pool(i).Name())
 		require.Same(t, g.Pool(i), g.Driver(i).Pool())
 	}
 	p, err := New()
 	require.NoError(t, err)
 	defer p.Close()
 	require.Equal(t, -1, g.Index(p))
+}
+
+func TestGroupNamesPoolsByIndex(t *testing.T) {
+	g := newTestGroup(t, 2, WithName("srv"))
+	require.Equal(t, "srv-0", g.Pool(0).Name())
+	require.Equal(t, "srv-1", g.Pool(1).Name())
 }
 
 func TestGroupPinsEachPoolToItsCPU(t *testing.T) {
