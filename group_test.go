@@ -17,6 +17,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/iopool/iopool/internal/sys"
 )
 
 // newTestGroup makes a group closed (and checked for leaks) at the end of
@@ -695,4 +697,21 @@ func TestRegressionPinnedPoolNeverPinsTheMainThread(t *testing.T) {
 		require.NoError(t, p.Close())
 	}
 	require.Equal(t, before, processCPUs())
+}
+
+// A pool that cannot be made fails NewGroup with its index, and the pools
+// made before it are closed.
+func TestNewGroupFailureClosesThePoolsMade(t *testing.T) {
+	requireNoLeaks(t)
+	var calls atomic.Int32
+	prev := sys.SetFaults(func(c sys.Call) error {
+		if c == sys.CallEventfd && calls.Add(1) == 3 {
+			return unix.EMFILE
+		}
+		return nil
+	})
+	defer sys.SetFaults(prev)
+	_, err := NewGroup(4)
+	require.ErrorIs(t, err, unix.EMFILE)
+	require.ErrorContains(t, err, "NewGroup: pool 2")
 }
