@@ -2,6 +2,7 @@ package iopool
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -409,4 +410,75 @@ func TestUringMoreCQEsKeepTheOpUntilTheFinalOne(t *testing.T) {
 		require.NoError(t, u.Nop(tk), "the slot is reused by an ordinary operation")
 		return nil
 	})
+}
+
+// The op table under churn: tasks run single operations, batches and
+// Starts, and are canceled at random points (before their operation is
+// submitted, while it is in the kernel, after it completed), with an SQ of
+// 8 entries so that pushes also find it full. At the end every slot is free
+// (unpinned) and no fd opened or accepted by a canceled operation is left
+// open.
+func TestUringOpTableStress(t *testing.T) {
+	requireNoLeaks(t)
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	path := filepath.Join(t.TempDir(), "f")
+	require.NoError(t, os.WriteFile(path, make([]byte, 4096), 0o600))
+	var fds [2]int
+	require.NoError(t, unix.Pipe2(fds[:], unix.O_CLOEXEC))
+	defer unix.Close(fds[0])
+	defer unix.Close(fds[1])
+	before := openFds(t)
+	deadline := time.Now().Add(stressDuration(t) / 2)
+	p, err := New(WithUringEntries(8))
+	require.NoError(t, err)
+	var u *Uring
+	ops := 0
+	require.NoError(t, p.Run(func(tk *Task) error {
+		u = requireUring(t, tk.Driver())
+		rng := rand.New(rand.NewPCG(seed, 1))
+		for time.Now().Before(deadline) {
+			kind := rng.IntN(4)
+			h := Spawn(tk.Driver(), "op", func(t *Task) (int, error) {
+				switch kind {
+				case 0:
+					return -1, u.Nop(t)
+				case 1:
+					return u.Openat(t, unix.AT_FDCWD, path, unix.O_RDONLY, 0)
+				case 2:
+					b := u.NewBatch()
+					for range 5 {
+						if err := b.Read(t, fds[0], make([]byte, 8), -1); err != nil { // never completes
+							return -1, err
+						}
+						if err := b.Nop(t); err != nil {
+							return -1, err
+						}
+					}
+					return -1, b.Wait(t)
+				default:
+					c, err := u.Start(func(s *SQE) { s.Opcode = OpNop })
+					if err != nil {
+						return -1, err
+					}
+					_, err = Await[int32](t, c)
+					return -1, err
+				}
+			})
+			for range rng.IntN(3) {
+				require.NoError(t, tk.Yield())
+			}
+			h.Cancel()
+			fd, err := h.Join(tk)
+			if err == nil && fd >= 0 {
+				require.NoError(t, unix.Close(fd))
+			}
+			ops++
+		}
+		return nil
+	}))
+	require.NoError(t, p.Close())
+	t.Logf("%d operations", ops)
+	requireAllOpsFree(t, u)
+	require.Equal(t, before, openFds(t), "fds left open")
 }
