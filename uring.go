@@ -430,8 +430,8 @@ var leakedOps struct {
 }
 
 // closeDeadline bounds how long Close waits for the kernel to complete the
-// operations it cancels.
-const closeDeadline = time.Second
+// operations it cancels. A variable for tests.
+var closeDeadline = time.Second
 
 // close cancels every operation still in the kernel (a canceled task's, a
 // batch's whose task ended without waiting, a Start's), waits for their

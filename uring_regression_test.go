@@ -482,3 +482,52 @@ func TestUringOpTableStress(t *testing.T) {
 	requireAllOpsFree(t, u)
 	require.Equal(t, before, openFds(t), "fds left open")
 }
+
+// The last resort of Close: operations the kernel does not give back by
+// the deadline (here every io_uring_enter is refused, so not even the
+// cancels reach it) stay pinned and reachable on the leaked list rather than
+// be freed under the kernel; a Completion's waiter still gets ErrClosed and
+// Close returns.
+func TestUringCloseLeaksWhatTheKernelKeeps(t *testing.T) {
+	defer func(d time.Duration) { closeDeadline = d }(closeDeadline)
+	closeDeadline = 50 * time.Millisecond
+	var fds [2]int
+	require.NoError(t, unix.Pipe2(fds[:], unix.O_CLOEXEC))
+	defer unix.Close(fds[0])
+	defer unix.Close(fds[1])
+	leakedOps.Lock()
+	leakedBefore := len(leakedOps.ops)
+	leakedOps.Unlock()
+	p, err := New()
+	require.NoError(t, err)
+	var c *Completion
+	require.NoError(t, p.Run(func(tk *Task) error {
+		u := requireUring(t, tk.Driver())
+		b := u.NewBatch()
+		require.NoError(t, b.Read(tk, fds[0], make([]byte, 8), -1))
+		buf := make([]byte, 8)
+		c, err = u.Start(func(s *SQE) {
+			s.Opcode, s.Fd, s.Off = OpRead, int32(fds[0]), ^uint64(0)
+			s.SetBuffer(buf)
+		}, buf)
+		require.NoError(t, err)
+		return tk.Sleep(5 * time.Millisecond) // both reach the kernel
+	}))
+	sys.SetFaults(func(c sys.Call) error {
+		if c == sys.CallUringEnter {
+			return unix.EBUSY
+		}
+		return nil
+	})
+	defer sys.SetFaults(nil)
+	start := time.Now()
+	require.NoError(t, p.Close())
+	require.Less(t, time.Since(start), 2*time.Second)
+	leakedOps.Lock()
+	leaked := len(leakedOps.ops) - leakedBefore
+	leakedOps.Unlock()
+	require.Equal(t, 2, leaked, "the batch read and the Start's read are kept")
+	_, err = c.Wait()
+	require.ErrorIs(t, err, ErrClosed)
+	runtime.GC() // the leaked ops' Pinners are reachable: no finalizer panic
+}
