@@ -79,15 +79,23 @@ func NewGroup(n int, opts ...Option) (*Group, error) {
 // Len returns the number of pools.
 func (g *Group) Len() int { return len(g.pools) }
 
-// Pool returns pool i (0 ≤ i < Len).
-func (g *Group) Pool(i int) *Pool { return g.pools[i] }
+// Pool returns pool i (0 ≤ i < Len; other indexes panic).
+func (g *Group) Pool(i int) *Pool { return g.pools[g.checkIndex("Pool", i)] }
 
 // Driver returns pool i's driver.
-func (g *Group) Driver(i int) *Driver { return g.pools[i].Driver() }
+func (g *Group) Driver(i int) *Driver { return g.pools[g.checkIndex("Driver", i)].Driver() }
 
 // CPU returns the CPU pool i's loop thread is pinned to, or -1 when the
 // group was made without WithPinCPU.
-func (g *Group) CPU(i int) int { return g.cpus[i] }
+func (g *Group) CPU(i int) int { return g.cpus[g.checkIndex("CPU", i)] }
+
+// checkIndex turns an index out of range into a panic that says so.
+func (g *Group) checkIndex(method string, i int) int {
+	if i < 0 || i >= len(g.pools) {
+		panic(fmt.Sprintf("iopool: Group.%s(%d): the group has pools 0..%d", method, i, len(g.pools)-1))
+	}
+	return i
+}
 
 // Index returns p's index in the group, or -1 if p is not one of its pools.
 func (g *Group) Index(p *Pool) int {

@@ -47,6 +47,8 @@ func TestNewGroupMakesOnePoolPerAllowedCPU(t *testing.T) {
 	require.NoError(t, err)
 	defer p.Close()
 	require.Equal(t, -1, g.Index(p))
+	require.PanicsWithValue(t, fmt.Sprintf("iopool: Group.Driver(%d): the group has pools 0..%d", g.Len(), g.Len()-1),
+		func() { g.Driver(g.Len()) })
 }
 
 func TestGroupNamesPoolsByIndex(t *testing.T) {
