@@ -23,10 +23,14 @@ func TestCPUProfileLabelsTasks(t *testing.T) {
 		t.Skip("a CPU profile is already being taken (go test -cpuprofile?):", err)
 	}
 	runPool(t, func(tk *Task) error {
+		// Each spinner burns 150 ms of CPU (not of wall time: on a loaded
+		// machine it may get a fraction of a core), about 15 samples.
 		spin := func(t *Task) (int, error) {
 			n := 0
-			for end := time.Now().Add(150 * time.Millisecond); time.Now().Before(end); {
-				n += len(strings.Repeat("x", 64))
+			for end := processCPU() + int64(150*time.Millisecond); processCPU() < end; {
+				for range 1000 {
+					n += len(strings.Repeat("x", 64))
+				}
 			}
 			return n, nil
 		}
@@ -160,7 +164,7 @@ func TestStallReportNamesTheSpinningTask(t *testing.T) {
 			if err := t.Yield(); err != nil {
 				return 0, err
 			}
-			for end := time.Now().Add(60 * time.Millisecond); time.Now().Before(end); {
+			for end := time.Now().Add(250 * time.Millisecond); time.Now().Before(end); {
 			}
 			return 0, nil
 		})
@@ -169,7 +173,7 @@ func TestStallReportNamesTheSpinningTask(t *testing.T) {
 		}
 		_, err := spinner.Join(tk)
 		return err
-	}, WithName("stally"), WithStallReport(30*time.Millisecond, func(r StallReport) { _ = reports.Send(r) }))
+	}, WithName("stally"), WithStallReport(120*time.Millisecond, func(r StallReport) { _ = reports.Send(r) }))
 	reports.Close()
 	var got []StallReport
 	for {
@@ -188,7 +192,7 @@ func TestStallReportNamesTheSpinningTask(t *testing.T) {
 		}
 	}
 	require.NotNil(t, spin, "the spinner is reported: %+v", got)
-	require.GreaterOrEqual(t, spin.Duration, 60*time.Millisecond)
+	require.GreaterOrEqual(t, spin.Duration, 250*time.Millisecond)
 	require.Contains(t, spin.Resumed, "TestStallReportNamesTheSpinningTask", "resumed in the test's task function, after its Yield")
 	require.Contains(t, spin.Resumed, "observe_profile_test.go:")
 	require.Contains(t, spin.Stack, "iopool.(*Task).Yield")
@@ -218,7 +222,9 @@ func TestStallReportWhileTheTaskStillRuns(t *testing.T) {
 	close(reports)
 	var running, ended int
 	for r := range reports {
-		require.Equal(t, "stuck", r.Task)
+		if r.Task != "stuck" {
+			continue // the root task, descheduled on a loaded machine
+		}
 		require.Equal(t, "pool", r.Pool, "an unnamed pool")
 		require.Equal(t, "start of the task", r.Resumed)
 		require.Greater(t, r.Duration, 20*time.Millisecond)
