@@ -118,6 +118,12 @@ func (t *Task) setTaskLabels() {
 	pprof.SetGoroutineLabels(t.pool.taskLabels(t.name))
 }
 
+// withLabels returns ctx carrying the task's pprof labels, so that
+// pprof.Do(t.Context(), ...) inside the task keeps "pool" and "task".
+func (t *Task) withLabels(ctx context.Context) context.Context {
+	return pprof.WithLabels(ctx, pprof.Labels("pool", t.pool.Name(), "task", t.name))
+}
+
 // setLoopLabels labels the loop goroutine (and, by inheritance, the task
 // coroutines it creates until they set their own).
 func (p *Pool) setLoopLabels() {

@@ -2,9 +2,11 @@ package iopool
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"log/slog"
 	"net"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -122,4 +124,20 @@ func TestLoggerRecordsAcceptBackoff(t *testing.T) {
 	require.Equal(t, 2, strings.Count(out, `msg="iopool: accept backing off: out of file descriptors" pool=acceptor addr=127.0.0.1:`), out)
 	require.Contains(t, out, "err=\"too many open files\" pause=10ms")
 	require.Contains(t, out, "pause=20ms", "the pause doubles")
+}
+
+// The task's Context carries its pprof labels, so pprof.Do inside the
+// task adds to them instead of replacing them.
+func TestTaskContextCarriesLabels(t *testing.T) {
+	runPool(t, func(tk *Task) error {
+		var got []string
+		pprof.Do(tk.Context(), pprof.Labels("phase", "parse"), func(ctx context.Context) {
+			pprof.ForLabels(ctx, func(k, v string) bool {
+				got = append(got, k+"="+v)
+				return true
+			})
+		})
+		require.ElementsMatch(t, []string{"pool=labeled", "task=root", "phase=parse"}, got)
+		return nil
+	}, WithName("labeled"))
 }

@@ -207,7 +207,8 @@ func (t *Task) Canceled() bool { return t.canceled.Load() }
 
 // Context returns a context.Context that is canceled when the task is
 // canceled or finishes, for passing to APIs that take one. For a task from
-// SpawnContext it is derived from the context given there.
+// SpawnContext it is derived from the context given there. It carries the
+// task's pprof labels, so pprof.Do(t.Context(), ...) adds to them.
 func (t *Task) Context() context.Context {
 	t.ctxMu.Lock()
 	defer t.ctxMu.Unlock()
@@ -216,7 +217,7 @@ func (t *Task) Context() context.Context {
 		if parent == nil {
 			parent = context.Background()
 		}
-		t.ctx, t.cancel = context.WithCancel(parent)
+		t.ctx, t.cancel = context.WithCancel(t.withLabels(parent))
 		if t.canceled.Load() || t.finished {
 			t.cancel()
 		}
