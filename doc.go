@@ -184,7 +184,9 @@
 //   - A blocking call inside a task: Handle.Wait for a task of the same
 //     pool panics (use Join); BlockOn, Chan.RecvWait and Oneshot.Wait panic
 //     when they would block (use Await and Recv), since the task's pool
-//     could run nothing else meanwhile.
+//     could run nothing else meanwhile. A NetConn (or the net.Listener and
+//     net.PacketConn views) that would wait inside a task of its own pool
+//     panics too: that pool delivers its readiness.
 //   - runtime.LockOSThread held (or the lock of a WithLockOSThread pool
 //     undone) across an await: the Go runtime ends the process with "fatal
 //     error: coro: OS thread locking must match locking at coroutine

@@ -510,3 +510,27 @@ func TestGoroutineIDsNamesTheCreator(t *testing.T) {
 	require.NotEqual(t, parent, child.id)
 	require.Equal(t, parent, child.creator)
 }
+
+// A NetConn waiting from a task of its own pool would block the loop that
+// delivers its readiness: it panics (a deadline would otherwise be its only
+// way out).
+func TestNetConnFromOwnPoolsTaskPanics(t *testing.T) {
+	within(t, 10*time.Second, func() {
+		runPool(t, func(tk *Task) error {
+			sp := socketpair(t)
+			defer unix.Close(sp[1])
+			c, err := NewNetConn(tk.Driver(), sp[0])
+			require.NoError(t, err)
+			defer c.Close()
+			v := panicValue(func() { _, _ = c.Read(make([]byte, 8)) })
+			require.Contains(t, v, "used from a task of its own pool")
+			// With data there, nothing waits: the call is fine.
+			_, err = unix.Write(sp[1], []byte("x"))
+			require.NoError(t, err)
+			n, err := c.Read(make([]byte, 8))
+			require.NoError(t, err)
+			require.Equal(t, 1, n)
+			return nil
+		})
+	})
+}

@@ -80,12 +80,17 @@ func (nl *netListener) Accept() (net.Conn, error) {
 // parkReady parks a plain goroutine until the side w of s is ready, its
 // deadline passes, or s or its pool is closed.
 func (s *Socket) parkReady(w *ioWait, park *parkWaker, cx *Context) error {
-	for {
+	for checked := false; ; checked = true {
 		if err, ok := w.Poll(cx); ok {
 			return err
 		}
 		if s.fr.ref.closing() || s.fr.p.isClosing() {
 			return s.closedErr()
+		}
+		if p := s.fr.p; !checked && p.current.Load() != nil && callerPool() == p {
+			// The readiness it waits for is delivered by the loop that
+			// this task is blocking.
+			panic(fmt.Sprintf("iopool: a NetConn, net.Listener or net.PacketConn of fd %d used from a task of its own pool, which could never deliver its readiness: use the Socket, Listener or PacketSocket methods that take the task", s.fd))
 		}
 		// Also woken by a Go timer at the deadline: the pool's timer fires
 		// only while the pool runs, and a deadline must hold without it.
