@@ -56,7 +56,7 @@ func TestRegressionShortReadNeverStrandsData(t *testing.T) {
 			s, err := l.Accept(tk)
 			require.NoError(t, err)
 			defer s.Close()
-			require.True(t, s.tcp)
+			require.True(t, s.read.tcp)
 			first, second := readsTwoChunks(t, tk, s, func() {
 				require.NoError(t, unix.Send(c.Fd(), []byte("abc"), 0))
 				require.NoError(t, unix.Send(c.Fd(), []byte("!"), unix.MSG_OOB))
@@ -74,7 +74,7 @@ func TestRegressionShortReadNeverStrandsData(t *testing.T) {
 			s, err := NewSocket(tk.Driver(), slave)
 			require.NoError(t, err)
 			defer s.Close()
-			require.False(t, s.tcp)
+			require.False(t, s.read.tcp)
 			first, second := readsTwoChunks(t, tk, s, func() {
 				_, err := unix.Write(master, []byte("one\ntwo\n"))
 				require.NoError(t, err)
@@ -96,7 +96,7 @@ func TestRegressionShortReadNeverStrandsData(t *testing.T) {
 				s, err := NewSocket(tk.Driver(), fds[0])
 				require.NoError(t, err)
 				defer s.Close()
-				require.False(t, s.tcp)
+				require.False(t, s.read.tcp)
 				first, second := readsTwoChunks(t, tk, s, func() {
 					for _, m := range []string{"one", "two"} {
 						_, err := unix.Write(fds[1], []byte(m))
@@ -120,7 +120,7 @@ func TestRegressionShortReadNeverStrandsData(t *testing.T) {
 			s, err := NewSocket(tk.Driver(), sp[0])
 			require.NoError(t, err)
 			defer s.Close()
-			require.False(t, s.tcp)
+			require.False(t, s.read.tcp)
 			first, second := readsTwoChunks(t, tk, s, func() {
 				require.NoError(t, unix.Sendmsg(sp[1], []byte("abc"), unix.UnixRights(pipe[0]), nil, 0))
 				_, err := unix.Write(sp[1], []byte("def"))
@@ -140,7 +140,7 @@ func TestRegressionShortReadNeverStrandsData(t *testing.T) {
 			s, err := NewSocket(tk.Driver(), tun)
 			require.NoError(t, err)
 			defer s.Close()
-			require.False(t, s.tcp)
+			require.False(t, s.read.tcp)
 			first, second := readsTwoChunks(t, tk, s, sendTwo)
 			// IPv4 and UDP headers, then the payload: a packet per read.
 			require.Equal(t, "one", string(first[len(first)-3:]), "%x", first)

@@ -28,13 +28,8 @@ import (
 type Socket struct {
 	fd    int
 	fr    *FdReady // owns fd: its close(true) closes it
-	read  ioWait   // task-only state of the reading side
+	read  ioWait   // task-only state of the reading side (and read.tcp)
 	write ioWait   // task-only state of the writing side
-
-	// tcp: the fd is a TCP stream socket, the one kind of fd on which a
-	// short read proves the receive queue empty (see Read). Decided once,
-	// when the Socket is made.
-	tcp bool
 }
 
 // ioWait waits for one side's readiness or its deadline, whichever first.
@@ -45,8 +40,13 @@ type Socket struct {
 // count (after the year 2262, time.Now().Add(math.MaxInt64)) means never,
 // as in package net.
 type ioWait struct {
-	fr       *FdReady
-	slot     InterestSlot
+	fr   *FdReady
+	slot InterestSlot
+	// tcp (a Socket's read side only): the fd is a TCP stream socket, the
+	// one kind of fd on which a short read proves the receive queue empty
+	// (see Socket.Read). Decided once, when the Socket is made. It sits in
+	// the padding after slot, costing no memory per connection.
+	tcp      bool
 	events   PollEvents
 	deadline atomic.Int64 // pool clock ns; 0 = none; set from any goroutine
 
@@ -188,8 +188,8 @@ func newSocket(drv *Driver, fd int, tcp bool) (*Socket, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Socket{fd: fd, fr: fr, tcp: tcp}
-	s.read = ioWait{fr: fr, slot: SlotRead, events: PollIn | PollRdHup}
+	s := &Socket{fd: fd, fr: fr}
+	s.read = ioWait{fr: fr, slot: SlotRead, tcp: tcp, events: PollIn | PollRdHup}
 	s.write = ioWait{fr: fr, slot: SlotWrite, events: PollOut}
 	return s, nil
 }
@@ -231,7 +231,7 @@ func (s *Socket) Read(t *Task, p []byte) (int, error) {
 		case err == nil && n == 0:
 			return 0, io.EOF
 		case err == nil:
-			if n < len(p) && s.tcp {
+			if n < len(p) && s.read.tcp {
 				s.fr.spendDataEdge()
 			}
 			return n, nil
@@ -473,7 +473,7 @@ func (l *Listener) Accept(t *Task) (*Socket, error) {
 		switch {
 		case err == nil:
 			setAcceptedOptions(fd)
-			s, err := newSocket(t.Driver(), fd, l.sock.tcp) // a listener's kind
+			s, err := newSocket(t.Driver(), fd, l.sock.read.tcp) // a listener's kind
 			if err != nil {
 				unix.Close(fd)
 				return nil, err
