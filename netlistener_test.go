@@ -132,3 +132,65 @@ func TestAcceptedTCPHasNoDelay(t *testing.T) {
 		return nil
 	})
 }
+
+// Closing the pool wakes an Accept parked on it: it fails with ErrClosed
+// and the goroutine goes on.
+func TestNetListenerAcceptWokenByPoolClose(t *testing.T) {
+	requireNoLeaks(t)
+	p, err := New()
+	require.NoError(t, err)
+	stop := NewOneshot[struct{}]()
+	ran := make(chan error, 1)
+	go func() { ran <- p.Run(func(tk *Task) error { _, err := stop.Recv(tk); return err }) }()
+	l, err := Listen(p.Driver(), "tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	nl := l.NetListener()
+	accepted := make(chan error, 1)
+	go func() {
+		_, err := nl.Accept()
+		accepted <- err
+	}()
+	time.Sleep(10 * time.Millisecond) // let it park (not needed for correctness)
+	require.NoError(t, p.Close())
+	require.ErrorIs(t, <-ran, ErrClosed)
+	select {
+	case err := <-accepted:
+		require.ErrorIs(t, err, ErrClosed)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the pool's Close did not wake the waiting Accept")
+	}
+	require.NoError(t, nl.Close())
+}
+
+// A NetConn has the socket options of *net.TCPConn.
+func TestNetConnSocketOptions(t *testing.T) {
+	p := newTestPool(t)
+	servePool(t, p)
+	l, err := Listen(p.Driver(), "tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	nl := l.NetListener()
+	defer nl.Close()
+	dialed := make(chan struct{})
+	go func() {
+		defer close(dialed)
+		if c, err := net.Dial("tcp", l.Addr().String()); err == nil {
+			_, _ = c.Read(make([]byte, 1))
+			c.Close()
+		}
+	}()
+	c, err := nl.Accept()
+	require.NoError(t, err)
+	nc := c.(*NetConn)
+	require.NoError(t, nc.SetNoDelay(false))
+	require.NoError(t, nc.SetKeepAlive(true))
+	require.NoError(t, nc.SetKeepAlivePeriod(3*time.Second))
+	require.NoError(t, nc.SetReadBuffer(1<<16))
+	require.NoError(t, nc.SetWriteBuffer(1<<16))
+	require.NoError(t, nc.SetLinger(0))
+	v, err := unix.GetsockoptInt(nc.Fd(), unix.IPPROTO_TCP, unix.TCP_KEEPIDLE)
+	require.NoError(t, err)
+	require.Equal(t, 3, v)
+	require.NoError(t, nc.Close())
+	<-dialed
+	require.ErrorIs(t, nc.SetNoDelay(true), ErrClosed)
+}

@@ -103,3 +103,25 @@ func (s *Socket) SetLinger(sec int) error {
 	}
 	return nil
 }
+
+// The same options on a NetConn, as on *net.TCPConn, for code that holds
+// the net.Conn (an http.Server's ConnState hook, a custom listener).
+
+// SetNoDelay turns Nagle's algorithm off (true) or on; see Socket.SetNoDelay.
+func (c *NetConn) SetNoDelay(noDelay bool) error { return c.s.SetNoDelay(noDelay) }
+
+// SetKeepAlive turns TCP keep-alive probes on or off.
+func (c *NetConn) SetKeepAlive(keepAlive bool) error { return c.s.SetKeepAlive(keepAlive) }
+
+// SetKeepAlivePeriod sets the keep-alive idle time and interval; see
+// Socket.SetKeepAlivePeriod.
+func (c *NetConn) SetKeepAlivePeriod(d time.Duration) error { return c.s.SetKeepAlivePeriod(d) }
+
+// SetReadBuffer sets the kernel's receive buffer size (SO_RCVBUF).
+func (c *NetConn) SetReadBuffer(bytes int) error { return c.s.SetReadBuffer(bytes) }
+
+// SetWriteBuffer sets the kernel's send buffer size (SO_SNDBUF).
+func (c *NetConn) SetWriteBuffer(bytes int) error { return c.s.SetWriteBuffer(bytes) }
+
+// SetLinger sets what Close does with unsent data; see Socket.SetLinger.
+func (c *NetConn) SetLinger(sec int) error { return c.s.SetLinger(sec) }
