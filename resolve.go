@@ -35,11 +35,20 @@ type inetAddr struct {
 }
 
 // callingTask returns the task of p that is calling, or nil when the
-// caller is not one of p's tasks. Only used before a name lookup: it reads
-// the caller's stack (a few microseconds).
+// caller is not one of p's tasks: a coroutine created by p's loop goroutine
+// (see caller.go), not the loop goroutine itself (a Waker running there has
+// no task to wait in). Only used before a name lookup: it reads the
+// caller's stack (a few microseconds).
 func (p *Pool) callingTask() *Task {
-	if t := p.current.Load(); t != nil && callerPool() == p {
-		return t // one task of p runs at a time: the caller
+	t := p.current.Load()
+	if t == nil {
+		return nil
+	}
+	id, creator := goroutineIDs()
+	for _, g := range liveLoopGoroutines() {
+		if g.p == p && creator != 0 && g.id == creator && g.id != id {
+			return t // one task of p runs at a time: the caller
+		}
 	}
 	return nil
 }
