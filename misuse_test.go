@@ -71,6 +71,21 @@ func TestRegressionGoexitInTaskEndsOnlyTheTask(t *testing.T) {
 				require.ErrorContains(t, err, `task "quitter"`)
 				require.True(t, deferred, "the task's deferred calls ran")
 
+				// A deferred call that panics during the Goexit: the panic
+				// is the task's end, and the loop goes on.
+				err = p.Run(func(tk *Task) error {
+					h := Spawn(tk.Driver(), "panics-in-goexit", func(t *Task) (int, error) {
+						defer func() { panic("deferred panic") }()
+						runtime.Goexit()
+						return 1, nil
+					})
+					_, err := h.Join(tk)
+					return err
+				})
+				var pe *PanicError
+				require.ErrorAs(t, err, &pe)
+				require.Equal(t, "deferred panic", pe.Value)
+
 				// The root task, before and after a suspension.
 				require.ErrorIs(t, p.Run(func(tk *Task) error { runtime.Goexit(); return nil }), ErrGoexit)
 				require.ErrorIs(t, p.Run(func(tk *Task) error {

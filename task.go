@@ -115,18 +115,22 @@ func (t *Task) Wake() {
 }
 
 // body is the coroutine: it runs the task's function and records how it
-// ended, whichever of the three ways a Go function can end.
+// ended, whichever of the ways a Go function can end.
 //
 //   - It returned: t.err is its error.
 //   - It panicked: the panic is recovered into t.panicked.
-//   - It called runtime.Goexit (a test's t.FailNow, require.*): nothing can
-//     stop a Goexit, and iter.Pull would re-raise it on the loop goroutine,
-//     ending the loop. So body sets t.err and panics with goexitEscape
-//     while the Goexit unwinds: iter.Pull recovers that panic in its own
-//     deferred call and re-raises it from next, on the loop goroutine, where
-//     runTask recovers it. The runtime then completes the Goexit of this
-//     coroutine goroutine alone (a panic recovered during a Goexit does not
-//     cancel the Goexit), and the loop finishes the task like any other.
+//   - It called runtime.Goexit (a test's t.FailNow, require.*): t.err says
+//     so. Nothing can stop a Goexit, and iter.Pull would re-raise it on
+//     the loop goroutine, ending the loop.
+//
+// So unless the function returned, body leaves the coroutine by panicking
+// with taskEndEscape: iter.Pull recovers that panic in its own deferred call
+// and re-raises it from next, on the loop goroutine, where runTask recovers
+// it. A Goexit under way (the function's own, or one below a panic that a
+// deferred call raised during it, which body cannot tell apart from a plain
+// panic) then completes on this coroutine goroutine alone: a panic
+// recovered during a Goexit does not cancel the Goexit. The loop finishes
+// the task like any other.
 func (t *Task) body(yield func(struct{}) bool) {
 	t.yield = yield
 	returned := false
@@ -137,27 +141,28 @@ func (t *Task) body(yield func(struct{}) bool) {
 		}
 		if v := recover(); v != nil {
 			t.panicked = &PanicError{Task: t.name, Value: v, Stack: debug.Stack()}
-			return
+		} else {
+			t.err = fmt.Errorf("iopool: task %q ended: %w (t.FailNow and require.* in a test do that)", t.name, ErrGoexit)
 		}
-		t.err = fmt.Errorf("iopool: task %q ended: %w (t.FailNow and require.* in a test do that)", t.name, ErrGoexit)
-		panic(goexitEscape{})
+		panic(taskEndEscape{})
 	}()
 	t.err = t.runner.run(t)
 	returned = true
 }
 
-// goexitEscape carries a task's runtime.Goexit out of its coroutine as a
-// panic that the loop recovers (see body).
-type goexitEscape struct{}
+// taskEndEscape carries the end of a task that did not return (a panic or
+// runtime.Goexit) out of its coroutine as a panic that the loop recovers
+// (see body).
+type taskEndEscape struct{}
 
 // runTask resumes t's coroutine until it suspends (true) or ends (false).
-// A task that ended by runtime.Goexit arrives here as goexitEscape, which
-// is recovered; any other panic from next is a bug in the scheduler and is
-// re-raised.
+// A task that panicked or called runtime.Goexit arrives here as
+// taskEndEscape, which is recovered; any other panic from next is a bug in
+// the scheduler and is re-raised.
 func runTask(t *Task) (more bool) {
 	defer func() {
 		if v := recover(); v != nil {
-			if _, ok := v.(goexitEscape); !ok {
+			if _, ok := v.(taskEndEscape); !ok {
 				panic(v)
 			}
 			more = false
