@@ -34,7 +34,7 @@ func Case[T any](fut Future[T], dst *T) SelectCase {
 // earlier case wins when several are ready; polling stops at the first
 // ready one, and the others are left as they are: a pending Chan receive
 // takes no value, a Handle keeps its result for a later Join, a Timer stays
-// armed. Each future only keeps the task's waker, so a late one causes at
+// armed, a Ticker keeps its next tick. Each future only keeps the task's waker, so a late one causes at
 // most a spurious wake.
 //
 //	var msg iopool.Result[string]

@@ -40,43 +40,48 @@ func NewTicker(drv *Driver, period time.Duration) (*Ticker, error) {
 // errTickerStopped is Next's error after Stop.
 var errTickerStopped = fmt.Errorf("iopool: ticker stopped: %w", ErrClosed)
 
-// Poll is ready when the next tick is due (or the ticker is stopped).
-func (tk *Ticker) Poll(cx *Context) (struct{}, bool) {
+// tickerStopped is Next's error after Stop.
+var tickerStopped = fmt.Errorf("iopool: ticker stopped: %w", ErrClosed)
+
+// Poll is ready when the next tick is due, with the number of ticks
+// missed before it in Value (see Next), and it takes the tick: the ticker
+// moves on to the next one, so a Ticker can be a case of Select. After
+// Stop it is ready with an error wrapping ErrClosed in Err.
+func (tk *Ticker) Poll(cx *Context) (Result[int], bool) {
 	tk.mu.Lock()
 	if tk.stop {
 		tk.mu.Unlock()
-		return struct{}{}, true
+		return Result[int]{Err: tickerStopped}, true
 	}
 	tk.waiter = cx.waker
 	next := tk.next
 	tk.mu.Unlock()
-	_, ok := tk.tm.PollTimer(cx, next)
-	return struct{}{}, ok
-}
-
-// Next waits inside task t for the next tick and returns how many ticks
-// were dropped before it because t came late (0 when it kept up): after
-// tick 3, a task that comes back 3.5 periods later gets tick 6 at once with
-// missed == 2, and then tick 7 on time. After Stop it returns an error wrapping ErrClosed; if t is canceled,
-// ErrCanceled.
-func (tk *Ticker) Next(t *Task) (missed int, err error) {
-	if _, err := Await[struct{}](t, tk); err != nil {
-		return 0, err
+	if _, ok := tk.tm.PollTimer(cx, next); !ok {
+		return Result[int]{}, false
 	}
 	now := time.Now()
 	tk.mu.Lock()
 	defer tk.mu.Unlock()
 	tk.waiter = nil
 	if tk.stop {
-		return 0, errTickerStopped
+		return Result[int]{Err: tickerStopped}, true
 	}
 	late := now.Sub(tk.next)
 	if late < 0 {
-		return 0, nil // the tick of a grid that Reset replaced meanwhile
+		return Result[int]{}, true // the tick of a grid that Reset replaced meanwhile
 	}
-	missed = int(late / tk.period)
+	missed := int(late / tk.period)
 	tk.next = tk.next.Add(time.Duration(missed+1) * tk.period)
-	return missed, nil
+	return Result[int]{Value: missed}, true
+}
+
+// Next waits inside task t for the next tick and returns how many ticks
+// were dropped before it because t came late (0 when it kept up): after
+// tick 3, a task that comes back 3.5 periods later gets tick 6 at once with
+// missed == 2, and then tick 7 on time. After Stop it returns an error
+// wrapping ErrClosed; if t is canceled, ErrCanceled.
+func (tk *Ticker) Next(t *Task) (missed int, err error) {
+	return awaitResult[int](t, tk)
 }
 
 // Reset stops the ticker and starts it again with period: the next tick is

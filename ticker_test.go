@@ -92,3 +92,31 @@ func TestTickerRejectsBadPeriods(t *testing.T) {
 	require.ErrorContains(t, ticker.Reset(0), "Ticker.Reset(0s): want a period > 0")
 	ticker.Stop()
 }
+
+// A Ticker is a case of Select: taking a tick there moves the ticker on,
+// so the next Select waits for the next tick instead of returning at once.
+func TestTickerInSelect(t *testing.T) {
+	runPool(t, func(tk *Task) error {
+		ticker, err := NewTicker(tk.Driver(), 10*time.Millisecond)
+		require.NoError(t, err)
+		defer ticker.Stop()
+		origin := ticker.next.Add(-10 * time.Millisecond)
+		ch := NewChan[int]()
+		var tick Result[int]
+		var msg Result[int]
+		for i := 1; i <= 3; i++ {
+			n, err := Select(tk, Case(ch, &msg), Case(ticker, &tick))
+			require.NoError(t, err)
+			require.Equal(t, 1, n)
+			require.NoError(t, tick.Err)
+			require.GreaterOrEqual(t, time.Since(origin), time.Duration(i+tick.Value)*10*time.Millisecond, "tick %d came early", i)
+			i += tick.Value
+		}
+		ticker.Stop()
+		n, err := Select(tk, Case(ch, &msg), Case(ticker, &tick))
+		require.NoError(t, err)
+		require.Equal(t, 1, n)
+		require.ErrorIs(t, tick.Err, ErrClosed)
+		return nil
+	})
+}
