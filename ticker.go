@@ -40,9 +40,6 @@ func NewTicker(drv *Driver, period time.Duration) (*Ticker, error) {
 // errTickerStopped is Next's error after Stop.
 var errTickerStopped = fmt.Errorf("iopool: ticker stopped: %w", ErrClosed)
 
-// tickerStopped is Next's error after Stop.
-var tickerStopped = fmt.Errorf("iopool: ticker stopped: %w", ErrClosed)
-
 // Poll is ready when the next tick is due, with the number of ticks
 // missed before it in Value (see Next), and it takes the tick: the ticker
 // moves on to the next one, so a Ticker can be a case of Select. After
@@ -51,7 +48,7 @@ func (tk *Ticker) Poll(cx *Context) (Result[int], bool) {
 	tk.mu.Lock()
 	if tk.stop {
 		tk.mu.Unlock()
-		return Result[int]{Err: tickerStopped}, true
+		return Result[int]{Err: errTickerStopped}, true
 	}
 	tk.waiter = cx.waker
 	next := tk.next
@@ -64,7 +61,7 @@ func (tk *Ticker) Poll(cx *Context) (Result[int], bool) {
 	defer tk.mu.Unlock()
 	tk.waiter = nil
 	if tk.stop {
-		return Result[int]{Err: tickerStopped}, true
+		return Result[int]{Err: errTickerStopped}, true
 	}
 	late := now.Sub(tk.next)
 	if late < 0 {
