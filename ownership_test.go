@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -651,4 +652,93 @@ func TestRegressionUncomparableWakersLeaveNoLockHeld(t *testing.T) {
 		t.Fatal("Close hangs on a lock a waker comparison left held")
 	}
 	require.Positive(t, woken.Load(), "the WakerFunc pollers were woken by Close")
+}
+
+// TestStressCloseRacingReadsNeverCrossFiles closes NetConns and Sockets
+// from plain goroutines while goroutines or tasks read from them, with fd
+// numbers reused at once by the other workers' new socketpairs. Each worker's peer writes only its own byte value, so a
+// read that reached a reused number would return another worker's bytes.
+func TestStressCloseRacingReadsNeverCrossFiles(t *testing.T) {
+	p := newTestPool(t)
+	servePool(t, p)
+	const workers = 8
+	deadline := time.Now().Add(stressDuration(t))
+	var wg sync.WaitGroup
+	var rounds atomic.Int64
+	errs := make(chan error, workers)
+	for w := range workers {
+		mine := byte('A' + w)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 256)
+			msg := []byte(strings.Repeat(string(mine), 64))
+			for time.Now().Before(deadline) {
+				fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+				if err != nil {
+					errs <- err
+					return
+				}
+				// Even workers read from a NetConn on a goroutine, odd ones
+				// from a Socket in a task; either way Close comes from here.
+				var closer interface{ Close() error }
+				read := make(chan error, 1)
+				check := func(n int, err error) bool {
+					for _, b := range buf[:n] {
+						if b != mine {
+							read <- fmt.Errorf("worker %c read %q: another file's data", mine, b)
+							return false
+						}
+					}
+					if err != nil {
+						read <- nil
+						return false
+					}
+					return true
+				}
+				if w%2 == 0 {
+					c, err := NewNetConn(p.Driver(), fds[0])
+					if err != nil {
+						unix.Close(fds[1])
+						errs <- err
+						return
+					}
+					closer = c
+					go func() {
+						for check(c.Read(buf)) {
+						}
+					}()
+				} else {
+					s, err := NewSocket(p.Driver(), fds[0])
+					if err != nil {
+						unix.Close(fds[1])
+						errs <- err
+						return
+					}
+					closer = s
+					Spawn(p.Driver(), "reader", func(t *Task) (int, error) {
+						for check(s.Read(t, buf)) {
+						}
+						return 0, nil
+					})
+				}
+				_, _ = unix.Write(fds[1], msg)
+				if rounds.Add(1)%2 == 0 {
+					runtime.Gosched() // let the read run first half of the time
+				}
+				_ = closer.Close() // races with the read
+				unix.Close(fds[1])
+				if err := <-read; err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	t.Logf("%d connections closed under their readers", rounds.Load())
 }
