@@ -712,7 +712,7 @@ func TestNewGroupFailureClosesThePoolsMade(t *testing.T) {
 		}
 		return nil
 	})
-	defer sys.SetFaults(prev)
+	defer func() { sys.SetFaults(prev) }()
 	_, err := NewGroup(4)
 	require.ErrorIs(t, err, unix.EMFILE)
 	require.ErrorContains(t, err, "NewGroup: pool 2")

@@ -519,7 +519,7 @@ func TestUringCloseLeaksWhatTheKernelKeeps(t *testing.T) {
 		}
 		return nil
 	})
-	defer sys.SetFaults(nil)
+	defer func() { sys.SetFaults(nil) }()
 	start := time.Now()
 	require.NoError(t, p.Close())
 	require.Less(t, time.Since(start), 2*time.Second)

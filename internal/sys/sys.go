@@ -48,7 +48,11 @@ var faults atomic.Pointer[FaultFunc]
 
 // SetFaults installs f (nil removes it) and returns the previous function.
 // It is meant for tests; with no function installed the cost of the seam is
-// one atomic load per call.
+// one atomic load per call. To restore the previous function at the end of
+// a test, write defer func() { sys.SetFaults(prev) }() or
+// t.Cleanup(func() { sys.SetFaults(prev) }): a plain
+// defer sys.SetFaults(prev) drops the function it returns, which
+// staticcheck (run by CI) reports as SA9010.
 func SetFaults(f FaultFunc) FaultFunc {
 	var p *FaultFunc
 	if f != nil {
