@@ -717,3 +717,30 @@ func TestNewGroupFailureClosesThePoolsMade(t *testing.T) {
 	require.ErrorIs(t, err, unix.EMFILE)
 	require.ErrorContains(t, err, "NewGroup: pool 2")
 }
+
+func TestGroupListenOnIPv6(t *testing.T) {
+	if l, err := net.Listen("tcp6", "[::1]:0"); err != nil {
+		t.Skip("no IPv6 loopback on this machine:", err)
+	} else {
+		l.Close()
+	}
+	g := newTestGroup(t, 2)
+	gl, err := g.Listen("tcp6", "[::1]:0")
+	require.NoError(t, err)
+	s := serveIDs(t, g, gl, nil)
+	for id := range uint32(20) {
+		c, err := net.DialTimeout("tcp6", gl.Addr().String(), 5*time.Second)
+		require.NoError(t, err)
+		require.NoError(t, c.SetDeadline(time.Now().Add(5*time.Second)))
+		var b [4]byte
+		binary.LittleEndian.PutUint32(b[:], id)
+		_, err = c.Write(b[:])
+		require.NoError(t, err)
+		_, err = io.ReadFull(c, b[:1])
+		require.NoError(t, err)
+		c.Close()
+	}
+	s.requireEachOnce(t, 20, 2)
+	require.NoError(t, g.Close())
+	<-s.runErr
+}
