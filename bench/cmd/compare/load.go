@@ -16,6 +16,9 @@ import (
 	"time"
 )
 
+// errNoRequest: no request completed in the measured window.
+var errNoRequest = errors.New("no request completed")
+
 type loadResult struct {
 	rps, p99, cpuPerReq float64
 	bytes               int64
@@ -71,7 +74,7 @@ func (w *window) run(ctx context.Context, s *server, d time.Duration, wg *sync.W
 	}
 	n := w.reqs.Load()
 	if n == 0 {
-		return loadResult{}, errors.New("no request completed")
+		return loadResult{}, errNoRequest
 	}
 	var all []time.Duration
 	for _, l := range lat {

@@ -21,6 +21,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -312,12 +313,13 @@ func measurePoint(ctx context.Context, cfg Config, impls []string, pinned bool, 
 	runs := make([][]loadResult, len(impls))
 	for range cfg.Reps {
 		for i, impl := range impls {
-			s, err := startServer(ctx, cfg, impl, pinned)
-			if err != nil {
-				return nil, err
+			r, err := measureOnce(ctx, cfg, impl, pinned, load)
+			if errors.Is(err, errNoRequest) {
+				// On a busy machine a closed-loop client may get no CPU for
+				// the whole window: measure this one again, once.
+				fmt.Fprintf(os.Stderr, "compare: %s: %v; measuring again\n", impl, err)
+				r, err = measureOnce(ctx, cfg, impl, pinned, load)
 			}
-			r, err := load(ctx, s)
-			s.stop()
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", impl, err)
 			}
@@ -336,6 +338,16 @@ func measurePoint(ctx context.Context, cfg Config, impls []string, pinned bool, 
 			CPUPerReq: median(cpu), Reps: cfg.Reps, TotalBytes: verified}
 	}
 	return pts, nil
+}
+
+// measureOnce runs one load against a fresh process of impl.
+func measureOnce(ctx context.Context, cfg Config, impl string, pinned bool, load func(context.Context, *server) (loadResult, error)) (loadResult, error) {
+	s, err := startServer(ctx, cfg, impl, pinned)
+	if err != nil {
+		return loadResult{}, err
+	}
+	defer s.stop()
+	return load(ctx, s)
 }
 
 func median(v []float64) float64 {
