@@ -43,6 +43,28 @@ const (
 // ends the process ("fatal error: coro: OS thread locking must match
 // locking at coroutine creation") at the task's next suspension. The runtime
 // offers no cheap way to detect it before (see Task).
+//
+// What it costs. For fd work (sockets, timers, io_uring) a locked loop costs
+// what an unlocked one does: the echo servers of docs/benchmarks.md use
+// about the same CPU per request either way. (A locked loop passes through
+// the Go scheduler once per 5 ms before it sleeps; without that the
+// runtime takes its P by force every 10 ms and its monitor thread wakes
+// every 20-70 µs: see passSchedulerIfStale.) Waking a
+// plain goroutine from a task costs more: a Chan or Oneshot a goroutine
+// waits on, a NetConn's reader or writer, Handle.Wait, BlockOn. The woken
+// goroutine cannot run on the locked thread, so the runtime wakes another
+// thread to take it; if that thread looks before the loop is back in
+// epoll_wait (certain when both share one CPU), the runtime backs off with
+// usleep(3), which the default 50 µs timer slack of Go's threads stretches
+// to about 55 µs. An unlocked loop instead lets the goroutines it woke run
+// on its own thread before it sleeps. Measured on 2 vCPUs
+// (BenchmarkRemoteRoundTrip, a goroutine and a task answering each other
+// through Chans): about 3.5 µs a round trip unlocked, 33–37 µs locked, and
+// 66–71 µs locked with both threads on one CPU; two bare threads waking
+// each other through eventfds (BenchmarkRawEventfdEpollPingPong), the floor
+// for any design where the goroutine runs on another thread, take 5.6–8.7
+// µs. Prefer an unlocked pool when tasks and goroutines talk on every
+// request (net/http over NetConn, for one: see docs/benchmarks.md).
 func WithLockOSThread() Option {
 	return func(o *options) error { o.lockOSThread = true; return nil }
 }
@@ -97,6 +119,7 @@ type Pool struct {
 	wakers  WakerList
 	freeing []*fdOp
 	current atomic.Pointer[Task] // the task running now, for misuse checks
+	passed  int64                // pool clock ns of a locked loop's last pass through the Go scheduler
 
 	stats poolStats
 	obs   observeState

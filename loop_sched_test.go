@@ -1,0 +1,41 @@
+package iopool
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// A locked loop that sleeps often passes through the Go scheduler about
+// every schedulerPassEvery before a sleep, so that the runtime never sees
+// its P on one scheduling tick for 10 ms and takes it by force (see
+// passSchedulerIfStale); an unlocked loop passes at every sleep anyway
+// (Gosched) and keeps no record. The runtime's side of it (sysmon's
+// retakes) cannot be observed from a test: docs/benchmarks.md has the
+// system-call counts.
+func TestRegressionLockedLoopPassesTheSchedulerBeforeSleeping(t *testing.T) {
+	for _, locked := range []bool{true, false} {
+		var opts []Option
+		if locked {
+			opts = append(opts, WithLockOSThread())
+		}
+		p := newTestPool(t, opts...)
+		start := p.monoNow()
+		require.NoError(t, p.Run(func(t *Task) error {
+			for p.monoNow()-start < 3*schedulerPassEvery {
+				if err := t.Sleep(200 * time.Microsecond); err != nil {
+					return err
+				}
+			}
+			return nil
+		}))
+		if !locked {
+			require.Zero(t, p.passed, "an unlocked loop keeps no record")
+			continue
+		}
+		// Passes happen at sleeps once schedulerPassEvery has gone by: the
+		// last one is at least one period in.
+		require.GreaterOrEqual(t, p.passed, int64(schedulerPassEvery), "no pass through the scheduler in %v of sleeps", 3*schedulerPassEvery*time.Nanosecond)
+	}
+}
