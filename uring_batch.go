@@ -37,13 +37,18 @@ import (
 // by one task at a time.
 type Batch struct {
 	u       *Uring
-	ops     []*uringOp // loop: entry i's op while in the kernel, nil once complete
-	res     []int32    // loop: entry i's result, written by finish
-	opcodes []uint8    // entry i's opcode
-	names   []string   // entry i's name for its error
-	pending int        // loop: entries whose final completion has not arrived
-	waker   Waker      // loop: the waiting task, woken when pending reaches 0
-	waited  bool       // res and names hold the last Wait's results
+	entries []batchEntry // loop: the operations queued, in order
+	pending int          // loop: entries whose final completion has not arrived
+	waker   Waker        // loop: the waiting task, woken when pending reaches 0
+	waited  bool         // entries hold the last Wait's results
+}
+
+// batchEntry is one operation of a Batch.
+type batchEntry struct {
+	op     *uringOp // while in the kernel; nil once its final completion arrived
+	res    int32    // its result, written by finish
+	opcode uint8
+	name   string // for its error; "" names it by opcode
 }
 
 // NewBatch returns an empty batch of operations on u.
@@ -51,7 +56,7 @@ func (u *Uring) NewBatch() *Batch { return &Batch{u: u} }
 
 // Len reports how many operations the batch holds: queued ones before Wait,
 // results after it.
-func (b *Batch) Len() int { return len(b.res) }
+func (b *Batch) Len() int { return len(b.entries) }
 
 // Nop queues a no-op.
 func (b *Batch) Nop(t *Task) error {
@@ -107,18 +112,12 @@ func (b *Batch) queue(t *Task, name string, sqe *uring.SQE, keep ...[]byte) (*ur
 	if b.waited {
 		b.reset()
 	}
-	if name == "" {
-		name = opName(sqe.Opcode)
-	}
 	op := b.u.take(sqe.Opcode)
 	for _, k := range keep {
 		op.pin(k)
 	}
-	op.batch, op.entry = b, len(b.ops)
-	b.ops = append(b.ops, op)
-	b.res = append(b.res, 0)
-	b.opcodes = append(b.opcodes, sqe.Opcode)
-	b.names = append(b.names, name)
+	op.batch, op.entry = b, len(b.entries)
+	b.entries = append(b.entries, batchEntry{op: op, opcode: sqe.Opcode, name: name})
 	b.pending++
 	b.u.push(op, sqe)
 	return op, nil
@@ -127,15 +126,15 @@ func (b *Batch) queue(t *Task, name string, sqe *uring.SQE, keep ...[]byte) (*ur
 // reset forgets the entries (after Wait, or a canceled Wait).
 func (b *Batch) reset() {
 	b.waited = false
-	clear(b.ops)
-	clear(b.names)
-	b.ops, b.res, b.opcodes, b.names = b.ops[:0], b.res[:0], b.opcodes[:0], b.names[:0]
+	clear(b.entries)
+	b.entries = b.entries[:0]
 }
 
 // complete records entry i's result; the last one wakes the waiter. Called
 // by finish. Loop only.
 func (b *Batch) complete(i int, res int32, wakers *WakerList) {
-	b.res[i], b.ops[i] = res, nil
+	e := &b.entries[i]
+	e.res, e.op = res, nil
 	if b.pending--; b.pending == 0 && b.waker != nil {
 		wakers.Add(b.waker)
 		b.waker = nil
@@ -150,18 +149,18 @@ func (b *Batch) complete(i int, res int32, wakers *WakerList) {
 // accepted; the batch is empty afterwards. If every operation had completed
 // when the cancel was seen, the results win and Wait returns nil.
 func (b *Batch) Wait(t *Task) error {
-	if b.waited || len(b.ops) == 0 {
+	if b.waited || len(b.entries) == 0 {
 		return nil
 	}
 	b.u.checkPool(t)
 	_, err := Await[struct{}](t, (*batchWait)(b))
 	if err != nil && b.pending > 0 {
-		for i, op := range b.ops {
+		for _, e := range b.entries {
 			switch {
-			case op != nil:
-				b.u.abandon(op)
-			case returnsFd(b.opcodes[i]) && b.res[i] >= 0:
-				unix.Close(int(b.res[i])) // nobody will take it
+			case e.op != nil:
+				b.u.abandon(e.op)
+			case returnsFd(e.opcode) && e.res >= 0:
+				unix.Close(int(e.res)) // nobody will take it
 			}
 		}
 		b.pending, b.waker = 0, nil
@@ -192,11 +191,16 @@ func (b *Batch) Result(i int) (int32, error) {
 	if !b.waited {
 		panic("iopool: Batch.Result called before Wait")
 	}
-	if i < 0 || i >= len(b.res) {
-		panic(fmt.Sprintf("iopool: Batch.Result(%d) out of range: the batch held %d operations", i, len(b.res)))
+	if i < 0 || i >= len(b.entries) {
+		panic(fmt.Sprintf("iopool: Batch.Result(%d) out of range: the batch held %d operations", i, len(b.entries)))
 	}
-	if res := b.res[i]; res < 0 {
-		return res, opError(fmt.Sprintf("%s (batch entry %d)", b.names[i], i), res)
+	e := &b.entries[i]
+	if e.res < 0 {
+		name := e.name
+		if name == "" {
+			name = opName(e.opcode)
+		}
+		return e.res, opError(fmt.Sprintf("%s (batch entry %d)", name, i), e.res)
 	}
-	return b.res[i], nil
+	return e.res, nil
 }
