@@ -63,6 +63,11 @@ func benchBalance(b *testing.B, cfg GroupListenConfig, pools, conns int) {
 				}
 			})
 			defer dropAll.Cancel()
+			defer func() { // the last round's sockets, when the group closes
+				for _, s := range held {
+					s.Close()
+				}
+			}()
 			for {
 				s, err := gl.Accept(t)
 				if err != nil {
