@@ -46,25 +46,25 @@ const (
 //
 // What it costs. For fd work (sockets, timers, io_uring) a locked loop costs
 // what an unlocked one does: the echo servers of docs/benchmarks.md use
-// about the same CPU per request either way. (A locked loop passes through
-// the Go scheduler once per 5 ms before it sleeps; without that the
-// runtime takes its P by force every 10 ms and its monitor thread wakes
-// every 20-70 µs: see passSchedulerIfStale.) Waking a
-// plain goroutine from a task costs more: a Chan or Oneshot a goroutine
-// waits on, a NetConn's reader or writer, Handle.Wait, BlockOn. The woken
-// goroutine cannot run on the locked thread, so the runtime wakes another
-// thread to take it; if that thread looks before the loop is back in
-// epoll_wait (certain when both share one CPU), the runtime backs off with
-// usleep(3), which the default 50 µs timer slack of Go's threads stretches
-// to about 55 µs. An unlocked loop instead lets the goroutines it woke run
-// on its own thread before it sleeps. Measured on 2 vCPUs
+// about the same CPU per request either way. Waking a plain goroutine from
+// the pool costs more: a Chan or Oneshot a goroutine waits on, a NetConn's
+// reader or writer, Handle.Wait, BlockOn. The woken goroutine cannot run on
+// the locked thread, so it needs another thread, and the Go runtime's ways
+// of moving it there are slow: a stealing thread that looks before the
+// loop is back in epoll_wait backs off with usleep(3), which the default
+// 50 µs timer slack of Go's threads stretches to about 55 µs, and the
+// runtime's monitor takes the loop's P out of epoll_wait only after a tick
+// of 20 µs or more. A locked loop therefore hands its P over (Gosched)
+// before it sleeps when it has woken a goroutine, and at least every 5 ms
+// (see passScheduler); an unlocked loop instead runs the goroutines it woke
+// on its own thread before it sleeps. Measured on 2 busy vCPUs
 // (BenchmarkRemoteRoundTrip, a goroutine and a task answering each other
-// through Chans): about 3.5 µs a round trip unlocked, 33–37 µs locked, and
-// 66–71 µs locked with both threads on one CPU; two bare threads waking
-// each other through eventfds (BenchmarkRawEventfdEpollPingPong), the floor
-// for any design where the goroutine runs on another thread, take 5.6–8.7
-// µs. Prefer an unlocked pool when tasks and goroutines talk on every
-// request (net/http over NetConn, for one: see docs/benchmarks.md).
+// through Chans): about 3 µs a round trip unlocked and 15 µs locked (33–39
+// µs before the hand-over); two bare threads waking each other through
+// eventfds (BenchmarkRawEventfdEpollPingPong), the floor for any design in
+// which the goroutine runs on another thread, take 5.6–10 µs. Prefer an
+// unlocked pool when tasks and goroutines talk on every request; net/http
+// over NetConn measures about the same either way (docs/benchmarks.md).
 func WithLockOSThread() Option {
 	return func(o *options) error { o.lockOSThread = true; return nil }
 }
@@ -114,12 +114,13 @@ type Pool struct {
 	onClose   []*closeHook          // mu: run by Close after the tasks end, before the fds are released
 
 	// Loop-only state: touched by the goroutine driving the loop.
-	events  []unix.EpollEvent
-	runq    []*Task
-	wakers  WakerList
-	freeing []*fdOp
-	current atomic.Pointer[Task] // the task running now, for misuse checks
-	passed  int64                // pool clock ns of a locked loop's last pass through the Go scheduler
+	events    []unix.EpollEvent
+	runq      []*Task
+	wakers    WakerList
+	freeing   []*fdOp
+	current   atomic.Pointer[Task] // the task running now, for misuse checks
+	passed    int64                // pool clock ns of a locked loop's last pass through the Go scheduler
+	wokeOther bool                 // a waker other than this pool's tasks was woken since the last sleep
 
 	stats poolStats
 	obs   observeState
