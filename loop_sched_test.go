@@ -1,6 +1,7 @@
 package iopool
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -40,9 +41,10 @@ func TestRegressionLockedLoopPassesTheSchedulerBeforeSleeping(t *testing.T) {
 	}
 }
 
-// A locked loop that woke a goroutine (any waker not one of its tasks)
-// passes through the scheduler at its next sleep, without waiting for
-// schedulerPassEvery, so that the goroutine gets the loop's P at once.
+// A locked loop that woke a parked goroutine passes through the scheduler
+// at its next sleep, without waiting for schedulerPassEvery, so that the
+// goroutine gets the loop's P at once; a waker that runs on the loop (the
+// poll layer's) causes no pass.
 func TestRegressionLockedLoopHandsOverWokenGoroutinesBeforeSleeping(t *testing.T) {
 	p := newTestPool(t, WithLockOSThread())
 	var before int64
@@ -50,14 +52,27 @@ func TestRegressionLockedLoopHandsOverWokenGoroutinesBeforeSleeping(t *testing.T
 	require.NoError(t, p.Run(func(t *Task) error {
 		before = p.monoNow()
 		p.passed = before // no pass is due for schedulerPassEvery
-		timer := NewTimer(t.Driver())
-		defer timer.Stop()
-		cx := NewContext(WakerFunc(func() { woken <- struct{}{} }))
-		if _, fired := timer.PollTimer(cx, time.Now().Add(200*time.Microsecond)); fired {
+		// A waker that runs on the loop: no pass.
+		onLoop := NewTimer(t.Driver())
+		defer onLoop.Stop()
+		if _, fired := onLoop.PollTimer(NewContext(WakerFunc(func() { woken <- struct{}{} })), time.Now().Add(200*time.Microsecond)); fired {
 			return nil
 		}
-		return t.Sleep(2 * time.Millisecond) // the timer fires and the loop sleeps again
+		if err := t.Sleep(time.Millisecond); err != nil {
+			return err
+		}
+		<-woken
+		if p.passed != before {
+			return fmt.Errorf("a pass after a waker that runs on the loop (passed %d, before %d)", p.passed, before)
+		}
+		// A parked goroutine's waker: a pass at the next sleep.
+		park := newParkWaker()
+		goroutine := NewTimer(t.Driver())
+		defer goroutine.Stop()
+		if _, fired := goroutine.PollTimer(NewContext(park), time.Now().Add(200*time.Microsecond)); fired {
+			return nil
+		}
+		return t.Sleep(time.Millisecond) // the timer fires and the loop sleeps again
 	}))
-	<-woken
 	require.Greater(t, p.passed, before, "no pass through the scheduler after waking a goroutine")
 }

@@ -114,13 +114,13 @@ type Pool struct {
 	onClose   []*closeHook          // mu: run by Close after the tasks end, before the fds are released
 
 	// Loop-only state: touched by the goroutine driving the loop.
-	events    []unix.EpollEvent
-	runq      []*Task
-	wakers    WakerList
-	freeing   []*fdOp
-	current   atomic.Pointer[Task] // the task running now, for misuse checks
-	passed    int64                // pool clock ns of a locked loop's last pass through the Go scheduler
-	wokeOther bool                 // a waker other than this pool's tasks was woken since the last sleep
+	events        []unix.EpollEvent
+	runq          []*Task
+	wakers        WakerList
+	freeing       []*fdOp
+	current       atomic.Pointer[Task] // the task running now, for misuse checks
+	passed        int64                // pool clock ns of a locked loop's last pass through the Go scheduler
+	wokeGoroutine bool                 // a parked goroutine was woken since the last sleep
 
 	stats poolStats
 	obs   observeState

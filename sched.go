@@ -82,18 +82,17 @@ func (p *Pool) wakeCollected() {
 	var local uint64
 	for i, w := range l.wakers {
 		l.wakers[i] = nil
-		t, isTask := w.(*Task)
-		if isTask && t.pool == p {
+		if t, ok := w.(*Task); ok && t.pool == p {
 			if t.queued.CompareAndSwap(false, true) {
 				local++
 				p.runq = append(p.runq, t)
 			}
 			continue
 		}
-		if !isTask {
-			// Most likely a goroutine, now runnable on this thread's P
-			// (another pool's task is woken through its own pool).
-			p.wokeOther = true
+		if _, ok := w.(*parkWaker); ok {
+			// A goroutine (NetConn, BlockOn, RecvWait...), now runnable
+			// on this thread's P: see passScheduler.
+			p.wokeGoroutine = true
 		}
 		w.Wake()
 	}
