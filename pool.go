@@ -59,7 +59,7 @@ const (
 // (see passScheduler); an unlocked loop instead runs the goroutines it woke
 // on its own thread before it sleeps. Measured on 2 busy vCPUs
 // (BenchmarkRemoteRoundTrip, a goroutine and a task answering each other
-// through Chans): about 3 µs a round trip unlocked and 15 µs locked (33–39
+// through Chans): about 3 µs a round trip unlocked and 12–15 µs locked (33–39
 // µs before the hand-over); two bare threads waking each other through
 // eventfds (BenchmarkRawEventfdEpollPingPong), the floor for any design in
 // which the goroutine runs on another thread, take 5.6–10 µs. Prefer an
