@@ -101,8 +101,10 @@ func (s *JoinSet[T]) Len() int {
 	return len(s.running) + len(s.done)
 }
 
-// Poll is ready with the next finished task, or with a zero Joined (its
-// Task nil) when the set is empty.
+// Poll is ready with the next finished task, in finishing order. An empty
+// set is pending, like one whose tasks all still run: it never wins a
+// Select, and the poller is woken when a task spawned into it later
+// finishes. (Next tells an empty set apart: it returns ErrJoinSetEmpty.)
 func (s *JoinSet[T]) Poll(cx *Context) (Joined[T], bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -113,9 +115,6 @@ func (s *JoinSet[T]) Poll(cx *Context) (Joined[T], bool) {
 		v, err, _ := e.h.Result()
 		return Joined[T]{Task: e.h.Task(), Value: v, Err: err}, true
 	}
-	if len(s.running) == 0 {
-		return Joined[T]{}, true
-	}
 	s.waiter = cx.waker
 	return Joined[T]{}, false
 }
@@ -125,14 +124,10 @@ func (s *JoinSet[T]) Poll(cx *Context) (Joined[T], bool) {
 // ErrJoinSetEmpty when the set is empty, and ErrCanceled if t is canceled
 // while waiting (the set is left intact).
 func (s *JoinSet[T]) Next(t *Task) (Joined[T], error) {
-	j, err := Await[Joined[T]](t, s)
-	if err != nil {
-		return j, err
-	}
-	if j.Task == nil {
+	if s.Len() == 0 {
 		return Joined[T]{}, ErrJoinSetEmpty
 	}
-	return j, nil
+	return Await[Joined[T]](t, s)
 }
 
 // CancelAll cancels every task still running. They stay in the set and

@@ -151,3 +151,44 @@ func TestSelectFirstReadyOfDifferentTypes(t *testing.T) {
 	})
 	require.PanicsWithValue(t, "iopool: Case called with a nil future", func() { Case[int](nil, nil) })
 }
+
+// An empty JoinSet is pending in Poll, so it never wins a Select: a loop
+// selecting on it and a channel without checking Len gets the channel's
+// value, never a zero Joined with a nil Task. A task spawned into the set
+// later wakes the select when it finishes; Next on the empty set still
+// returns ErrJoinSetEmpty.
+func TestRegressionEmptyJoinSetIsPendingInSelect(t *testing.T) {
+	runPool(t, func(tk *Task) error {
+		set := NewJoinSet[int](tk.Driver())
+		ch := NewChan[string]()
+		_, ready := set.Poll(NewContext(nil))
+		require.False(t, ready, "an empty set is pending")
+
+		require.NoError(t, ch.Send("msg"))
+		var j Joined[int]
+		var msg Result[string]
+		i, err := Select(tk, Case[Joined[int]](set, &j), Case(ch, &msg))
+		require.NoError(t, err)
+		require.Equal(t, 1, i, "the empty set must not win the select")
+		require.Equal(t, "msg", msg.Value)
+
+		// The select waits on the empty set; a task spawned into it from
+		// another task wakes it when it finishes.
+		Spawn(tk.Driver(), "spawner", func(*Task) (struct{}, error) {
+			set.Spawn("late", func(t *Task) (int, error) { return 5, t.Yield() })
+			return struct{}{}, nil
+		})
+		i, err = Select(tk, Case[Joined[int]](set, &j), Case(ch, &msg))
+		require.NoError(t, err)
+		require.Equal(t, 0, i)
+		require.NotNil(t, j.Task)
+		require.Equal(t, "late", j.Task.Name())
+		require.Equal(t, 5, j.Value)
+
+		_, err = set.Next(tk)
+		require.ErrorIs(t, err, ErrJoinSetEmpty)
+		_, err = set.Next(tk)
+		require.ErrorIs(t, err, ErrJoinSetEmpty, "Next keeps returning ErrJoinSetEmpty")
+		return nil
+	})
+}
