@@ -1,6 +1,7 @@
 package iopool
 
 import (
+	"context"
 	"errors"
 	"sync"
 )
@@ -26,11 +27,16 @@ var ErrJoinSetEmpty = errors.New("iopool: JoinSet has no tasks")
 // cancels them too. Spawn, CancelAll, Close and Len are safe from any
 // goroutine; Next is for one task at a time.
 type JoinSet[T any] struct {
-	drv     *Driver
+	drv *Driver
+	// ctx is done once the set is closed; every task is spawned with
+	// SpawnContext under it, so a task spawned after Close is canceled
+	// before it is queued and never runs.
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+
 	mu      sync.Mutex
 	running map[*joinEntry[T]]struct{} // mu: spawned, not finished
 	done    []*joinEntry[T]            // mu: finished, not taken, in finishing order
-	closed  bool                       // mu: Close was called
 	waiter  Waker                      // mu: Next's waker while it waits
 }
 
@@ -50,22 +56,23 @@ type joinEntry[T any] struct {
 
 // NewJoinSet returns an empty set spawning on drv's pool.
 func NewJoinSet[T any](drv *Driver) *JoinSet[T] {
-	return &JoinSet[T]{drv: drv, running: make(map[*joinEntry[T]]struct{})}
+	s := &JoinSet[T]{drv: drv, running: make(map[*joinEntry[T]]struct{})}
+	s.ctx, s.cancel = context.WithCancelCause(context.Background())
+	return s
 }
 
 // Spawn starts fn as a task of the set and returns its handle (to cancel
 // it alone; its result is also returned by Next). On a closed set the task
 // is canceled before it runs and finishes with ErrCanceled.
 func (s *JoinSet[T]) Spawn(name string, fn func(t *Task) (T, error)) *Handle[T] {
-	h := Spawn(s.drv, name, fn)
+	// Canceled before it is queued if the set is closed already; canceled
+	// by Close otherwise (through ctx, and by CancelAll if it is running
+	// by then).
+	h := SpawnContext(s.ctx, s.drv, name, fn)
 	e := &joinEntry[T]{set: s, h: h}
 	s.mu.Lock()
-	closed := s.closed
 	s.running[e] = struct{}{}
 	s.mu.Unlock()
-	if closed {
-		h.Cancel()
-	}
 	// Registers e with the handle, or, if the task already finished (a
 	// closed pool), moves it to done at once.
 	if _, ok := h.Poll(&Context{waker: e}); ok {
@@ -148,8 +155,6 @@ func (s *JoinSet[T]) CancelAll() {
 // canceled before they run). It does not wait: call Next until Len is 0 to
 // wait for the tasks to finish. Closing twice is a no-op.
 func (s *JoinSet[T]) Close() {
-	s.mu.Lock()
-	s.closed = true
-	s.mu.Unlock()
+	s.cancel(nil)
 	s.CancelAll()
 }

@@ -2,6 +2,7 @@ package iopool
 
 import (
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -191,4 +192,48 @@ func TestRegressionEmptyJoinSetIsPendingInSelect(t *testing.T) {
 		require.ErrorIs(t, err, ErrJoinSetEmpty, "Next keeps returning ErrJoinSetEmpty")
 		return nil
 	})
+}
+
+// Issue 19, bug 4: Spawn on a closed set, from a plain goroutine, queued the
+// task before it looked at the closed flag, so the loop could run the task
+// before Spawn canceled it, and the task's own result came back instead of
+// ErrCanceled. The test widens that window deterministically: it holds the
+// set's lock, so a Spawn that has queued its task stops there, and lets the
+// loop cycle before releasing it. A task spawned on a closed set never runs.
+func TestRegressionJoinSetSpawnAfterCloseNeverRuns(t *testing.T) {
+	requireNoLeaks(t)
+	p, err := New()
+	require.NoError(t, err)
+	defer func() { require.NoError(t, p.Close()) }()
+	set := NewJoinSet[int](p.Driver())
+	set.Close()
+
+	var ran atomic.Bool
+	set.mu.Lock()
+	spawned := make(chan *Handle[int], 1)
+	go func() {
+		spawned <- set.Spawn("late", func(*Task) (int, error) { ran.Store(true); return 1, nil })
+	}()
+	// Wait until the goroutine's Spawn has created its task (it then waits
+	// for the set's lock), and let the loop run whatever is queued.
+	deadline := time.Now().Add(5 * time.Second)
+	for p.Stats().TasksSpawned == 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	require.NotZero(t, p.Stats().TasksSpawned, "Spawn created no task")
+	require.NoError(t, p.Run(func(tk *Task) error {
+		for range 10 {
+			if err := tk.Yield(); err != nil {
+				return err
+			}
+		}
+		return nil
+	}))
+	set.mu.Unlock()
+
+	v, err := (<-spawned).Wait()
+	require.ErrorIs(t, err, ErrCanceled)
+	require.Zero(t, v)
+	require.False(t, ran.Load(), "a task spawned on a closed set ran")
+	require.Equal(t, 1, set.Len(), "the canceled task waits in the set for Next")
 }
