@@ -3,6 +3,7 @@ package iopool
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 )
 
@@ -23,9 +24,11 @@ var ErrJoinSetEmpty = errors.New("iopool: JoinSet has no tasks")
 //	}
 //
 // CancelAll cancels every task still running; Close does the same and
-// refuses further spawns. The tasks belong to the pool: closing the pool
-// cancels them too. Spawn, CancelAll, Close and Len are safe from any
-// goroutine; Next is for one task at a time.
+// refuses further spawns. A set made with NewJoinSetCancelOnError also
+// cancels the others when one fails, like errgroup.WithContext. The tasks
+// belong to the pool, not to the set: closing the pool cancels them too,
+// and forgetting the set does not stop them. Spawn, CancelAll, Close, Len
+// and Err are safe from any goroutine; Next is for one task at a time.
 type JoinSet[T any] struct {
 	drv *Driver
 	// ctx is done once the set is closed; every task is spawned with
@@ -37,7 +40,10 @@ type JoinSet[T any] struct {
 	mu      sync.Mutex
 	running map[*joinEntry[T]]struct{} // mu: spawned, not finished
 	done    []*joinEntry[T]            // mu: finished, not taken, in finishing order
-	waiter  Waker                      // mu: Next's waker while it waits
+	failed  error                      // mu: the first task error (cancelOnError sets only)
+	// cancelOnError: the first task to fail cancels the others and ctx.
+	cancelOnError bool
+	waiter        Waker // mu: Next's waker while it waits
 }
 
 // Joined is a finished task of a JoinSet and its outcome.
@@ -58,6 +64,22 @@ type joinEntry[T any] struct {
 func NewJoinSet[T any](drv *Driver) *JoinSet[T] {
 	s := &JoinSet[T]{drv: drv, running: make(map[*joinEntry[T]]struct{})}
 	s.ctx, s.cancel = context.WithCancelCause(context.Background())
+	return s
+}
+
+// NewJoinSetCancelOnError returns an empty set, spawning on drv's pool,
+// that cancels all its tasks as soon as one of them fails, as
+// errgroup.WithContext does for goroutines. The first task to finish with
+// a non-nil error (a panic, or a cancel, counts as one) cancels every task
+// still running and every task spawned after it (those never run), with
+// that error as the cause: their awaits return an error for which both
+// errors.Is(err, ErrCanceled) and errors.Is(err, first) hold, and their
+// Context is canceled with it (context.Cause). Err returns the first error.
+// Next still returns every task, the failed one included, in finishing
+// order.
+func NewJoinSetCancelOnError[T any](drv *Driver) *JoinSet[T] {
+	s := NewJoinSet[T](drv)
+	s.cancelOnError = true
 	return s
 }
 
@@ -94,10 +116,43 @@ func (e *joinEntry[T]) Wake() {
 	s.done = append(s.done, e)
 	w := s.waiter
 	s.waiter = nil
+	var cause error
+	var rest []*Handle[T]
+	if s.cancelOnError && s.failed == nil {
+		if _, err, _ := e.h.Result(); err != nil {
+			s.failed = err
+			cause = fmt.Errorf("JoinSet task %q failed: %w", e.h.Task().Name(), err)
+			rest = s.runningHandlesLocked()
+		}
+	}
 	s.mu.Unlock()
+	if cause != nil {
+		s.cancel(cause) // tasks spawned from now on never run
+		for _, h := range rest {
+			h.task.cancelWithCause(cause)
+		}
+	}
 	if w != nil {
 		w.Wake()
 	}
+}
+
+// runningHandlesLocked returns the handles of the tasks still running.
+func (s *JoinSet[T]) runningHandlesLocked() []*Handle[T] {
+	hs := make([]*Handle[T], 0, len(s.running))
+	for e := range s.running {
+		hs = append(hs, e.h)
+	}
+	return hs
+}
+
+// Err returns the error of the first task of the set that failed, for a
+// set made with NewJoinSetCancelOnError, or nil while none has. For a set
+// made with NewJoinSet it is always nil.
+func (s *JoinSet[T]) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.failed
 }
 
 // Len returns the number of tasks in the set: running, or finished and not
@@ -141,10 +196,7 @@ func (s *JoinSet[T]) Next(t *Task) (Joined[T], error) {
 // Next returns them, typically with ErrCanceled.
 func (s *JoinSet[T]) CancelAll() {
 	s.mu.Lock()
-	hs := make([]*Handle[T], 0, len(s.running))
-	for e := range s.running {
-		hs = append(hs, e.h)
-	}
+	hs := s.runningHandlesLocked()
 	s.mu.Unlock()
 	for _, h := range hs {
 		h.Cancel()

@@ -1,6 +1,7 @@
 package iopool
 
 import (
+	"context"
 	"errors"
 	"sync/atomic"
 	"testing"
@@ -236,4 +237,77 @@ func TestRegressionJoinSetSpawnAfterCloseNeverRuns(t *testing.T) {
 	require.Zero(t, v)
 	require.False(t, ran.Load(), "a task spawned on a closed set ran")
 	require.Equal(t, 1, set.Len(), "the canceled task waits in the set for Next")
+}
+
+// A cancel-on-error set cancels the others when one task fails, with the
+// failure as the cause: their awaits and their Context see it, a task
+// spawned afterwards never runs, Err reports the first error, and Next
+// still returns every task.
+func TestJoinSetCancelOnErrorCancelsTheRestWithTheCause(t *testing.T) {
+	boom := errors.New("boom")
+	runPool(t, func(tk *Task) error {
+		set := NewJoinSetCancelOnError[string](tk.Driver())
+		require.NoError(t, set.Err())
+		ctxCauses := NewChan[error]()
+		for range 3 {
+			set.Spawn("sleeper", func(t *Task) (string, error) {
+				ctx := t.Context()
+				err := t.Sleep(time.Hour)
+				<-ctx.Done()
+				_ = ctxCauses.Send(context.Cause(ctx))
+				return "", err
+			})
+		}
+		set.Spawn("fails", func(t *Task) (string, error) {
+			if err := t.Yield(); err != nil {
+				return "", err
+			}
+			return "", boom
+		})
+
+		j, err := set.Next(tk)
+		require.NoError(t, err)
+		require.Equal(t, "fails", j.Task.Name(), "the failing task finishes first")
+		require.Same(t, boom, j.Err)
+		require.Same(t, boom, set.Err())
+
+		for range 3 {
+			j, err := set.Next(tk)
+			require.NoError(t, err)
+			require.Equal(t, "sleeper", j.Task.Name())
+			require.ErrorIs(t, j.Err, ErrCanceled)
+			require.ErrorIs(t, j.Err, boom, "the first error is the cause")
+			require.Contains(t, j.Err.Error(), `"fails" failed: boom`)
+			cause, err := ctxCauses.Recv(tk)
+			require.NoError(t, err)
+			require.ErrorIs(t, cause, boom, "the task's Context carries the cause")
+		}
+
+		ran := false
+		h := set.Spawn("late", func(t *Task) (string, error) { ran = true; return "ran", nil })
+		_, err = h.Join(tk)
+		require.ErrorIs(t, err, ErrCanceled)
+		require.ErrorIs(t, err, boom)
+		require.False(t, ran, "a task spawned after the failure never runs")
+		require.Same(t, boom, set.Err(), "the first error stays")
+		return nil
+	})
+}
+
+// A plain JoinSet lets the others run when one fails, and Err stays nil.
+func TestJoinSetWithoutCancelOnErrorLetsTheOthersFinish(t *testing.T) {
+	runPool(t, func(tk *Task) error {
+		set := NewJoinSet[int](tk.Driver())
+		set.Spawn("fails", func(*Task) (int, error) { return 0, errors.New("boom") })
+		set.Spawn("slow", func(t *Task) (int, error) { return 7, t.Sleep(5 * time.Millisecond) })
+		j, err := set.Next(tk)
+		require.NoError(t, err)
+		require.EqualError(t, j.Err, "boom")
+		j, err = set.Next(tk)
+		require.NoError(t, err)
+		require.NoError(t, j.Err)
+		require.Equal(t, 7, j.Value)
+		require.NoError(t, set.Err())
+		return nil
+	})
 }
