@@ -252,14 +252,14 @@ func ExampleSelect() {
 	defer p.Close()
 	msgs := iopool.NewChan[string]()
 	_ = p.Run(func(t *iopool.Task) error {
-		timeout := iopool.NewTimer(t.Driver())
 		for round := range 2 {
 			if round == 1 {
 				_ = msgs.Send("hello")
 			}
-			timeout.SetDeadline(time.Now().Add(10 * time.Millisecond))
+			timeout := t.Driver().After(10 * time.Millisecond) // fires 10ms from now
 			var msg iopool.Result[string]
 			i, err := iopool.Select(t, iopool.Case(msgs, &msg), iopool.Case[time.Time](timeout, nil))
+			timeout.Stop() // leaves the heap now if the message won
 			switch {
 			case err != nil:
 				return err

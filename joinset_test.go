@@ -101,59 +101,6 @@ func TestJoinSetCanceledByPoolClose(t *testing.T) {
 	require.ErrorIs(t, err, ErrClosed)
 }
 
-// Select returns the first ready case and leaves the others intact: the
-// channel's value stays queued and the handle's result stays for Join.
-func TestSelectFirstReadyOfDifferentTypes(t *testing.T) {
-	runPool(t, func(tk *Task) error {
-		ch := NewChan[string]()
-		h := Spawn(tk.Driver(), "slow", func(t *Task) (int, error) { return 7, t.Sleep(30 * time.Millisecond) })
-		timer := NewTimer(tk.Driver())
-		timer.SetDeadline(time.Now().Add(10 * time.Millisecond))
-
-		var msg Result[string]
-		var v int
-		var at time.Time
-		i, err := Select(tk, Case(ch, &msg), Case(h, &v), Case(timer, &at))
-		require.NoError(t, err)
-		require.Equal(t, 2, i, "the timer fires first")
-		require.False(t, at.IsZero())
-
-		i, err = Select(tk, Case(ch, &msg), Case(h, &v))
-		require.NoError(t, err)
-		require.Equal(t, 1, i, "then the task finishes")
-		require.Equal(t, 7, v)
-
-		require.NoError(t, ch.Send("hi"))
-		i, err = Select(tk, Case(ch, &msg), Case[int](h, nil))
-		require.NoError(t, err)
-		require.Equal(t, 0, i, "an earlier ready case wins")
-		require.Equal(t, "hi", msg.Value)
-		require.Zero(t, ch.Len())
-
-		// A pending channel case takes nothing: the value sent later is
-		// still there after another case won.
-		timer.SetDeadline(time.Now().Add(5 * time.Millisecond))
-		i, err = Select(tk, Case(ch, &msg), Case(timer, nil))
-		require.NoError(t, err)
-		require.Equal(t, 1, i)
-		require.NoError(t, ch.Send("kept"))
-		got, err := ch.Recv(tk)
-		require.NoError(t, err)
-		require.Equal(t, "kept", got)
-		v, err = h.Join(tk)
-		require.NoError(t, err)
-		require.Equal(t, 7, v, "the handle still has its result")
-
-		// Canceled while selecting.
-		go func() { time.Sleep(5 * time.Millisecond); tk.Cancel() }()
-		i, err = Select(tk, Case(ch, &msg))
-		require.ErrorIs(t, err, ErrCanceled)
-		require.Equal(t, -1, i)
-		return nil
-	})
-	require.PanicsWithValue(t, "iopool: Case called with a nil future", func() { Case[int](nil, nil) })
-}
-
 // An empty JoinSet is pending in Poll, so it never wins a Select: a loop
 // selecting on it and a channel without checking Len gets the channel's
 // value, never a zero Joined with a nil Task. A task spawned into the set

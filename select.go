@@ -1,5 +1,7 @@
 package iopool
 
+import "time"
+
 // SelectCase is one future of a Select, made with Case.
 type SelectCase interface {
 	// poll polls the future and, when it is ready, stores its value.
@@ -37,8 +39,10 @@ func Case[T any](fut Future[T], dst *T) SelectCase {
 // armed, a Ticker keeps its next tick. Each future only keeps the task's waker, so a late one causes at
 // most a spurious wake.
 //
+//	timeout := t.Driver().After(time.Second) // a *Timer armed for now+1s
+//	defer timeout.Stop()
 //	var msg iopool.Result[string]
-//	switch i, err := iopool.Select(t, iopool.Case(ch, &msg), iopool.Case(timer, nil)); {
+//	switch i, err := iopool.Select(t, iopool.Case(ch, &msg), iopool.Case[time.Time](timeout, nil)); {
 //	case err != nil: // t was canceled
 //	case i == 0:     // msg arrived
 //	case i == 1:     // timed out
@@ -61,4 +65,15 @@ func Select(t *Task, cases ...SelectCase) (int, error) {
 		return -1, err
 	}
 	return i, nil
+}
+
+// After returns a timer of drv's pool armed to fire d from now: a case of
+// Select that times it out (a Timer is a Future of the time it fired). A d
+// of zero or less fires at once. Stop the timer when another case won, or
+// it stays armed until d has passed (it then wakes the task once, for
+// nothing); re-arm it with SetDeadline to reuse it in a loop.
+func (d *Driver) After(dur time.Duration) *Timer {
+	tm := NewTimer(d)
+	tm.SetDeadline(time.Now().Add(dur))
+	return tm
 }
