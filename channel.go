@@ -81,7 +81,10 @@ func (o *Oneshot[T]) Recv(t *Task) (T, error) {
 // Wait blocks a plain goroutine until the value arrives. Called from inside
 // a task before the value is there, it panics: use Recv(t).
 func (o *Oneshot[T]) Wait() (T, error) {
-	r := blockOn[Result[T]](o, "Oneshot.Wait", "Recv(t)")
+	r, err := blockOn[Result[T]](o, "Oneshot.Wait", "Recv(t)")
+	if err != nil {
+		return r.Value, err
+	}
 	return r.Value, r.Err
 }
 

@@ -4,8 +4,11 @@
 // thread). It owns an epoll instance, an eventfd that wakes it, a timer heap
 // and, created on first use, an io_uring. Everything it runs — tasks, fd
 // readiness, timers, io_uring completions — is driven from the goroutine
-// that calls Run, one task at a time, so code inside a pool needs no locks.
-// It follows the design of the epoll executor of OpenVMM's pal_async.
+// the pool starts for Run (or Start), one task at a time, so code inside a
+// pool needs no locks. Run drives the pool while a root task runs; Start
+// runs it until Close, for programs whose work is goroutine code (net/http
+// over Listener.NetListener). It follows the design of the epoll executor
+// of OpenVMM's pal_async.
 //
 // # Two layers
 //
@@ -17,7 +20,7 @@
 // fut and, while it is pending, switches back to the loop until its waker
 // fires (about 100 ns for a switch out and back).
 //
-//	p, _ := iopool.New(iopool.WithLockOSThread())
+//	p, _ := iopool.New()
 //	defer p.Close()
 //	err := p.Run(func(t *iopool.Task) error {
 //		h := iopool.Spawn(p.Driver(), "worker", func(t *iopool.Task) (int, error) {
@@ -149,7 +152,8 @@
 // it: the kernel sends later connections to the others and resets what the
 // closed one had queued (GroupListener.Dropped counts them). Work crosses
 // pools with Spawn(g.Driver(j), ...), the answer coming back through a
-// Oneshot or the Handle; a pool runs tasks only while its root runs.
+// Oneshot or the Handle; a pool runs tasks only while its root runs, or
+// from Group.Start until Close.
 //
 // # What is safe off the loop goroutine
 //
@@ -202,8 +206,11 @@
 //     satisfying errors.Is(err, os.ErrDeadlineExceeded). A deadline after
 //     the year 2262 means never, as in package net. Deadlines are kept on
 //     the pool's monotonic clock: a wall-clock step does not move them.
-//   - NetConn calls while the pool is not running: they wait for readiness,
-//     which needs a running pool, but still fail at their deadline.
+//   - Goroutine code waiting on a pool whose loop is not running (no Start,
+//     no Run: a NetConn or net.Listener call, BlockOn of a pool's future,
+//     Handle.Wait): served if the loop starts within a second, otherwise it
+//     fails with ErrNotRunning, which says to call Start or Run; an earlier
+//     deadline still ends it first.
 //   - Dial of a unix listener whose accept queue is full: an error wrapping
 //     EAGAIN, as in package net, not an unconnected socket.
 //   - WaitProcess on a process already waited for: an error wrapping

@@ -16,9 +16,16 @@ var (
 	// context.Canceled, so errors.Is(err, context.Canceled) holds too.
 	ErrCanceled = fmt.Errorf("iopool: task canceled: %w", context.Canceled)
 
-	// ErrRunning is returned by Run while another Run of the same pool is
-	// active; the first one keeps running.
-	ErrRunning = errors.New("iopool: Run called while the pool is already running")
+	// ErrRunning is returned (wrapped, saying which) by Run and Start while
+	// the pool's loop is already driven by a Run or a Start; the first one
+	// keeps running.
+	ErrRunning = errors.New("iopool: the pool is already running")
+
+	// ErrNotRunning is returned (wrapped with the pool's name) to goroutine
+	// code — a NetConn, net.Listener or net.PacketConn call, BlockOn,
+	// Handle.Wait — that waited for the pool's loop while nobody ran it,
+	// for a bound of one second (see Pool.Start).
+	ErrNotRunning = errors.New("iopool: the pool's loop is not running: call Pool.Start (or Pool.Run) to serve goroutines that wait on it")
 
 	// ErrNilTask is returned by Run(nil).
 	ErrNilTask = errors.New("iopool: Run called with a nil task")

@@ -166,6 +166,9 @@ func (fr *FdReady) PollReady(cx *Context, slot InterestSlot, events PollEvents) 
 	if others.Len() > 0 {
 		others.WakeAll() // they poll again and see the readiness too
 	}
+	if !ok {
+		fr.p.notePark(cx.waker)
+	}
 	return ev, ok
 }
 

@@ -156,6 +156,20 @@ func (g *Group) Run(root func(t *Task, pool int) error) error {
 	return first
 }
 
+// Start starts every pool (see Pool.Start): each runs its loop on its own
+// goroutine (its own thread with WithLockOSThread, its own CPU with
+// WithPinCPU) until Close, for goroutine code and tasks spawned with
+// Spawn(g.Driver(i), ...). It returns the first error, naming the pool;
+// the pools started before it keep running until Close.
+func (g *Group) Start() error {
+	for i, p := range g.pools {
+		if err := p.Start(); err != nil {
+			return fmt.Errorf("pool %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
 // Close closes every pool (see Pool.Close), all at once, and returns the
 // first error in pool order, wrapped with the pool's index. The listeners
 // of Group.Listen close with their pools. A second Close is a no-op.

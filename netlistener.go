@@ -94,7 +94,9 @@ func (s *Socket) parkReady(w *ioWait, park *parkWaker, cx *Context) error {
 		}
 		// Also woken by a Go timer at the deadline: the pool's timer fires
 		// only while the pool runs, and a deadline must hold without it.
-		park.parkUntil(s.fr.p, w.deadline.Load())
+		if err := park.parkUntil(s.fr.p, w.deadline.Load()); err != nil {
+			return err
+		}
 	}
 }
 

@@ -529,7 +529,13 @@ func TestRegressionCloseReleasesTimerAndWaitWaiters(t *testing.T) {
 		timerDone <- tm.Err()
 	}()
 	waitDone := make(chan error, 1)
-	go func() { waitDone <- BlockOn[error](w) }()
+	go func() {
+		werr, err := BlockOn[error](w)
+		if err == nil {
+			err = werr
+		}
+		waitDone <- err
+	}()
 	time.Sleep(10 * time.Millisecond) // both goroutines park
 	require.NoError(t, p.Close())
 

@@ -23,6 +23,9 @@ type options struct {
 	obs          observeOptions
 	cpu          int  // WithCPU: the CPU the loop thread is pinned to, or -1
 	pinEach      bool // WithPinCPU: a Group pins each pool to a CPU of its own
+	// notRunningBound: how long goroutine code waits on a pool whose loop
+	// is not running before it fails with ErrNotRunning (see parkOn).
+	notRunningBound time.Duration
 }
 
 const (
@@ -83,8 +86,9 @@ func WithEventBuffer(n int) Option {
 
 // Pool is a single-threaded executor: one event loop that runs tasks,
 // delivers fd readiness, fires timers and completes io_uring operations, all
-// on the goroutine that calls Run. Create one with New; it is safe to use
-// from any goroutine through its Driver.
+// on the pool's loop goroutine, which runs while a Run is active or from
+// Start until Close. Create one with New; it is safe to use from any
+// goroutine through its Driver.
 type Pool struct {
 	be    epollBackend // the epoll fd and the wake eventfd
 	opts  options
@@ -92,16 +96,18 @@ type Pool struct {
 	drv   Driver
 
 	mu       sync.Mutex
-	state    poolState   // mu: the loop's sleep/wake state
-	timers   timerQueue  // mu: armed timers
-	ready    []*Task     // mu: tasks woken since the loop last took them, in wake order
-	live     taskList    // mu: tasks spawned and not finished
-	toDelete []*fdOp     // mu: ops closed while the kernel batch may name them
-	fds      fdTable     // mu: registered ops, keeping them reachable
-	running  bool        // mu: a Run (or Close's drain) is driving the loop
-	closing  bool        // mu: Close was called; tasks are being canceled
-	closed   bool        // mu: resources released
-	released atomic.Bool // closed, readable without mu: registered fds refuse syscalls
+	state    poolState                    // mu: the loop's sleep/wake state
+	timers   timerQueue                   // mu: armed timers
+	ready    []*Task                      // mu: tasks woken since the loop last took them, in wake order
+	live     taskList                     // mu: tasks spawned and not finished
+	toDelete []*fdOp                      // mu: ops closed while the kernel batch may name them
+	fds      fdTable                      // mu: registered ops, keeping them reachable
+	running  bool                         // mu: a Run, Start or Close's drain is driving the loop; set with setRunningLocked
+	started  bool                         // mu: Start was called; the loop runs until Close
+	closing  bool                         // mu: Close was called; tasks are being canceled
+	closed   bool                         // mu: resources released
+	released atomic.Bool                  // closed, readable without mu: registered fds refuse syscalls
+	runState atomic.Pointer[loopRunState] // running, readable without mu, and its change (start.go)
 
 	uring     atomic.Pointer[Uring] // created on first use
 	uringMu   sync.Mutex            // serializes ring creation
@@ -136,7 +142,9 @@ type Driver struct {
 // Close.
 func New(opts ...Option) (*Pool, error) {
 	p := &Pool{epoch: time.Now(), closeEnd: make(chan struct{})}
-	p.opts = options{eventBuffer: defaultEventBuffer, uringEntries: defaultUringEntries, cpu: -1}
+	p.opts = options{eventBuffer: defaultEventBuffer, uringEntries: defaultUringEntries, cpu: -1,
+		notRunningBound: defaultNotRunningBound}
+	p.runState.Store(&loopRunState{changed: make(chan struct{})})
 	for _, o := range opts {
 		if o == nil {
 			return nil, errors.New("iopool: New: nil Option")
@@ -183,7 +191,8 @@ func (d *Driver) Pool() *Pool { return d.p }
 // an error wrapping ErrGoexit and the pool stays usable.
 //
 // Run returns ErrNilTask for a nil root, ErrClosed on a closed pool (or when
-// Close ends the run), and ErrRunning while another Run is active.
+// Close ends the run), and an error wrapping ErrRunning while another Run is
+// active or after Start.
 //
 // Run may be called from a goroutine locked to its thread; the tasks still
 // run on the pool's own goroutine. Inside root and every other task,
@@ -198,11 +207,14 @@ func (p *Pool) Run(root func(t *Task) error) error {
 	case p.closing || p.closed:
 		p.mu.Unlock()
 		return ErrClosed
+	case p.started:
+		p.mu.Unlock()
+		return fmt.Errorf("%w: Pool.Run on a started pool, whose loop runs until Close; add tasks with Spawn(p.Driver(), ...)", ErrRunning)
 	case p.running:
 		p.mu.Unlock()
 		return ErrRunning
 	}
-	p.running = true
+	p.setRunningLocked(true)
 	p.runExit = make(chan struct{})
 	p.mu.Unlock()
 
@@ -224,7 +236,7 @@ func (p *Pool) Run(root func(t *Task) error) error {
 
 func (p *Pool) endRun() {
 	p.mu.Lock()
-	p.running = false
+	p.setRunningLocked(false)
 	close(p.runExit)
 	p.mu.Unlock()
 }
@@ -266,11 +278,11 @@ func (p *Pool) Close() error {
 		p.unlockAndSignal(p.state.wake())
 		<-exit
 	} else {
-		p.running = true
+		p.setRunningLocked(true)
 		p.mu.Unlock()
 		p.onLoop(func() { p.runLoop(func() bool { return false }) })
 		p.mu.Lock()
-		p.running = false
+		p.setRunningLocked(false)
 		p.mu.Unlock()
 	}
 	p.mu.Lock()
@@ -295,17 +307,23 @@ func (p *Pool) Close() error {
 // coroutine is therefore created and resumed on one goroutine in one lock
 // state, as the runtime requires, whichever goroutine calls Run or Close.
 func (p *Pool) onLoop(fn func()) {
+	done := make(chan struct{})
+	p.onLoopAsync(func() {
+		defer close(done)
+		fn()
+	})
+	<-done
+}
+
+// onLoopAsync hands fn to the pool's loop goroutine (see onLoop) and returns
+// once the goroutine has taken it, without waiting for it to finish.
+func (p *Pool) onLoopAsync(fn func()) {
 	p.loopStart.Do(func() {
 		p.loopWork = make(chan func())
 		p.loopExit = make(chan struct{})
 		goLoop(p.opts.lockOSThread, p.loopGoroutine)
 	})
-	done := make(chan struct{})
-	p.loopWork <- func() {
-		defer close(done)
-		fn()
-	}
-	<-done
+	p.loopWork <- fn
 }
 
 func (p *Pool) loopGoroutine() {

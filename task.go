@@ -367,6 +367,7 @@ func (h *Handle[T]) Poll(cx *Context) (T, bool) {
 		}
 	}
 	h.waiters = append(h.waiters, cx.waker)
+	h.task.pool.notePark(cx.waker)
 	return zero, false
 }
 
@@ -393,7 +394,9 @@ func (h *Handle[T]) Join(t *Task) (T, error) {
 }
 
 // Wait blocks the calling plain goroutine until the task finishes, and
-// returns its value and error. Called from a task of the same pool while the
+// returns its value and error. If the pool's loop is not running (no Run or
+// Start), Wait waits at most one second for one and then returns an error
+// wrapping ErrNotRunning. Called from a task of the same pool while the
 // task is unfinished, it panics: the pool could not run the task it waits
 // for; use Join.
 func (h *Handle[T]) Wait() (T, error) {
@@ -412,7 +415,10 @@ func (h *Handle[T]) Wait() (T, error) {
 		}
 		ch := h.doneCh
 		h.mu.Unlock()
-		<-ch
+		if err := h.task.pool.parkUntilClosed(ch); err != nil {
+			var zero T
+			return zero, err
+		}
 		h.mu.Lock()
 	}
 	defer h.mu.Unlock()

@@ -54,6 +54,7 @@ func (tm *Timer) poll(cx *Context, d int64, setDeadline bool) (time.Time, bool) 
 			}
 		}
 	}
+	p.notePark(cx.waker)
 	if !tm.hasDeadline {
 		tm.e.waker = cx.waker
 		p.mu.Unlock()

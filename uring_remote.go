@@ -90,6 +90,7 @@ func (c *Completion) Poll(cx *Context) (int32, bool) {
 		return c.result.res, true
 	}
 	c.result.waker = cx.waker
+	u.p.notePark(cx.waker)
 	return 0, false
 }
 
@@ -98,11 +99,14 @@ func (c *Completion) Poll(cx *Context) (int32, bool) {
 // operation was canceled by Close, or never submitted), the error wraps
 // ErrClosed as well as ECANCELED.
 func (c *Completion) Wait() (int32, error) {
-	res := BlockOn[int32](c)
+	res, err := BlockOn[int32](c)
+	if err != nil {
+		return res, err
+	}
 	if res >= 0 {
 		return res, nil
 	}
-	err := os.NewSyscallError("io_uring", unix.Errno(-res))
+	err = os.NewSyscallError("io_uring", unix.Errno(-res))
 	c.u.mu.Lock()
 	closed := c.result.closed
 	c.u.mu.Unlock()

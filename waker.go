@@ -1,8 +1,10 @@
 package iopool
 
-import "reflect"
-
-import "time"
+import (
+	"reflect"
+	"sync/atomic"
+	"time"
+)
 
 // Waker is notified when a pending future may make progress.
 //
@@ -93,27 +95,39 @@ func (l *WakerList) WakeAll() {
 }
 
 // BlockOn drives fut from a plain goroutine until it is ready, parking the
-// goroutine between polls, and returns its value. Called from inside a task
-// when fut is pending, it panics instead of blocking the task's pool: use
-// Await(t, fut).
-func BlockOn[T any](fut Future[T]) T {
+// goroutine between polls, and returns its value. If fut waits on a pool's
+// loop (a Timer, an FdReady or Wait, a Handle, an io_uring Completion, or a
+// future built on them) while that loop is not running, BlockOn waits at
+// most one second for a Run or Start and then returns an error wrapping
+// ErrNotRunning (ErrClosed if the pool was closed); it never returns
+// another error. Called from inside a task when fut is pending, it panics
+// instead of blocking the task's pool: use Await(t, fut).
+func BlockOn[T any](fut Future[T]) (T, error) {
 	return blockOn(fut, "BlockOn", "Await(t, fut)")
 }
 
 // blockOn is BlockOn for call, which names instead in its panic.
-func blockOn[T any](fut Future[T], call, instead string) T {
+func blockOn[T any](fut Future[T], call, instead string) (T, error) {
 	w := newParkWaker()
 	cx := &Context{waker: w}
 	checked := false
 	for {
 		if v, ok := fut.Poll(cx); ok {
-			return v
+			return v, nil
 		}
 		if !checked {
 			checked = true
 			panicIfCalledFromTask(call, instead)
 		}
-		w.park()
+		p := w.pool.Load()
+		if p == nil {
+			w.park()
+			continue
+		}
+		if err := w.parkUntil(p, 0); err != nil {
+			var zero T
+			return zero, err
+		}
 	}
 }
 
@@ -122,7 +136,8 @@ func blockOn[T any](fut Future[T], call, instead string) T {
 // repeated wakes cost one channel send at most.
 type parkWaker struct {
 	ch    chan struct{}
-	timer *time.Timer // parkUntil's, created on first use; the parked goroutine only
+	timer *time.Timer          // parkUntil's, created on first use; the parked goroutine only
+	pool  atomic.Pointer[Pool] // the pool whose loop last took this waker (notePark), if any
 }
 
 func newParkWaker() *parkWaker { return &parkWaker{ch: make(chan struct{}, 1)} }
@@ -136,25 +151,19 @@ func (w *parkWaker) Wake() {
 
 func (w *parkWaker) park() { <-w.ch }
 
-// parkUntil parks until woken or until p's clock reaches deadline (0: no
-// deadline), on a Go timer that does not need p's loop to run.
-func (w *parkWaker) parkUntil(p *Pool, deadline int64) {
-	if deadline == 0 {
-		w.park()
-		return
-	}
-	left := time.Duration(deadline - p.monoNow())
-	if left <= 0 {
-		return
-	}
-	if w.timer == nil {
-		w.timer = time.NewTimer(left)
-	} else {
-		w.timer.Reset(left) // since Go 1.23 no stale tick can be received
-	}
-	select {
-	case <-w.ch:
-		w.timer.Stop()
-	case <-w.timer.C:
+// parkUntil parks until woken, until p's clock reaches deadline (0: no
+// deadline) on a Go timer that does not need p's loop to run, or until p's
+// loop starts or stops; it returns an error wrapping ErrNotRunning when p's
+// loop stayed stopped for the bound (see Pool.parkOn).
+func (w *parkWaker) parkUntil(p *Pool, deadline int64) error {
+	return p.parkOn(w.ch, deadline, &w.timer)
+}
+
+// notePark records on w, if it parks a goroutine, that p's loop is what
+// will wake it, so that the goroutine does not wait for a loop that is not
+// running (BlockOn). Called by p's futures when they store a waker.
+func (p *Pool) notePark(w Waker) {
+	if pw, ok := w.(*parkWaker); ok && pw.pool.Load() != p {
+		pw.pool.Store(p)
 	}
 }

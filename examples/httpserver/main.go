@@ -1,5 +1,6 @@
-// Command httpserver serves net/http from an iopool pool: the pool's
-// listener is handed to http.Server as a net.Listener (Listener.NetListener),
+// Command httpserver serves net/http from an iopool pool: the pool runs its
+// own loop (Pool.Start), its listener is handed to http.Server as a
+// net.Listener (Listener.NetListener),
 // and every connection it accepts is a *iopool.NetConn whose waits park on
 // the pool's epoll loop instead of Go's netpoller. The handlers run on
 // net/http's goroutines as usual. With no flags it serves 127.0.0.1 on a
@@ -84,14 +85,12 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	return srv.shutdown()
 }
 
-// server is a pool (kept running by a root task that waits for stop) and an
-// http.Server accepting through the pool's listener.
+// server is a started pool and an http.Server accepting through the
+// pool's listener.
 type server struct {
 	pool     *iopool.Pool
 	addr     net.Addr
 	http     *http.Server
-	stop     *iopool.Oneshot[struct{}]
-	runDone  chan error
 	served   chan error
 	shutOnce sync.Once
 	shutErr  error
@@ -123,20 +122,18 @@ func startServer(addr string) (*server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &server{pool: p, stop: iopool.NewOneshot[struct{}](), runDone: make(chan error, 1), served: make(chan error, 1)}
-	go func() {
-		s.runDone <- p.Run(func(t *iopool.Task) error {
-			_, err := s.stop.Recv(t)
-			return err
-		})
-	}()
-	l, err := iopool.Listen(p.Driver(), "tcp", addr)
-	if err != nil {
-		s.stop.Send(struct{}{})
-		<-s.runDone
+	// The pool runs its own loop until Close: net/http's goroutines park on
+	// it, and no root task is needed.
+	if err := p.Start(); err != nil {
 		p.Close()
 		return nil, err
 	}
+	l, err := iopool.Listen(p.Driver(), "tcp", addr)
+	if err != nil {
+		p.Close()
+		return nil, err
+	}
+	s := &server{pool: p, served: make(chan error, 1)}
 	s.addr = l.Addr()
 	current.Store(p)
 	publishStats()
@@ -172,10 +169,6 @@ func (s *server) shutdown() error {
 		err := s.http.Shutdown(ctx)
 		if serr := <-s.served; !errors.Is(serr, http.ErrServerClosed) && err == nil {
 			err = serr
-		}
-		s.stop.Send(struct{}{})
-		if rerr := <-s.runDone; err == nil {
-			err = rerr
 		}
 		current.CompareAndSwap(s.pool, nil)
 		if cerr := s.pool.Close(); err == nil {
