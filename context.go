@@ -50,7 +50,8 @@ func (t *Task) recordCause(cause error) {
 // errors.Is(err, context.Cause(ctx)) (context.DeadlineExceeded for a
 // context that hit its deadline). A ctx already done cancels the task
 // before it runs. The task's Context is derived from ctx, so it carries
-// ctx's values. A nil ctx panics.
+// ctx's values. A nil ctx panics. On a virtual pool the deadline is also
+// kept on the pool's clock (see WithVirtualClock).
 func SpawnContext[T any](ctx context.Context, drv *Driver, name string, fn func(t *Task) (T, error)) *Handle[T] {
 	if ctx == nil {
 		panic("iopool: SpawnContext called with a nil context.Context (use context.Background())")
@@ -76,10 +77,13 @@ func SpawnContext[T any](ctx context.Context, drv *Driver, name string, fn func(
 		if testHookAfterFuncRegistered != nil {
 			testHookAfterFuncRegistered()
 		}
+		// A virtual pool's clock enforces the deadline too (clock.go).
+		timer := drv.p.cancelAtContextDeadline(ctx, task)
 		// Unregistered from ctx when the task finishes, so that a
 		// long-lived ctx does not keep every task it ever started.
-		if _, done := h.Poll(&Context{waker: &afterFuncStopper{stop: stop}}); done {
-			stop()
+		s := &afterFuncStopper{stop: stop, timer: timer}
+		if _, done := h.Poll(&Context{waker: s}); done {
+			s.Wake()
 		}
 	}
 	return h
@@ -92,7 +96,11 @@ var testHookAfterFuncRegistered func()
 // afterFuncStopper unregisters a context.AfterFunc when woken (a pointer
 // type, so that wakers compare by identity).
 type afterFuncStopper struct {
-	stop func() bool
+	stop  func() bool
+	timer *Timer // a virtual pool's deadline timer, or nil
 }
 
-func (s *afterFuncStopper) Wake() { s.stop() }
+func (s *afterFuncStopper) Wake() {
+	s.stop()
+	s.timer.Stop()
+}

@@ -148,6 +148,9 @@ func (p *Pool) wait(deadline int64, hasDeadline bool) int {
 		// 100 ns here (about 20 µs on a locked thread, where it is skipped).
 		runtime.Gosched()
 	}
+	if p.clock.virtual {
+		return p.waitVirtual(deadline, hasDeadline) // clock.go
+	}
 	if hasDeadline && !p.opts.lockOSThread && deadline-p.monoNow() < preciseWaitBelow {
 		// A short timed sleep would end up to the thread's timer slack
 		// (50 µs by default) late. The loop does not own this thread, so it

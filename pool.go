@@ -26,6 +26,7 @@ type options struct {
 	// notRunningBound: how long goroutine code waits on a pool whose loop
 	// is not running before it fails with ErrNotRunning (see parkOn).
 	notRunningBound time.Duration
+	virtualClock    bool // WithVirtualClock (clock.go)
 }
 
 const (
@@ -93,6 +94,7 @@ type Pool struct {
 	be    epollBackend // the epoll fd and the wake eventfd
 	opts  options
 	epoch time.Time // origin of the pool's monotonic nanosecond clock
+	clock poolClock // a virtual clock's state (clock.go)
 	drv   Driver
 
 	mu       sync.Mutex
@@ -155,6 +157,9 @@ func New(opts ...Option) (*Pool, error) {
 	}
 	if err := checkCPUOptions(&p.opts); err != nil {
 		return nil, err
+	}
+	if p.opts.virtualClock {
+		p.epoch, p.clock.virtual = virtualEpoch, true
 	}
 	p.drv.p = p
 	if err := p.be.open(); err != nil {
@@ -409,17 +414,6 @@ func (p *Pool) wake() {
 	p.mu.Lock()
 	p.unlockAndSignal(p.state.wake())
 }
-
-// monoNow is the pool's clock: nanoseconds since New, monotonic.
-func (p *Pool) monoNow() int64 { return int64(time.Since(p.epoch)) }
-
-// mono converts a time to the pool's clock: from its monotonic reading if
-// it has one, else from its wall reading, saturating at ±292 years
-// (time.Time.Sub). Times before the epoch are negative, which compares as
-// expired. Convert a user's time once and keep the result: a time rebuilt
-// from wall nanoseconds (time.Unix(0, ns)) has lost its monotonic reading,
-// and a wall-clock step would move it.
-func (p *Pool) mono(t time.Time) int64 { return int64(t.Sub(p.epoch)) }
 
 // Stats is a snapshot of a pool's counters. Reading them is cheap and safe
 // from any goroutine; counters only grow, except the two live gauges.

@@ -266,16 +266,22 @@ func (t *Task) Yield() error {
 // Sleep suspends the task for d (a zero or negative d returns at once). It
 // returns ErrCanceled if the task is canceled first.
 func (t *Task) Sleep(d time.Duration) error {
-	return t.SleepUntil(time.Now().Add(d))
+	return t.sleepUntil(t.pool.monoAfter(d)) // on the pool's clock (clock.go)
 }
 
-// SleepUntil suspends the task until the deadline passes.
+// SleepUntil suspends the task until the deadline passes on the pool's
+// clock (see WithVirtualClock for a virtual one).
 func (t *Task) SleepUntil(deadline time.Time) error {
+	return t.sleepUntil(t.pool.mono(deadline)) // once, from its monotonic reading
+}
+
+// sleepUntil is SleepUntil with the deadline on the pool's clock.
+func (t *Task) sleepUntil(deadline int64) error {
 	f := &t.sleep
 	if f.timer == nil {
 		f.timer = NewTimer(&t.pool.drv)
 	}
-	f.deadline = t.pool.mono(deadline) // once, from its monotonic reading
+	f.deadline = deadline
 	_, err := Await[time.Time](t, f)
 	if err != nil {
 		f.timer.Stop()

@@ -9,7 +9,8 @@ import (
 // Ticker ticks every period on a pool's timer, for a task that does
 // something periodically. Next waits for the next tick.
 //
-// Ticks are on a fixed grid: start + k·period, where start is the time of
+// Ticks are on a fixed grid of the pool's clock (real or virtual, see
+// WithVirtualClock): start + k·period, where start is the time of
 // NewTicker or the last Reset. Missed ticks are skipped, not queued: a task
 // that calls Next after several ticks went by gets one tick at once, the
 // count of ticks it missed, and the following tick on the grid (tokio's
@@ -34,7 +35,7 @@ func NewTicker(drv *Driver, period time.Duration) (*Ticker, error) {
 	if period <= 0 {
 		return nil, fmt.Errorf("iopool: NewTicker(%v): want a period > 0", period)
 	}
-	return &Ticker{tm: NewTimer(drv), period: period, next: time.Now().Add(period)}, nil
+	return &Ticker{tm: NewTimer(drv), period: period, next: drv.p.Now().Add(period)}, nil
 }
 
 // errTickerStopped is Next's error after Stop.
@@ -56,7 +57,7 @@ func (tk *Ticker) Poll(cx *Context) (Result[int], bool) {
 	if _, ok := tk.tm.PollTimer(cx, next); !ok {
 		return Result[int]{}, false
 	}
-	now := time.Now()
+	now := tk.tm.p.Now()
 	tk.mu.Lock()
 	defer tk.mu.Unlock()
 	tk.waiter = nil
@@ -89,7 +90,7 @@ func (tk *Ticker) Reset(period time.Duration) error {
 		return fmt.Errorf("iopool: Ticker.Reset(%v): want a period > 0", period)
 	}
 	tk.mu.Lock()
-	tk.period, tk.next, tk.stop = period, time.Now().Add(period), false
+	tk.period, tk.next, tk.stop = period, tk.tm.p.Now().Add(period), false
 	w := tk.waiter
 	tk.mu.Unlock()
 	if w != nil {

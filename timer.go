@@ -20,7 +20,7 @@ func NewTimer(drv *Driver) *Timer {
 }
 
 // PollTimer sets the timer's deadline and polls it: it is ready with the
-// current time once deadline has passed; otherwise it arms the timer, stores
+// current time on the pool's clock (Pool.Now) once deadline has passed; otherwise it arms the timer, stores
 // the waker, and, if the loop is sleeping past deadline, wakes it to sleep
 // again for less. On a closed pool it is ready at once with the zero time
 // (see Err).
@@ -65,7 +65,7 @@ func (tm *Timer) poll(cx *Context, d int64, setDeadline bool) (time.Time, bool) 
 		p.timers.disarm(&tm.e)
 		tm.e.waker = nil
 		p.mu.Unlock()
-		return time.Now(), true
+		return p.Now(), true
 	}
 	if tm.e.index < 0 {
 		p.timers.arm(&tm.e, d)

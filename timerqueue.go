@@ -8,21 +8,30 @@ import "fmt"
 //	armed                 --arm-->               armed, moved to the new deadline
 //	armed                 --disarm/wakeExpired--> unarmed (the waker is taken on expiry)
 type timerEntry struct {
-	deadline int64 // pool clock ns; pool.mu
-	waker    Waker // the poller to wake on expiry; pool.mu
-	index    int   // position in the heap, -1 when unarmed; pool.mu
+	deadline int64  // pool clock ns; pool.mu
+	seq      uint64 // when it was last armed: orders equal deadlines; pool.mu
+	waker    Waker  // the poller to wake on expiry; pool.mu
+	index    int    // position in the heap, -1 when unarmed; pool.mu
 }
 
-// timerQueue is a binary min-heap of the armed timers, ordered by deadline,
-// with each entry's index kept in the entry so that arm (re-arm) and disarm
-// are O(log n) without a search. Only armed timers are in it. Guarded by
-// pool.mu.
-type timerQueue struct{ heap []*timerEntry }
+// timerQueue is a binary min-heap of the armed timers, ordered by deadline
+// and, among equal deadlines, by the order in which they were armed (so
+// that timers due at the same instant fire in that order, which a virtual
+// clock makes common), with each entry's index kept in the entry so that
+// arm (re-arm) and disarm are O(log n) without a search. Only armed timers
+// are in it. Guarded by pool.mu.
+type timerQueue struct {
+	heap []*timerEntry
+	seq  uint64 // arms so far
+}
 
 // len returns the number of armed timers.
 func (q *timerQueue) len() int { return len(q.heap) }
 
-func (q *timerQueue) less(i, j int) bool { return q.heap[i].deadline < q.heap[j].deadline }
+func (q *timerQueue) less(i, j int) bool {
+	a, b := q.heap[i], q.heap[j]
+	return a.deadline < b.deadline || a.deadline == b.deadline && a.seq < b.seq
+}
 
 func (q *timerQueue) swap(i, j int) {
 	q.heap[i], q.heap[j] = q.heap[j], q.heap[i]
@@ -60,10 +69,12 @@ func (q *timerQueue) down(i int) {
 	}
 }
 
-// arm inserts e with deadline, or moves it there if it is armed already.
+// arm inserts e with deadline, or moves it there if it is armed already;
+// either way it counts as armed now, after every timer armed before it.
 // Re-arming allocates nothing.
 func (q *timerQueue) arm(e *timerEntry, deadline int64) {
-	e.deadline = deadline
+	q.seq++
+	e.deadline, e.seq = deadline, q.seq
 	if e.index >= 0 {
 		q.up(e.index)
 		q.down(e.index)
@@ -125,7 +136,8 @@ func (q *timerQueue) verify() error {
 			return fmt.Errorf("entry at %d has index %d", i, e.index)
 		}
 		if i > 0 && q.less(i, (i-1)/2) {
-			return fmt.Errorf("entry at %d (deadline %d) is before its parent (deadline %d)", i, e.deadline, q.heap[(i-1)/2].deadline)
+			parent := q.heap[(i-1)/2]
+			return fmt.Errorf("entry at %d (deadline %d, seq %d) is before its parent (deadline %d, seq %d)", i, e.deadline, e.seq, parent.deadline, parent.seq)
 		}
 	}
 	return nil
