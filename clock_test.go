@@ -234,3 +234,18 @@ func TestHasMonotonicAndSatAdd(t *testing.T) {
 		require.Equal(t, c.want, satAdd(c.a, c.b), "satAdd(%d, %d)", c.a, c.b)
 	}
 }
+
+// TestVirtualClockAfter: Driver.After times a Select out on the pool's
+// clock, exactly.
+func TestVirtualClockAfter(t *testing.T) {
+	runPool(t, func(tk *Task) error {
+		start := tk.Now()
+		never := NewChan[int]()
+		tm := tk.Driver().After(90 * time.Second)
+		i, err := Select(tk, Case[Result[int]](never, nil), Case[time.Time](tm, nil))
+		require.NoError(t, err)
+		require.Equal(t, 1, i)
+		require.Equal(t, 90*time.Second, tk.Now().Sub(start))
+		return nil
+	}, WithVirtualClock())
+}

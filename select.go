@@ -74,6 +74,6 @@ func Select(t *Task, cases ...SelectCase) (int, error) {
 // nothing); re-arm it with SetDeadline to reuse it in a loop.
 func (d *Driver) After(dur time.Duration) *Timer {
 	tm := NewTimer(d)
-	tm.SetDeadline(time.Now().Add(dur))
+	tm.setDeadline(d.p.monoAfter(dur)) // on the pool's clock (clock.go)
 	return tm
 }
