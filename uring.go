@@ -82,10 +82,11 @@ func withUringRefused(err error) Option {
 //
 // Buffer ownership: a buffer passed to an operation is pinned and kept
 // reachable until the kernel's final completion for it has been consumed. If
-// the waiting task is canceled, the call returns ErrCanceled at once, the
-// operation is canceled in the kernel (IORING_OP_ASYNC_CANCEL), and the
-// buffer stays pinned until its completion arrives; do not reuse it before
-// the call returns. The package documentation says what happens to an
+// the waiting task is canceled, the call returns at once what every await
+// of a canceled task returns (ErrCanceled, carrying the cancel's cause for
+// a SpawnContext task), the operation is canceled in the kernel
+// (IORING_OP_ASYNC_CANCEL), and the buffer stays pinned until its
+// completion arrives; do not reuse it before the call returns. The package documentation says what happens to an
 // operation at cancel, at Close and when its task ends without waiting.
 type Uring struct {
 	p     *Pool

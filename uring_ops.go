@@ -27,7 +27,7 @@ func (u *Uring) checkTask(t *Task) error {
 		return ErrClosed
 	}
 	if t.canceled.Load() {
-		return ErrCanceled
+		return t.canceledErr()
 	}
 	return nil
 }
@@ -40,29 +40,21 @@ func (u *Uring) checkPool(t *Task) {
 	}
 }
 
-// run pushes op's SQE and waits, inside task t, for its final completion.
-// A canceled wait abandons the op (it is canceled in the kernel and
-// released at its completion), unless the completion was consumed first:
-// then the result wins over the cancel, so that a new fd or the bytes moved
-// are never lost. name (or, if empty, the opcode) names the operation in
-// its error.
-//
-// The wait is Await specialized to this future, whose waker is always the
-// task itself (checkTask checked that t is the running task): one check of
-// done, then of the cancel, per resume, and no first poll of an operation
-// that cannot have completed before the loop's next io_uring_enter.
+// run pushes op's SQE and awaits, inside task t, its final completion. A
+// canceled wait (Await's error, which carries the cancel's cause) abandons
+// the op: it is canceled in the kernel and released at its completion.
+// Unless the completion was consumed first: then the result wins over the
+// cancel, so that a new fd or the bytes moved are never lost. name (or, if
+// empty, the opcode) names the operation in its error.
 func (u *Uring) run(t *Task, name string, op *uringOp, sqe *uring.SQE) (int32, error) {
 	r := &t.uringRes
-	r.done = false
+	*r = opResult{}
 	op.result = r
 	u.push(op, sqe)
-	for !r.done {
-		if t.canceled.Load() {
-			u.abandon(op)
-			return -1, ErrCanceled
-		}
-		r.waker = t // finish takes it: re-armed after every resume
-		t.suspend()
+	if _, err := Await[struct{}](t, (*opWait)(r)); err != nil && !r.done {
+		u.abandon(op)
+		r.waker = nil
+		return -1, err
 	}
 	res := r.res
 	if res < 0 {
@@ -72,6 +64,18 @@ func (u *Uring) run(t *Task, name string, op *uringOp, sqe *uring.SQE) (int32, e
 		return res, opError(name, res)
 	}
 	return res, nil
+}
+
+// opWait is a task's operation awaited: ready once finish has consumed its
+// final completion. Loop only, like the task's opResult it is.
+type opWait opResult
+
+func (w *opWait) Poll(cx *Context) (struct{}, bool) {
+	if w.done {
+		return struct{}{}, true
+	}
+	w.waker = cx.waker // finish takes it: re-armed at every poll
+	return struct{}{}, false
 }
 
 // opError is the error of a CQE with a negative result.

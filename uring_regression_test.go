@@ -1,6 +1,7 @@
 package iopool
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -530,4 +531,79 @@ func TestUringCloseLeaksWhatTheKernelKeeps(t *testing.T) {
 	_, err = c.Wait()
 	require.ErrorIs(t, err, ErrClosed)
 	runtime.GC() // the leaked ops' Pinners are reachable: no finalizer panic
+}
+
+// Issue 19, bug 5: an io_uring operation of a task canceled with a cause
+// (SpawnContext with context.WithCancelCause, or a context deadline)
+// returned plain ErrCanceled, dropping the cause that Sleep, Chan.Recv and
+// Batch.Wait keep: the ring had its own copy of the await. Checked for an
+// operation in the kernel when the cancel lands, for one started after it
+// (refused before it reaches the ring), and for a Batch; every canceled
+// operation is still released at its completion.
+func TestRegressionUringCancelKeepsCause(t *testing.T) {
+	runPool(t, func(tk *Task) error {
+		u := requireUring(t, tk.Driver())
+		var fds [2]int
+		require.NoError(t, unix.Pipe2(fds[:], unix.O_CLOEXEC))
+		defer unix.Close(fds[0])
+		defer unix.Close(fds[1])
+
+		type outcome struct{ inKernel, after, batch error }
+		run := func(ctx context.Context, cancel func()) outcome {
+			var o outcome
+			h := SpawnContext(ctx, tk.Driver(), "reader", func(t *Task) (int, error) {
+				_, o.inKernel = u.Read(t, fds[0], make([]byte, 16), -1)
+				o.after = u.Nop(t)
+				b := u.NewBatch()
+				if err := b.Nop(t); err != nil {
+					o.batch = err
+				} else {
+					o.batch = b.Wait(t)
+				}
+				return 0, nil
+			})
+			for i := 0; u.inflight == 0; i++ {
+				require.Less(t, i, 1000, "the reader never started its read")
+				require.NoError(t, tk.Yield())
+			}
+			cancel()
+			_, err := h.Join(tk)
+			require.NoError(t, err)
+			requireCanceledOpsReleased(t, tk, u)
+			return o
+		}
+
+		ctx, cancel := context.WithCancelCause(context.Background())
+		o := run(ctx, func() { cancel(errShutdown{}) })
+		for name, err := range map[string]error{"in the kernel": o.inKernel, "after the cancel": o.after, "batch": o.batch} {
+			require.ErrorIs(t, err, errShutdown{}, "%s: the cause survives", name)
+			require.ErrorIs(t, err, ErrCanceled, name)
+		}
+
+		dctx := &manualDeadline{Context: context.Background(), done: make(chan struct{})}
+		o = run(dctx, func() { close(dctx.done) })
+		for name, err := range map[string]error{"in the kernel": o.inKernel, "after the cancel": o.after, "batch": o.batch} {
+			require.ErrorIs(t, err, context.DeadlineExceeded, "%s: the deadline survives", name)
+			require.ErrorIs(t, err, ErrCanceled, name)
+		}
+		return nil
+	})
+}
+
+// manualDeadline is a context that reaches its deadline when its done
+// channel is closed: a deadline at a moment the test chooses.
+type manualDeadline struct {
+	context.Context
+	done chan struct{}
+}
+
+func (c *manualDeadline) Done() <-chan struct{} { return c.done }
+
+func (c *manualDeadline) Err() error {
+	select {
+	case <-c.done:
+		return context.DeadlineExceeded
+	default:
+		return nil
+	}
 }
