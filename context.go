@@ -60,19 +60,19 @@ func SpawnContext[T any](ctx context.Context, drv *Driver, name string, fn func(
 		panic("iopool: SpawnContext called with a nil function")
 	}
 	h := &Handle[T]{fn: fn}
-	h.task = newTask(drv.p, name, h)
-	h.task.parent = ctx
+	task := &h.task
+	task.init(drv.p, name, h)
+	task.extra().parent = ctx
 	if ctx.Err() != nil {
 		// Done already: canceled before it is queued, so it never runs.
-		h.task.recordCause(context.Cause(ctx))
-		h.task.canceled.Store(true)
+		task.recordCause(context.Cause(ctx))
+		task.canceled.Store(true)
 	}
-	drv.p.enqueueNew(h.task)
+	drv.p.enqueueNew(task)
 	// Tied to ctx only once queued: a cancel that wakes the task before it
 	// has joined the pool's live list would let it finish there first, and
 	// the list would then keep a finished task that Close waits for forever.
-	if ctx.Done() != nil && !h.task.canceled.Load() {
-		task := h.task
+	if ctx.Done() != nil && !task.canceled.Load() {
 		stop := context.AfterFunc(ctx, func() { task.cancelWithCause(context.Cause(ctx)) })
 		if testHookAfterFuncRegistered != nil {
 			testHookAfterFuncRegistered()

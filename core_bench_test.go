@@ -1,6 +1,7 @@
 package iopool
 
 import (
+	"iter"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -66,6 +67,23 @@ func BenchmarkAwaitPendingOnce(b *testing.B) {
 		}
 		return nil
 	})
+}
+
+// BenchmarkIterPullRoundTrip is the floor of BenchmarkAwaitPendingOnce: a
+// bare iter.Pull coroutine resumed and suspended once per iteration, with
+// no pool around it. An await that suspends costs this switch plus the
+// loop's bookkeeping.
+func BenchmarkIterPullRoundTrip(b *testing.B) {
+	b.ReportAllocs()
+	next, stop := iter.Pull(func(yield func(struct{}) bool) {
+		for yield(struct{}{}) {
+		}
+	})
+	defer stop()
+	b.ResetTimer()
+	for range b.N {
+		next()
+	}
 }
 
 // BenchmarkRemoteRoundTrip: a plain goroutine sends to a task through a

@@ -27,6 +27,7 @@ import (
 // pool is closing and has no task left (it returns false). The caller must
 // be the only goroutine driving the loop.
 func (p *Pool) runLoop(done func() bool) bool {
+	defer p.stopIdleCoroutines()
 	canceledAll := false
 	busy := 0 // consecutive cycles that did not call epoll_wait
 	p.mu.Lock()

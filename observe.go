@@ -194,19 +194,20 @@ type watchedRun struct {
 
 // resumeWatched resumes t like resume does, measuring the run and
 // reporting it if it exceeded the stall threshold. Loop only.
-func (p *Pool) resumeWatched(t *Task) (more bool) {
-	if t.stall == nil {
-		t.stall = new(stallState)
+func (p *Pool) resumeWatched(t *Task) (out runOutcome) {
+	e := t.extra()
+	if e.stall == nil {
+		e.stall = new(stallState)
 	}
 	w := &p.obs.run
 	w.mu.Lock()
-	w.task, w.n, w.reported = t.name, copy(w.pcs[:], t.stall.pcs[:t.stall.n]), false
+	w.task, w.n, w.reported = t.name, copy(w.pcs[:], e.stall.pcs[:e.stall.n]), false
 	w.start = time.Now()
 	start := w.start
 	w.mu.Unlock()
 	p.obs.watchdog.Do(func() { go p.watchStalls(p.closeEnd) })
 
-	more = runTask(t)
+	out = runTask(t.co)
 
 	d := time.Since(start)
 	w.mu.Lock()
@@ -216,7 +217,7 @@ func (p *Pool) resumeWatched(t *Task) (more bool) {
 	if d > p.opts.obs.stallThreshold {
 		p.reportStall(StallReport{Task: t.name, Duration: d}, pcs[:n])
 	}
-	return more
+	return out
 }
 
 // watchStalls reports a run that is still going on past the threshold,

@@ -127,6 +127,7 @@ type Pool struct {
 	wakers        WakerList
 	freeing       []*fdOp
 	current       atomic.Pointer[Task] // the task running now, for misuse checks
+	idleCoros     []*coroutine         // loop only: coroutines whose task returned, for the next ones (sched.go)
 	passed        int64                // pool clock ns of a locked loop's last pass through the Go scheduler
 	wokeGoroutine bool                 // a parked goroutine was woken since the last sleep
 

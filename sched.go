@@ -37,28 +37,72 @@ func (p *Pool) resume(t *Task) {
 	if t.finished {
 		return // a stale wake
 	}
-	if t.next == nil {
+	c := t.co
+	if c == nil {
 		if t.canceled.Load() {
 			p.finish(t, t.canceledErr(), nil)
 			return
 		}
-		t.next, t.stop = iter.Pull(t.body)
+		c = p.takeCoroutine()
+		c.task, t.co = t, c
 	}
 	p.current.Store(t) // cleared by the caller once the cycle's tasks ran
-	var more bool
+	var out runOutcome
 	if p.opts.obs.stallThreshold == 0 {
-		more = runTask(t)
+		out = runTask(c)
 	} else {
-		more = p.resumeWatched(t)
+		out = p.resumeWatched(t)
 	}
-	if !more {
-		t.stop()
-		t.next, t.stop, t.yield = nil, nil, nil
-		if t.panicked != nil {
-			p.logTaskPanic(t.panicked)
-		}
-		p.finish(t, t.err, t.panicked)
+	if out == runSuspended {
+		return
 	}
+	t.co, c.task = nil, nil
+	if out == runReturned {
+		p.idleCoroutine(c)
+	} else {
+		c.stop()
+	}
+	if t.panicked != nil {
+		p.logTaskPanic(t.panicked)
+	}
+	p.finish(t, t.err, t.panicked)
+}
+
+// maxIdleCoroutines bounds the coroutines a pool keeps for its next tasks.
+// Each holds a goroutine (its stack included), idle until reused.
+const maxIdleCoroutines = 16
+
+// takeCoroutine returns an idle coroutine, or a new one. Loop only.
+func (p *Pool) takeCoroutine() *coroutine {
+	if n := len(p.idleCoros); n > 0 {
+		c := p.idleCoros[n-1]
+		p.idleCoros[n-1] = nil
+		p.idleCoros = p.idleCoros[:n-1]
+		return c
+	}
+	c := new(coroutine)
+	c.next, c.stop = iter.Pull(c.body)
+	return c
+}
+
+// idleCoroutine keeps c, whose task returned, for a later task, or ends it
+// if enough are kept. Loop only.
+func (p *Pool) idleCoroutine(c *coroutine) {
+	if len(p.idleCoros) < maxIdleCoroutines {
+		p.idleCoros = append(p.idleCoros, c)
+		return
+	}
+	c.stop()
+}
+
+// stopIdleCoroutines ends the idle coroutines, when the loop returns: on
+// the loop goroutine, as iter.Pull requires of a coroutine created there.
+func (p *Pool) stopIdleCoroutines() {
+	for i, c := range p.idleCoros {
+		c.stop()
+		p.idleCoros[i] = nil
+	}
+	p.idleCoros = p.idleCoros[:0]
 }
 
 // finish ends t: it leaves the live list, its timer and context are
@@ -69,7 +113,9 @@ func (p *Pool) finish(t *Task, err error, pe *PanicError) {
 	p.live.remove(t)
 	p.mu.Unlock()
 	p.stats.tasksLive.Add(-1)
-	t.sleep.timer.Stop()
+	if e := t.ext.Load(); e != nil {
+		e.sleep.timer.Stop()
+	}
 	t.cancelContext()
 	t.runner.complete(err, pe)
 }

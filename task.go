@@ -40,31 +40,48 @@ import (
 //	any      --Cancel-->  canceled flag set; every await returns ErrCanceled
 //	created + canceled: finishes with ErrCanceled without running
 type Task struct {
-	pool   *Pool
-	name   string
-	runner taskRunner
+	pool     *Pool
+	runner   taskRunner
+	cx       Context    // waker = the task itself
+	co       *coroutine // loop only: the coroutine running it, from its first run to its end
+	name     string
+	queued   atomic.Bool // on the ready queue; set by Wake, cleared by the loop
+	canceled atomic.Bool // Cancel was called
+	finished bool        // loop only: the function returned
+	err      error       // loop only: the function's result
+	panicked *PanicError // loop only: the function's panic
+	prev     *Task       // pool.mu: live list
+	nextLive *Task       // pool.mu: live list
+	_        [0]func()   // not comparable by value
 
-	cx       Context                 // waker = the task itself
-	next     func() (struct{}, bool) // resumes the coroutine; loop only
-	stop     func()                  // releases the coroutine; loop only
-	yield    func(struct{}) bool     // suspends the coroutine; task only
-	queued   atomic.Bool             // on the ready queue; set by Wake, cleared by the loop
-	canceled atomic.Bool             // Cancel was called
-	finished bool                    // loop only: the function returned
-	err      error                   // loop only: the function's result
-	panicked *PanicError             // loop only: the function's panic
-	sleep    timerFuture             // task only: t.Sleep's timer
-	uringRes opResult                // loop only: the result of the task's io_uring operation in flight (uring_ops.go)
-	ctxMu    sync.Mutex              // guards ctx and ctxCancel
-	ctx      context.Context         // created by Context()
-	cancel   context.CancelFunc      // cancels ctx
-	prev     *Task                   // pool.mu: live list
-	nextLive *Task                   // pool.mu: live list
-	_        [0]func()               // not comparable by value
+	cause atomic.Pointer[canceledError] // set before canceled when canceled with a cause
+	ext   atomic.Pointer[taskExt]       // what few tasks use, allocated on first use (extra)
+}
 
-	cause  atomic.Pointer[canceledError] // set before canceled when canceled with a cause
-	parent context.Context               // SpawnContext's ctx, or nil; set before the task starts
-	stall  *stallState                   // loop/task: where it suspended; only WithStallReport
+// taskExt holds the parts of a Task that most tasks never use, so that an
+// idle task costs little: its timer, its io_uring result, its context, and
+// its stall bookkeeping.
+type taskExt struct {
+	sleep    timerFuture        // task only: t.Sleep's timer
+	uringRes opResult           // loop only: the result of the task's io_uring operation in flight (uring_ops.go)
+	parent   context.Context    // SpawnContext's ctx, or nil; set before the task starts
+	stall    *stallState        // loop/task: where it suspended; only WithStallReport
+	ctxMu    sync.Mutex         // guards ctx and cancel
+	ctx      context.Context    // created by Context()
+	cancel   context.CancelFunc // cancels ctx
+}
+
+// extra returns t's taskExt, allocating it on first use. Safe from any
+// goroutine: concurrent first uses agree on one.
+func (t *Task) extra() *taskExt {
+	if e := t.ext.Load(); e != nil {
+		return e
+	}
+	e := new(taskExt)
+	if t.ext.CompareAndSwap(nil, e) {
+		return e
+	}
+	return t.ext.Load()
 }
 
 // taskRunner is what a task runs and whom it tells when it finishes.
@@ -92,9 +109,14 @@ func (e *PanicError) Unwrap() error {
 }
 
 func newTask(p *Pool, name string, r taskRunner) *Task {
-	t := &Task{pool: p, name: name, runner: r}
-	t.cx.waker = t
+	t := new(Task)
+	t.init(p, name, r)
 	return t
+}
+
+func (t *Task) init(p *Pool, name string, r taskRunner) {
+	t.pool, t.name, t.runner = p, name, r
+	t.cx.waker = t
 }
 
 // Name returns the name the task was spawned with.
@@ -114,8 +136,33 @@ func (t *Task) Wake() {
 	t.pool.pushReadyLocked(t)
 }
 
-// body is the coroutine: it runs the task's function and records how it
-// ended, whichever of the ways a Go function can end.
+// coroutine is a task coroutine: a goroutine that iter.Pull switches to and
+// from. It runs one task at a time; after a task returns, the pool may keep
+// it idle and run another task on it (sched.go), so that a spawn usually
+// needs no new goroutine and none of iter.Pull's allocations. Loop only,
+// except yield, which its running task calls to suspend.
+type coroutine struct {
+	next  func() (bool, bool) // resumes it; true once its task returned
+	stop  func()              // ends it; never while a task runs on it
+	yield func(bool) bool     // suspends it: true when its task has returned
+	task  *Task               // the task it runs, set by the loop before that task's first run
+}
+
+// body is the coroutine: it runs its task, and then the next one the loop
+// gives it, until the loop stops it. A task that does not return (a panic
+// or runtime.Goexit) ends the coroutine with it (see runBody).
+func (c *coroutine) body(yield func(bool) bool) {
+	c.yield = yield
+	for {
+		c.task.runBody()
+		if !yield(true) {
+			return
+		}
+	}
+}
+
+// runBody runs the task's function and records how it ended, whichever of
+// the ways a Go function can end.
 //
 //   - It returned: t.err is its error.
 //   - It panicked: the panic is recovered into t.panicked.
@@ -123,16 +170,15 @@ func (t *Task) Wake() {
 //     so. Nothing can stop a Goexit, and iter.Pull would re-raise it on
 //     the loop goroutine, ending the loop.
 //
-// So unless the function returned, body leaves the coroutine by panicking
-// with taskEndEscape: iter.Pull recovers that panic in its own deferred call
-// and re-raises it from next, on the loop goroutine, where runTask recovers
-// it. A Goexit under way (the function's own, or one below a panic that a
-// deferred call raised during it, which body cannot tell apart from a plain
-// panic) then completes on this coroutine goroutine alone: a panic
-// recovered during a Goexit does not cancel the Goexit. The loop finishes
-// the task like any other.
-func (t *Task) body(yield func(struct{}) bool) {
-	t.yield = yield
+// So unless the function returned, runBody leaves the coroutine by
+// panicking with taskEndEscape: iter.Pull recovers that panic in its own
+// deferred call and re-raises it from next, on the loop goroutine, where
+// runTask recovers it. A Goexit under way (the function's own, or one below
+// a panic that a deferred call raised during it, which runBody cannot tell
+// apart from a plain panic) then completes on this coroutine goroutine
+// alone: a panic recovered during a Goexit does not cancel the Goexit. The
+// loop finishes the task like any other, and the coroutine is not reused.
+func (t *Task) runBody() {
 	returned := false
 	t.setTaskLabels()
 	defer func() {
@@ -152,32 +198,43 @@ func (t *Task) body(yield func(struct{}) bool) {
 
 // taskEndEscape carries the end of a task that did not return (a panic or
 // runtime.Goexit) out of its coroutine as a panic that the loop recovers
-// (see body).
+// (see runBody).
 type taskEndEscape struct{}
 
-// runTask resumes t's coroutine until it suspends (true) or ends (false).
-// A task that panicked or called runtime.Goexit arrives here as
-// taskEndEscape, which is recovered; any other panic from next is a bug in
-// the scheduler and is re-raised.
-func runTask(t *Task) (more bool) {
+// runOutcome is how a run of a task's coroutine ended.
+type runOutcome uint8
+
+const (
+	runSuspended runOutcome = iota // the task awaits; its coroutine holds it
+	runReturned                    // the task returned; its coroutine may run another
+	runEscaped                     // the task panicked or called runtime.Goexit; its coroutine is over
+)
+
+// runTask resumes c until its task suspends or ends. A task that panicked
+// or called runtime.Goexit arrives here as taskEndEscape, which is
+// recovered; any other panic from next is a bug in the scheduler and is
+// re-raised.
+func runTask(c *coroutine) (out runOutcome) {
 	defer func() {
 		if v := recover(); v != nil {
 			if _, ok := v.(taskEndEscape); !ok {
 				panic(v)
 			}
-			more = false
+			out = runEscaped
 		}
 	}()
-	_, more = t.next()
-	return more
+	if returned, _ := c.next(); returned {
+		return runReturned
+	}
+	return runSuspended
 }
 
 // suspend switches from the task back to the loop.
 func (t *Task) suspend() {
-	if t.stall != nil {
-		t.stall.recordSuspend()
+	if e := t.ext.Load(); e != nil && e.stall != nil {
+		e.stall.recordSuspend()
 	}
-	t.yield(struct{}{})
+	t.co.yield(false)
 }
 
 // checkCurrent panics unless t is the task running now.
@@ -200,11 +257,15 @@ func (t *Task) Cancel() {
 
 // cancelContext cancels the task's context.Context, if one was created.
 func (t *Task) cancelContext() {
-	t.ctxMu.Lock()
-	if t.cancel != nil {
-		t.cancel()
+	e := t.ext.Load()
+	if e == nil {
+		return // Context, if it runs now, sees canceled or finished
 	}
-	t.ctxMu.Unlock()
+	e.ctxMu.Lock()
+	if e.cancel != nil {
+		e.cancel()
+	}
+	e.ctxMu.Unlock()
 }
 
 // Canceled reports whether the task has been canceled.
@@ -215,19 +276,20 @@ func (t *Task) Canceled() bool { return t.canceled.Load() }
 // SpawnContext it is derived from the context given there. It carries the
 // task's pprof labels, so pprof.Do(t.Context(), ...) adds to them.
 func (t *Task) Context() context.Context {
-	t.ctxMu.Lock()
-	defer t.ctxMu.Unlock()
-	if t.ctx == nil {
-		parent := t.parent
+	e := t.extra()
+	e.ctxMu.Lock()
+	defer e.ctxMu.Unlock()
+	if e.ctx == nil {
+		parent := e.parent
 		if parent == nil {
 			parent = context.Background()
 		}
-		t.ctx, t.cancel = context.WithCancel(t.withLabels(parent))
+		e.ctx, e.cancel = context.WithCancel(t.withLabels(parent))
 		if t.canceled.Load() || t.finished {
-			t.cancel()
+			e.cancel()
 		}
 	}
-	return t.ctx
+	return e.ctx
 }
 
 // Await polls fut with the task's waker until it is ready and returns its
@@ -277,7 +339,7 @@ func (t *Task) SleepUntil(deadline time.Time) error {
 
 // sleepUntil is SleepUntil with the deadline on the pool's clock.
 func (t *Task) sleepUntil(deadline int64) error {
-	f := &t.sleep
+	f := &t.extra().sleep
 	if f.timer == nil {
 		f.timer = NewTimer(&t.pool.drv)
 	}
@@ -293,14 +355,15 @@ func (t *Task) sleepUntil(deadline int64) error {
 // so it can be awaited from another task (Join), waited for from a plain
 // goroutine (Wait), or polled.
 type Handle[T any] struct {
-	task    *Task
+	task    Task // the task itself: one allocation for both
 	fn      func(t *Task) (T, error)
-	mu      sync.Mutex
-	done    bool          // mu: the task finished
 	value   T             // valid once done
 	err     error         // valid once done
-	waiters []Waker       // mu: pollers to wake when done
+	waiter  Waker         // mu: the first poller to wake when done
+	waiters *[]Waker      // mu: the others, rarely any
 	doneCh  chan struct{} // mu: created by Wait, closed when done
+	mu      sync.Mutex
+	done    bool // mu: the task finished
 }
 
 // Spawn starts fn as a new task on drv's pool. It is safe from any goroutine.
@@ -318,8 +381,8 @@ func Spawn[T any](drv *Driver, name string, fn func(t *Task) (T, error)) *Handle
 		panic("iopool: Spawn called with a nil function")
 	}
 	h := &Handle[T]{fn: fn}
-	h.task = newTask(drv.p, name, h)
-	drv.p.enqueueNew(h.task)
+	h.task.init(drv.p, name, h)
+	drv.p.enqueueNew(&h.task)
 	return h
 }
 
@@ -337,19 +400,24 @@ func (h *Handle[T]) complete(err error, pe *PanicError) {
 	h.done = true
 	h.err = err
 	h.fn = nil
-	waiters := h.waiters
-	h.waiters = nil
+	w, more := h.waiter, h.waiters
+	h.waiter, h.waiters = nil, nil
 	if h.doneCh != nil {
 		close(h.doneCh)
 	}
 	h.mu.Unlock()
-	for _, w := range waiters {
+	if w != nil {
 		w.Wake()
+	}
+	if more != nil {
+		for _, w := range *more {
+			w.Wake()
+		}
 	}
 }
 
 // Task returns the spawned task, to cancel it or read its name.
-func (h *Handle[T]) Task() *Task { return h.task }
+func (h *Handle[T]) Task() *Task { return &h.task }
 
 // Cancel cancels the task (see Task.Cancel).
 func (h *Handle[T]) Cancel() { h.task.Cancel() }
@@ -364,16 +432,27 @@ func (h *Handle[T]) Poll(cx *Context) (T, bool) {
 		return h.value, true
 	}
 	var zero T
-	if cx.waker == nil {
+	w := cx.waker
+	if w == nil {
 		return zero, false
 	}
-	for _, w := range h.waiters {
-		if sameWaker(w, cx.waker) {
-			return zero, false
+	switch {
+	case h.waiter == nil:
+		h.waiter = w
+	case sameWaker(h.waiter, w):
+		return zero, false
+	default:
+		if h.waiters == nil {
+			h.waiters = new([]Waker)
 		}
+		for _, o := range *h.waiters {
+			if sameWaker(o, w) {
+				return zero, false
+			}
+		}
+		*h.waiters = append(*h.waiters, w)
 	}
-	h.waiters = append(h.waiters, cx.waker)
-	h.task.pool.notePark(cx.waker)
+	h.task.pool.notePark(w)
 	return zero, false
 }
 

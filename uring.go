@@ -162,7 +162,7 @@ type uringOp struct {
 }
 
 // opResult receives an operation's result. For a task's operation it is
-// the task's (Task.uringRes, loop only); for a Completion it is the
+// the task's (taskExt.uringRes, loop only); for a Completion it is the
 // Completion's (under u.mu).
 type opResult struct {
 	res    int32

@@ -47,7 +47,7 @@ func (u *Uring) checkPool(t *Task) {
 // cancel, so that a new fd or the bytes moved are never lost. name (or, if
 // empty, the opcode) names the operation in its error.
 func (u *Uring) run(t *Task, name string, op *uringOp, sqe *uring.SQE) (int32, error) {
-	r := &t.uringRes
+	r := &t.extra().uringRes
 	*r = opResult{}
 	op.result = r
 	u.push(op, sqe)
