@@ -8,7 +8,11 @@ package iopool
 //  3. Wake what was collected, outside the lock. Wakers that are tasks of
 //     this pool go straight onto this cycle's run queue.
 //  4. Release the closed ops that the last epoll_wait could still name.
-//  5. Resume every queued task once, in wake order.
+//  5. Resume every queued task once, in wake order. A task woken while it
+//     ran (Yield, a future ready at once) is queued again, after the tasks
+//     woken meanwhile, without the lock; while only such tasks and io_uring
+//     completions wait, and no task was queued from elsewhere, the loop
+//     runs quick cycles of steps 2-5 alone, at most harvestEvery in a row.
 //  6. Under the lock: if nobody woke the loop (still Running), record the
 //     next timer deadline and move to Sleeping; unlock, flush the queued
 //     io_uring SQEs in one io_uring_enter, and wait. Then Sleeping→Waking,
@@ -19,6 +23,7 @@ package iopool
 import (
 	"fmt"
 	"runtime"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -44,33 +49,40 @@ func (p *Pool) runLoop(done func() bool) bool {
 			p.cancelAllLocked()
 		}
 		p.runq, p.ready = p.ready, p.runq[:0]
+		if len(p.runq) > 0 {
+			p.hasReady.Store(false)
+		}
+		// Tasks woken while they ran come after the others woken meanwhile:
+		// a Yield lets them run first.
+		p.runq = append(p.runq, p.requeue...)
+		clear(p.requeue)
+		p.requeue = p.requeue[:0]
 		freeing := p.freeing
 		p.mu.Unlock()
 
-		if u := p.uring.Load(); u != nil {
-			u.drain(&p.wakers)
-		}
-		p.wakeCollected()
-		for i, op := range freeing {
-			op.release()
-			freeing[i] = nil
-		}
+		completed := p.runCycle(freeing)
 		p.freeing = freeing[:0]
-
-		for i, t := range p.runq {
-			p.runq[i] = nil
-			t.queued.Store(false)
-			p.resume(t)
+		// Quick cycles: while the only work is tasks woken while they ran
+		// (a Yield, a future ready at once) or completions, and nobody
+		// queued a task on the ready queue, the next cycle needs nothing
+		// that the lock guards: timers, Close, and the sleep decision wait
+		// for the full cycle that comes at least every harvestEvery cycles.
+		quick := uint64(0)
+		for (len(p.requeue) > 0 || completed) && busy+1 < harvestEvery && !p.hasReady.Load() && !done() {
+			busy++
+			quick++
+			p.runq, p.requeue = p.requeue, p.runq[:0]
+			completed = p.runCycle(nil)
 		}
-		if len(p.runq) > 0 {
+		if quick > 0 {
+			p.stats.cycles.Add(quick)
+		}
+		if p.requeued > 0 {
+			p.stats.wakes.Add(p.requeued)
+			p.requeued = 0
+		}
+		if p.current.Load() != nil {
 			p.current.Store(nil)
-		}
-		completed := false
-		if u := p.uring.Load(); u != nil {
-			u.flush() // one io_uring_enter for what this cycle queued
-			// Operations that completed inside that enter (NOPs, cached
-			// reads) are drained by another cycle without an epoll_wait.
-			completed = u.ring.CQReady()
 		}
 		p.mu.Lock()
 		if p.closing {
@@ -84,14 +96,22 @@ func (p *Pool) runLoop(done func() bool) bool {
 			return true
 		}
 		var n int
-		if !p.state.canSleep() || completed {
+		if !p.state.canSleep() || completed || len(p.requeue) > 0 {
 			// Woken while running, or completions are waiting: another
 			// cycle, lock held, no epoll_wait.
 			if busy++; busy < harvestEvery {
 				continue
 			}
 			// A loop that always finds work never reaches epoll_wait and
-			// would starve fd events: look once without blocking.
+			// would starve fd events: look once without blocking, at most
+			// once per harvestAfter (a system call costs about as much as
+			// ten cycles of a yielding task).
+			busy = 0
+			if now := int64(time.Since(p.epoch)); now-p.lastHarvest < harvestAfter {
+				continue
+			} else {
+				p.lastHarvest = now
+			}
 			p.state.harvest()
 			p.mu.Unlock()
 			n = p.epollWait(0)
@@ -117,9 +137,41 @@ func (p *Pool) runLoop(done func() bool) bool {
 }
 
 // harvestEvery is how many consecutive cycles a loop that never sleeps runs
-// before it looks at epoll without blocking: a yielding or io_uring-only
-// task cannot delay fd events by more than this many cycles.
+// before a full cycle (timers, Close) and, if harvestAfter has passed since
+// the last one, a look at epoll without blocking: a yielding or
+// io_uring-only task cannot delay fd events by more than this many cycles
+// or harvestAfter, whichever is longer.
 const harvestEvery = 32
+
+// harvestAfter is the least time between two harvests of a busy loop, in
+// nanoseconds.
+const harvestAfter = 20_000
+
+// runCycle is the part of a cycle that needs no lock: it drains io_uring
+// completions, wakes what was collected, releases freeing, resumes the
+// tasks of the run queue once each, in order, and submits the io_uring
+// SQEs they queued. It reports whether completions are already waiting.
+func (p *Pool) runCycle(freeing []*fdOp) (completed bool) {
+	if u := p.uring.Load(); u != nil {
+		u.drain(&p.wakers)
+	}
+	p.wakeCollected()
+	for i, op := range freeing {
+		op.release()
+		freeing[i] = nil
+	}
+	for i, t := range p.runq {
+		p.runq[i] = nil
+		p.resume(t)
+	}
+	if u := p.uring.Load(); u != nil {
+		u.flush() // one io_uring_enter for what this cycle queued
+		// Operations that completed inside that enter (NOPs, cached
+		// reads) are drained by another cycle without an epoll_wait.
+		completed = u.ring.CQReady()
+	}
+	return completed
+}
 
 // preciseWaitBelow is the timeout under which an unlocked loop lowers its
 // thread's timer slack for the wait (see wait).

@@ -128,6 +128,10 @@ type Pool struct {
 	freeing       []*fdOp
 	current       atomic.Pointer[Task] // the task running now, for misuse checks
 	idleCoros     []*coroutine         // loop only: coroutines whose task returned, for the next ones (sched.go)
+	requeue       []*Task              // loop only: tasks woken while they ran, for the next cycle (Pool.resume)
+	requeued      uint64               // loop only: wakes counted by requeue, not yet in stats
+	hasReady      atomic.Bool          // ready is not empty; set under mu, read by the loop's quick cycles
+	lastHarvest   int64                // loop only: real ns since epoch of the last harvest (loop.go)
 	passed        int64                // pool clock ns of a locked loop's last pass through the Go scheduler
 	wokeGoroutine bool                 // a parked goroutine was woken since the last sleep
 

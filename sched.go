@@ -12,6 +12,9 @@ import "iter"
 // called with p.mu held and releases it before writing the eventfd.
 func (p *Pool) pushReadyLocked(t *Task) {
 	p.ready = append(p.ready, t)
+	if len(p.ready) == 1 {
+		p.hasReady.Store(true)
+	}
 	p.unlockAndSignal(p.state.wake())
 }
 
@@ -19,7 +22,7 @@ func (p *Pool) pushReadyLocked(t *Task) {
 // closed pool, finishes it with ErrClosed without running it.
 func (p *Pool) enqueueNew(t *Task) {
 	p.stats.tasksSpawned.Add(1)
-	t.queued.Store(true)
+	t.wake.Store(taskQueued)
 	p.mu.Lock()
 	if p.closing || p.closed {
 		p.mu.Unlock()
@@ -46,7 +49,10 @@ func (p *Pool) resume(t *Task) {
 		c = p.takeCoroutine()
 		c.task, t.co = t, c
 	}
-	p.current.Store(t) // cleared by the caller once the cycle's tasks ran
+	if p.current.Load() != t {
+		p.current.Store(t) // cleared by the loop before it takes its lock
+	}
+	w := t.wake.Load() // with taskQueued set: t was on the run queue
 	var out runOutcome
 	if p.opts.obs.stallThreshold == 0 {
 		out = runTask(c)
@@ -54,6 +60,11 @@ func (p *Pool) resume(t *Task) {
 		out = p.resumeWatched(t)
 	}
 	if out == runSuspended {
+		if !t.wake.CompareAndSwap(w, w&^taskQueued) {
+			// Woken while it ran: still queued, for the next cycle.
+			p.requeue = append(p.requeue, t)
+			p.requeued++
+		}
 		return
 	}
 	t.co, c.task = nil, nil
@@ -129,7 +140,7 @@ func (p *Pool) wakeCollected() {
 	for i, w := range l.wakers {
 		l.wakers[i] = nil
 		if t, ok := w.(*Task); ok && t.pool == p {
-			if t.queued.CompareAndSwap(false, true) {
+			if t.markQueued() {
 				local++
 				p.runq = append(p.runq, t)
 			}
@@ -156,8 +167,9 @@ func (p *Pool) cancelAllLocked() {
 			continue
 		}
 		t.cancelContext()
-		if t.queued.CompareAndSwap(false, true) {
+		if t.markQueued() {
 			p.ready = append(p.ready, t)
+			p.hasReady.Store(true)
 		}
 	}
 }

@@ -45,14 +45,14 @@ type Task struct {
 	cx       Context    // waker = the task itself
 	co       *coroutine // loop only: the coroutine running it, from its first run to its end
 	name     string
-	queued   atomic.Bool // on the ready queue; set by Wake, cleared by the loop
-	canceled atomic.Bool // Cancel was called
-	finished bool        // loop only: the function returned
-	err      error       // loop only: the function's result
-	panicked *PanicError // loop only: the function's panic
-	prev     *Task       // pool.mu: live list
-	nextLive *Task       // pool.mu: live list
-	_        [0]func()   // not comparable by value
+	wake     atomic.Uint64 // taskQueued, plus wakeCount per wake while queued or running (Wake)
+	canceled atomic.Bool   // Cancel was called
+	finished bool          // loop only: the function returned
+	err      error         // loop only: the function's result
+	panicked *PanicError   // loop only: the function's panic
+	prev     *Task         // pool.mu: live list
+	nextLive *Task         // pool.mu: live list
+	_        [0]func()     // not comparable by value
 
 	cause atomic.Pointer[canceledError] // set before canceled when canceled with a cause
 	ext   atomic.Pointer[taskExt]       // what few tasks use, allocated on first use (extra)
@@ -127,13 +127,54 @@ func (t *Task) Driver() *Driver { return &t.pool.drv }
 
 // Wake queues the task to run. It is the task's Waker and may be called from
 // any goroutine; a task woken several times before it runs is queued once.
+// A task woken while it runs (Yield, a future that wakes its poller at once)
+// runs again in a later cycle: the loop sees the wake when the task
+// suspends (Pool.resume) and queues it again without the pool's lock.
 func (t *Task) Wake() {
-	if !t.queued.CompareAndSwap(false, true) {
-		return
+	for {
+		v := t.wake.Load()
+		if v&taskQueued != 0 {
+			if t.wake.CompareAndSwap(v, v+wakeCount) {
+				return
+			}
+			continue
+		}
+		if t.wake.CompareAndSwap(v, v|taskQueued) {
+			t.pool.stats.wakes.Add(1)
+			t.pool.mu.Lock()
+			t.pool.pushReadyLocked(t)
+			return
+		}
 	}
-	t.pool.stats.wakes.Add(1)
-	t.pool.mu.Lock()
-	t.pool.pushReadyLocked(t)
+}
+
+// The wake word of a task (Task.wake):
+//
+//	bit 0       taskQueued: on a queue of the loop, or running
+//	bits 1..63  wakes counted while taskQueued was set, modulo 2^63
+//
+//	transition                        by                         when
+//	idle → queued                     Wake, markQueued           the task is not queued: it is pushed on a queue
+//	queued → queued, count+1          Wake                       queued or running: nothing else to do
+//	queued → idle                     the loop, after a run      the count did not move during the run
+//	queued, count moved → queued      the loop, after a run      it was woken while it ran: queued again
+const (
+	taskQueued = 1
+	wakeCount  = 2
+)
+
+// markQueued sets taskQueued and reports whether it was clear: the caller,
+// the loop, must then queue the task.
+func (t *Task) markQueued() bool {
+	for {
+		v := t.wake.Load()
+		if v&taskQueued != 0 {
+			return false
+		}
+		if t.wake.CompareAndSwap(v, v|taskQueued) {
+			return true
+		}
+	}
 }
 
 // coroutine is a task coroutine: a goroutine that iter.Pull switches to and
@@ -146,6 +187,9 @@ type coroutine struct {
 	stop  func()              // ends it; never while a task runs on it
 	yield func(bool) bool     // suspends it: true when its task has returned
 	task  *Task               // the task it runs, set by the loop before that task's first run
+
+	labeled   bool   // its goroutine carries the pprof labels of a task named labelName
+	labelName string // coroutine only
 }
 
 // body is the coroutine: it runs its task, and then the next one the loop
@@ -154,7 +198,14 @@ type coroutine struct {
 func (c *coroutine) body(yield func(bool) bool) {
 	c.yield = yield
 	for {
-		c.task.runBody()
+		t := c.task
+		if !c.labeled || c.labelName != t.name {
+			// A task named like the previous one here has its labels
+			// already (pprof.Do restores them when it returns).
+			t.setTaskLabels()
+			c.labeled, c.labelName = true, t.name
+		}
+		t.runBody()
 		if !yield(true) {
 			return
 		}
@@ -180,7 +231,6 @@ func (c *coroutine) body(yield func(bool) bool) {
 // loop finishes the task like any other, and the coroutine is not reused.
 func (t *Task) runBody() {
 	returned := false
-	t.setTaskLabels()
 	defer func() {
 		if returned {
 			return
