@@ -1,9 +1,11 @@
 package iopool
 
 import (
+	"iter"
 	"net"
 	"os"
 	"runtime"
+	"sync"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -40,6 +42,26 @@ func raiseNofile(b *testing.B, n int) {
 	b.Logf("%d idle connections", idleConns)
 }
 
+// warmGoroutines makes sure that n dead goroutines wait in the runtime's
+// free list. The runtime never frees a goroutine's descriptor (its g, about
+// 460 bytes): a new goroutine reuses a dead one's, or allocates one on the
+// heap. Without this, whichever case runs first pays n descriptors and the
+// later ones reuse them; with it, no case pays them (each still pays its
+// goroutines' stacks, which the GC in heapAndStacks frees for dead ones).
+func warmGoroutines(n int) {
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+		}()
+	}
+	close(start)
+	wg.Wait()
+}
+
 // heapAndStacks returns the live heap plus goroutine stacks after a GC.
 func heapAndStacks() uint64 {
 	runtime.GC()
@@ -71,10 +93,29 @@ func closePairs(pairs [][2]int) {
 // BenchmarkIdleConnMemory reports the memory one idle connection costs:
 // registered with NewFdReady (poll layer), served by a task blocked in
 // Socket.Read (task layer), and served by a goroutine blocked in a net.Conn
-// Read (Go's goroutine-per-connection model), all in one run.
+// Read (Go's goroutine-per-connection model), all in one run; and, as a
+// floor for the task layer, a bare iter.Pull coroutine suspended at its
+// first yield. Every case reuses goroutine descriptors (warmGoroutines).
 func BenchmarkIdleConnMemory(b *testing.B) {
 	raiseNofile(b, 2*idleConns)
+	warmGoroutines(idleConns + 1000)
 	n := float64(idleConns)
+	b.Run("iter.Pull", func(b *testing.B) {
+		for range b.N {
+			stops := make([]func(), 0, idleConns)
+			before := heapAndStacks()
+			for range idleConns {
+				next, stop := iter.Pull(func(yield func(struct{}) bool) { yield(struct{}{}) })
+				next()
+				stops = append(stops, stop)
+			}
+			after := heapAndStacks()
+			b.ReportMetric(float64(after-before)/n, "B/conn")
+			for _, stop := range stops {
+				stop()
+			}
+		}
+	})
 	b.Run("poll-layer", func(b *testing.B) {
 		for range b.N {
 			pairs := idlePairs(b)
