@@ -60,7 +60,9 @@ func runGroup(ctx context.Context, c config, addr string, out io.Writer) error {
 	}
 	if c.listen != "" {
 		<-ctx.Done()
-		return stop()
+		err := stop()
+		printStopped(out, ctx, gl.Addr().String())
+		return err
 	}
 	res, derr := drive(ctx, gl.Addr().String(), c, out)
 	if err := stop(); err != nil {

@@ -7,7 +7,7 @@
 //	go run ./examples/echo -lock=false          # the loop on any thread
 //	go run ./examples/echo -pools 2             # thread-per-core: an iopool.Group, SO_REUSEPORT
 //	go run ./examples/echo -pools 2 -pin -steer # pools pinned to CPUs, connections steered by CPU
-//	go run ./examples/echo -listen 127.0.0.1:7000   # serve only, until Ctrl-C
+//	go run ./examples/echo -listen 127.0.0.1:7000   # serve only, until Ctrl-C or SIGTERM (exit 0)
 //
 // The server is the idiomatic task-layer one: an iopool.Listener accepts,
 // and a task per connection echoes with Socket.Read and Socket.Write.
@@ -40,6 +40,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -51,7 +52,9 @@ func main() {
 	if spec := os.Getenv(loadgenEnv); spec != "" {
 		os.Exit(loadgenMain(spec, os.Stdout, os.Stderr))
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	// Ctrl-C, and the SIGTERM of kill, systemd and container runtimes, stop
+	// a -listen server cleanly (exit 0) or cut a load run short.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -150,7 +153,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fmt.Fprintf(out, "echo server on %s: 1 pool, %s\n", addr, thread)
 	if c.listen != "" {
 		<-ctx.Done()
-		return nil
+		err := s.shutdown()
+		printStopped(out, ctx, addr)
+		return err
 	}
 
 	res, cpuNano, err := runLoadgen(ctx, addr, c, out)
@@ -162,6 +167,12 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 	printReport(out, c, res, cpuNano, []iopool.Stats{s.pool.Stats()})
 	return nil
+}
+
+// printStopped prints the line a -listen server ends with, saying why it
+// stopped (the signal, for the program).
+func printStopped(out io.Writer, ctx context.Context, addr string) {
+	fmt.Fprintf(out, "echo server on %s stopped: %v\n", addr, context.Cause(ctx))
 }
 
 // startServer creates a pool listening on addr (IPv4 or IPv6, numeric) and

@@ -8,9 +8,11 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -19,11 +21,75 @@ import (
 
 // TestMain lets the test binary be the example's load generator, which
 // run starts as a child process (os.Executable).
+// With mainArgsEnv set, it is the example's own main with those arguments
+// (signals and exit status included).
 func TestMain(m *testing.M) {
 	if spec := os.Getenv(loadgenEnv); spec != "" {
 		os.Exit(loadgenMain(spec, os.Stdout, os.Stderr))
 	}
+	if args, ok := os.LookupEnv(mainArgsEnv); ok {
+		os.Args = append(os.Args[:1], strings.Fields(args)...)
+		main()
+		os.Exit(0)
+	}
 	os.Exit(m.Run())
+}
+
+// mainArgsEnv makes the test binary run main with the variable's
+// space-separated arguments.
+const mainArgsEnv = "IOPOOL_ECHO_TEST_MAIN_ARGS"
+
+// SIGTERM (kill, systemd, a container runtime) stops a -listen server as
+// Ctrl-C does: it says so and exits 0. Before, it died of the signal (the
+// shell's 143) and printed nothing.
+func TestListenExitsZeroOnSIGTERM(t *testing.T) {
+	for _, args := range []string{"-listen 127.0.0.1:0", "-listen 127.0.0.1:0 -pools 2"} {
+		t.Run(args, func(t *testing.T) {
+			cmd := exec.Command(os.Args[0])
+			cmd.Env = append(os.Environ(), mainArgsEnv+"="+args)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			stdout, err := cmd.StdoutPipe()
+			require.NoError(t, err)
+			require.NoError(t, cmd.Start())
+			exited := make(chan error, 1)
+			rest := make(chan string, 1)
+			lines := bufio.NewReader(stdout)
+			first, err := lines.ReadString('\n')
+			if err != nil {
+				_ = cmd.Process.Kill()
+			}
+			require.NoError(t, err, "stderr: %s", stderr.String())
+			m := regexp.MustCompile(`^echo server on (127\.0\.0\.1:\d+)`).FindStringSubmatch(first)
+			require.NotNil(t, m, first)
+			go func() {
+				b, _ := io.ReadAll(lines)
+				rest <- string(b)
+				exited <- cmd.Wait()
+			}()
+
+			// It serves; then SIGTERM.
+			c, err := net.DialTimeout("tcp", m[1], 5*time.Second)
+			require.NoError(t, err)
+			require.NoError(t, c.SetDeadline(time.Now().Add(5*time.Second)))
+			_, err = c.Write([]byte("ping"))
+			require.NoError(t, err)
+			_, err = io.ReadFull(c, make([]byte, 4))
+			require.NoError(t, err)
+			require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+
+			select {
+			case err := <-exited:
+				require.NoError(t, err, "exit status after SIGTERM; stderr: %s", stderr.String())
+			case <-time.After(10 * time.Second):
+				_ = cmd.Process.Kill()
+				t.Fatal("the server did not exit within 10s of SIGTERM")
+			}
+			c.Close()
+			out := <-rest
+			require.Regexp(t, `echo server on 127\.0\.0\.1:\d+ stopped: terminated signal received`, out)
+		})
+	}
 }
 
 func TestEchoRunsAndVerifies(t *testing.T) {
@@ -110,8 +176,11 @@ func TestEchoListensOnIPv6(t *testing.T) {
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, []string{"-listen", "[::1]:0"}, pw); pw.Close() }()
-	line, err := bufio.NewReader(pr).ReadString('\n')
+	lines := bufio.NewReader(pr)
+	line, err := lines.ReadString('\n')
 	require.NoError(t, err)
+	rest := make(chan string, 1)
+	go func() { b, _ := io.ReadAll(lines); rest <- string(b) }()
 	m := regexp.MustCompile(`^echo server on (\[::1\]:\d+): 1 pool`).FindStringSubmatch(line)
 	require.NotNil(t, m, line)
 	c, err := net.DialTimeout("tcp", m[1], 5*time.Second)
@@ -126,6 +195,7 @@ func TestEchoListensOnIPv6(t *testing.T) {
 	c.Close()
 	cancel()
 	require.NoError(t, <-done)
+	require.Regexp(t, `^echo server on \[::1\]:\d+ stopped: context canceled\n$`, <-rest, "the server says it stopped")
 
 	var out bytes.Buffer
 	require.NoError(t, run(context.Background(), []string{"-duration", "100ms", "-conns", "2"}, &out), out.String())
