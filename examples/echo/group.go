@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 
 	"github.com/iopool/iopool"
 )
@@ -13,6 +14,7 @@ import (
 // pool's tasks write it; it is read after the group's Run has returned.
 type poolCounters struct {
 	conns   int   // connections accepted
+	peers   []int // their remote ports, to match them with the CPU that dialed each
 	bytes   int64 // bytes echoed
 	cpuNano int64 // the pool's loop thread CPU while serving
 }
@@ -64,6 +66,13 @@ func runGroup(ctx context.Context, c config, addr string, out io.Writer) error {
 		printStopped(out, ctx, gl.Addr().String())
 		return err
 	}
+	if c.pin {
+		// Dial from each pool's CPU in turn, so that steering has
+		// connections arriving on every CPU to place.
+		for i := range g.Len() {
+			c.dialCPUs = append(c.dialCPUs, g.CPU(i))
+		}
+	}
 	res, derr := drive(ctx, gl.Addr().String(), c, out)
 	if err := stop(); err != nil {
 		return err
@@ -78,6 +87,9 @@ func runGroup(ctx context.Context, c config, addr string, out io.Writer) error {
 	}
 	printReport(out, c, res, cpu, stats.Pools)
 	printPoolTable(out, g, c, counters, stats)
+	if res.dialCPU != nil {
+		printPlacement(out, g, c, counters, res.dialCPU)
+	}
 	return nil
 }
 
@@ -92,6 +104,9 @@ func servePool(t *iopool.Task, gl *iopool.GroupListener, stop *iopool.Oneshot[st
 				return struct{}{}, err
 			}
 			pc.conns++
+			if a, ok := s.RemoteAddr().(*net.TCPAddr); ok {
+				pc.peers = append(pc.peers, a.Port)
+			}
 			iopool.Spawn(t.Driver(), "conn", func(t *iopool.Task) (struct{}, error) {
 				return struct{}{}, echoSocket(t, s, &pc.bytes)
 			})
@@ -151,4 +166,53 @@ func printPoolTable(out io.Writer, g *iopool.Group, c config, counters []poolCou
 	}
 	st := stats.Total
 	fmt.Fprintf(out, "%4s %4s %6d %10d %6s %12s %10d %10d %10d\n", "all", "", conns, total/int64(c.size), "100%", "", st.Cycles, st.Sleeps, st.Events)
+}
+
+// printPlacement prints which pool served the connections dialed from each
+// pool's CPU, and how many were served on the CPU that dialed them: all of
+// them when steering works, about half with two pools under the kernel's
+// hash.
+func printPlacement(out io.Writer, g *iopool.Group, c config, counters []poolCounters, dialCPU map[int]int) {
+	poolOfCPU := make(map[int]int, g.Len())
+	for i := range g.Len() {
+		poolOfCPU[g.CPU(i)] = i
+	}
+	// placed[i][j]: connections dialed on pool i's CPU and served by pool j.
+	placed := make([][]int, g.Len())
+	for i := range placed {
+		placed[i] = make([]int, g.Len())
+	}
+	home, total := 0, 0
+	for j, pc := range counters {
+		for _, port := range pc.peers {
+			cpu, ok := dialCPU[port]
+			if !ok {
+				continue // not one of the load's connections
+			}
+			i := poolOfCPU[cpu]
+			placed[i][j]++
+			total++
+			if i == j {
+				home++
+			}
+		}
+	}
+	fmt.Fprintf(out, "\nconnections by the CPU that dialed them (the load generator dials from a thread\n"+
+		"pinned to each pool's CPU in turn; loopback handles a SYN on the CPU that sent it):\n%-26s", "")
+	for j := range g.Len() {
+		fmt.Fprintf(out, " %7s", fmt.Sprintf("pool %d", j))
+	}
+	fmt.Fprintln(out)
+	for i, row := range placed {
+		fmt.Fprintf(out, "%-26s", fmt.Sprintf("dialed on CPU %d (pool %d)", g.CPU(i), i))
+		for _, n := range row {
+			fmt.Fprintf(out, " %7d", n)
+		}
+		fmt.Fprintln(out)
+	}
+	how := "the kernel's hash placed them whatever the CPU (-steer sends each to the pool of its CPU)"
+	if c.steer {
+		how = "steered: the reuseport program sends each connection to the pool pinned to the CPU that processed its SYN"
+	}
+	fmt.Fprintf(out, "%d of %d connections served by the pool on the CPU that dialed them: %s\n", home, total, how)
 }

@@ -3,13 +3,17 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/bits"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // histogram counts latencies in log-linear buckets (8 per power of two),
@@ -58,6 +62,7 @@ type loadResult struct {
 	requests       int64
 	elapsed        time.Duration
 	p50, p99, p999 time.Duration
+	dialCPU        map[int]int // local port -> the CPU that dialed it (config.dialCPUs)
 }
 
 // drive runs c.conns closed-loop clients against addr for c.duration: each
@@ -75,16 +80,9 @@ func driveMarked(ctx context.Context, addr string, c config, out io.Writer, mark
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var all histogram
-	conns := make([]net.Conn, 0, c.conns)
-	for range c.conns {
-		conn, err := net.Dial("tcp", addr)
-		if err != nil {
-			for _, conn := range conns {
-				conn.Close()
-			}
-			return loadResult{}, fmt.Errorf("load: dial %s: %w", addr, err)
-		}
-		conns = append(conns, conn)
+	conns, dialCPU, err := dialConns(addr, c)
+	if err != nil {
+		return loadResult{}, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.duration)
 	defer cancel()
@@ -162,5 +160,97 @@ func driveMarked(ctx context.Context, addr string, c config, out io.Writer, mark
 	return loadResult{
 		requests: count.Load(), elapsed: elapsed,
 		p50: all.quantile(0.50), p99: all.quantile(0.99), p999: all.quantile(0.999),
+		dialCPU: dialCPU,
 	}, nil
+}
+
+// dialConns opens c.conns connections to addr. With c.dialCPUs it makes
+// connection k from a thread pinned to c.dialCPUs[k % len(c.dialCPUs)] and
+// returns the CPU of each connection keyed by its local port: loopback
+// processes a SYN on the CPU that sent it (unless RPS moves it), so that is
+// the CPU a steered group sees the connection arrive on. Without
+// c.dialCPUs it dials from wherever the goroutine runs (then all from one
+// CPU, as often as not) and the map is nil.
+func dialConns(addr string, c config) ([]net.Conn, map[int]int, error) {
+	if len(c.dialCPUs) == 0 {
+		conns := make([]net.Conn, 0, c.conns)
+		for range c.conns {
+			conn, err := net.Dial("tcp", addr)
+			if err != nil {
+				closeAll(conns)
+				return nil, nil, fmt.Errorf("load: dial %s: %w", addr, err)
+			}
+			conns = append(conns, conn)
+		}
+		return conns, nil, nil
+	}
+	conns := make([]net.Conn, c.conns)
+	errs := make([]error, len(c.dialCPUs))
+	var wg sync.WaitGroup
+	for w, cpu := range c.dialCPUs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			unpin, err := pinThread(cpu)
+			if err != nil {
+				errs[w] = err
+				return
+			}
+			defer unpin()
+			// net.Dial connects on the calling goroutine's thread, this
+			// one: the SYN leaves from CPU cpu.
+			for k := w; k < c.conns; k += len(c.dialCPUs) {
+				conn, err := net.Dial("tcp", addr)
+				if err != nil {
+					errs[w] = fmt.Errorf("load: dial %s from CPU %d: %w", addr, cpu, err)
+					return
+				}
+				conns[k] = conn
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		closeAll(conns)
+		return nil, nil, err
+	}
+	dialCPU := make(map[int]int, c.conns)
+	for k, conn := range conns {
+		dialCPU[conn.LocalAddr().(*net.TCPAddr).Port] = c.dialCPUs[k%len(c.dialCPUs)]
+	}
+	return conns, dialCPU, nil
+}
+
+// pinThread locks the calling goroutine to its thread and pins the thread
+// to cpu; unpin restores the thread's CPUs and unlocks it. (Restored, not
+// left to die with the goroutine: the runtime never ends the process's main
+// thread, the goroutine may be on it, and the process's CPU set is read
+// from it.) If the restore fails the thread stays locked and exits with
+// the goroutine.
+func pinThread(cpu int) (unpin func(), err error) {
+	runtime.LockOSThread()
+	var orig, set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &orig); err != nil {
+		runtime.UnlockOSThread()
+		return nil, fmt.Errorf("load: sched_getaffinity: %w", err)
+	}
+	set.Set(cpu)
+	if err := unix.SchedSetaffinity(0, &set); err != nil {
+		runtime.UnlockOSThread()
+		return nil, fmt.Errorf("load: pinning a dialing thread to CPU %d: %w", cpu, err)
+	}
+	return func() {
+		if unix.SchedSetaffinity(0, &orig) == nil {
+			runtime.UnlockOSThread()
+		}
+	}, nil
+}
+
+// closeAll closes the connections that were opened (nil entries skipped).
+func closeAll(conns []net.Conn) {
+	for _, conn := range conns {
+		if conn != nil {
+			conn.Close()
+		}
+	}
 }

@@ -24,6 +24,10 @@
 // With -pools or -pin the pools form an iopool.Group, each on its own
 // locked (or pinned) thread; the load generator runs in this process and
 // the CPU figure is the pools' loop threads' (getrusage RUSAGE_THREAD).
+// With -pin it dials from a thread pinned to each pool's CPU in turn, as
+// clients arriving on every CPU would, and a last table shows which pool
+// served the connections dialed on each CPU: with -steer, the pool of that
+// CPU (loopback processes a SYN on the CPU that sent it).
 package main
 
 import (
@@ -70,8 +74,9 @@ type config struct {
 	duration           time.Duration
 	listen             string
 	progress           bool
-	pin, steer         bool // group mode: pin pool i to CPU i; steer connections by receiving CPU
-	lock               bool // one pool: its loop on a locked OS thread
+	pin, steer         bool  // group mode: pin pool i to CPU i; steer connections by receiving CPU
+	lock               bool  // one pool: its loop on a locked OS thread
+	dialCPUs           []int // the load generator dials from threads pinned to these CPUs in turn (group mode, -pin)
 }
 
 func parseFlags(args []string, out io.Writer) (config, error) {

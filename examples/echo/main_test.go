@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -47,8 +48,7 @@ func TestListenExitsZeroOnSIGTERM(t *testing.T) {
 		t.Run(args, func(t *testing.T) {
 			cmd := exec.Command(os.Args[0])
 			cmd.Env = append(os.Environ(), mainArgsEnv+"="+args)
-			var stderr bytes.Buffer
-			cmd.Stderr = &stderr
+			cmd.Stderr = os.Stderr // the child's errors, in the test's output
 			stdout, err := cmd.StdoutPipe()
 			require.NoError(t, err)
 			require.NoError(t, cmd.Start())
@@ -58,8 +58,9 @@ func TestListenExitsZeroOnSIGTERM(t *testing.T) {
 			first, err := lines.ReadString('\n')
 			if err != nil {
 				_ = cmd.Process.Kill()
+				_ = cmd.Wait()
 			}
-			require.NoError(t, err, "stderr: %s", stderr.String())
+			require.NoError(t, err)
 			m := regexp.MustCompile(`^echo server on (127\.0\.0\.1:\d+)`).FindStringSubmatch(first)
 			require.NotNil(t, m, first)
 			go func() {
@@ -80,7 +81,7 @@ func TestListenExitsZeroOnSIGTERM(t *testing.T) {
 
 			select {
 			case err := <-exited:
-				require.NoError(t, err, "exit status after SIGTERM; stderr: %s", stderr.String())
+				require.NoError(t, err, "exit status after SIGTERM")
 			case <-time.After(10 * time.Second):
 				_ = cmd.Process.Kill()
 				t.Fatal("the server did not exit within 10s of SIGTERM")
@@ -121,33 +122,67 @@ func TestEchoThreadPerCore(t *testing.T) {
 	requirePoolTable(t, out.String(), 2)
 }
 
+// The README's thread-per-core demo steers: the load generator dials from
+// each pool's CPU in turn, every connection is served by the pool of the
+// CPU that dialed it, so each pool serves half of them. Before, it dialed
+// from one CPU and one pool served them all.
 func TestEchoGroupPinnedAndSteered(t *testing.T) {
+	if runtime.NumCPU() < 2 {
+		t.Skip("steering over two pinned pools needs two CPUs")
+	}
+	if b, err := os.ReadFile("/sys/class/net/lo/queues/rx-0/rps_cpus"); err == nil && strings.Trim(strings.TrimSpace(string(b)), "0,") != "" {
+		t.Skipf("RPS on lo (rps_cpus %s) moves packets to other CPUs: the receiving CPU is not the dialing one", strings.TrimSpace(string(b)))
+	}
 	var out bytes.Buffer
 	err := run(context.Background(), []string{"-duration", "200ms", "-conns", "8", "-pools", "2", "-pin", "-steer", "-progress=false"}, &out)
 	require.NoError(t, err, out.String())
 	require.Contains(t, out.String(), "steered to the receiving CPU")
-	requirePoolTable(t, out.String(), 2)
+	perPool := requirePoolTable(t, out.String(), 2)
+	for pool, n := range perPool {
+		require.GreaterOrEqual(t, 3*n, 8, "pool %d served %d of 8 connections, less than a third:\n%s", pool, n, out.String())
+	}
+
+	// The placement table: every connection went to its dialing CPU's pool.
+	rows := regexp.MustCompile(`(?m)^dialed on CPU \d+ \(pool (\d+)\) +(\d+) +(\d+)$`).FindAllStringSubmatch(out.String(), -1)
+	require.Len(t, rows, 2, "a placement row per pool's CPU in:\n%s", out.String())
+	for _, row := range rows {
+		from, _ := strconv.Atoi(row[1])
+		for to := range 2 {
+			n, _ := strconv.Atoi(row[2+to])
+			if to == from {
+				require.Equal(t, 4, n, "connections dialed on pool %d's CPU served by it:\n%s", from, out.String())
+			} else {
+				require.Zero(t, n, "connections dialed on pool %d's CPU served by pool %d:\n%s", from, to, out.String())
+			}
+		}
+	}
+	require.Contains(t, out.String(), "8 of 8 connections served by the pool on the CPU that dialed them: steered")
 }
 
 // requirePoolTable checks the per-pool table: a row per pool, and the
-// connections of the rows add up to the load's.
-func requirePoolTable(t *testing.T, out string, pools int) {
+// connections of the rows add up to the load's. It returns each pool's
+// connections.
+func requirePoolTable(t *testing.T, out string, pools int) []int {
 	t.Helper()
 	_, table, ok := strings.Cut(out, "pool  cpu  conns")
 	require.True(t, ok, "no per-pool table in:\n%s", out)
+	table, _, _ = strings.Cut(table, "\n\n") // what follows the table
 	lines := strings.Split(strings.TrimSpace(table), "\n")
 	require.Len(t, lines, 1+pools+1, table) // header rest, pools, "all"
 	conns := 0
+	var perPool []int
 	for _, line := range lines[1 : 1+pools] {
 		f := strings.Fields(line)
 		n, err := strconv.Atoi(f[2])
 		require.NoError(t, err, line)
 		conns += n
+		perPool = append(perPool, n)
 	}
 	all := strings.Fields(lines[1+pools])
 	require.Equal(t, "all", all[0])
 	require.Equal(t, strconv.Itoa(conns), all[1], "the all row sums the pools' connections")
 	require.Equal(t, 8, conns, "every load connection was accepted by one pool")
+	return perPool
 }
 
 func TestEchoRejectsBadFlags(t *testing.T) {
