@@ -11,7 +11,10 @@
 // goroutine-to-pool hand-off. A third task sleeps with Task.SleepUntil on the
 // same schedule, for comparison with the kernel's timer (when both are due
 // at once, the loop runs the timerfd's task first, so the sleeper's figure
-// includes that task's turn). Ctrl-C stops early and prints the summary.
+// includes that task's turn). Ctrl-C (or SIGTERM) stops early: the three
+// tasks are canceled through their context (iopool.SpawnContext), return
+// what they measured so far, and the summary counts the ticks that
+// happened and the signals the goroutine sent, not the ones requested.
 package main
 
 import (
@@ -24,6 +27,7 @@ import (
 	"os/signal"
 	"slices"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -32,7 +36,7 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -71,38 +75,36 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	defer p.Close()
-	// Ctrl-C closes the pool: every task is canceled and Run returns.
-	ran := make(chan struct{})
-	defer close(ran)
-	go func() {
-		select {
-		case <-ctx.Done():
-			p.Close()
-		case <-ran:
-		}
-	}()
 	var rep report
 	err = p.Run(func(t *iopool.Task) error {
-		return demo(t, *interval, *ticks, out, &rep)
+		return demo(ctx, t, *interval, *ticks, out, &rep)
 	})
-	if err != nil && !(errors.Is(err, iopool.ErrClosed) && ctx.Err() != nil) {
+	if err != nil {
 		return err
 	}
-	rep.print(out, *ticks)
+	if ctx.Err() != nil {
+		fmt.Fprintf(out, "interrupted (%v) after %d of %d ticks\n", context.Cause(ctx), len(rep.timerfdLate), *ticks)
+	}
+	rep.print(out)
 	return nil
 }
 
-// report is what the tasks measured.
+// report is what the tasks measured, and how many eventfd signals the
+// goroutine sent.
 type report struct {
 	timerfdLate, sleepLate, handoff []time.Duration
+	sent                            int64
 }
 
-func (r *report) print(out io.Writer, ticks int) {
-	fmt.Fprintf(out, "summary: %d ticks; timerfd late max %v; pool timer late max %v; eventfd %d/%d signals, hand-off median %v\n",
-		len(r.timerfdLate), maxOf(r.timerfdLate), maxOf(r.sleepLate), len(r.handoff), ticks, median(r.handoff))
+func (r *report) print(out io.Writer) {
+	fmt.Fprintf(out, "summary: %d ticks; timerfd late max %v; pool timer %d ticks, late max %v; eventfd %d/%d signals received/sent, hand-off median %v\n",
+		len(r.timerfdLate), maxOf(r.timerfdLate), len(r.sleepLate), maxOf(r.sleepLate), len(r.handoff), r.sent, median(r.handoff))
 }
 
-func demo(t *iopool.Task, interval time.Duration, ticks int, out io.Writer, rep *report) (err error) {
+// demo is the root task. Its three tasks stop when ctx is done (Ctrl-C) and
+// return what they measured until then; demo collects all three before it
+// returns (tasks still running when the root returns would stop unjoined).
+func demo(ctx context.Context, t *iopool.Task, interval time.Duration, ticks int, out io.Writer, rep *report) (err error) {
 	drv := t.Driver()
 	tfd, err := unix.TimerfdCreate(unix.CLOCK_MONOTONIC, unix.TFD_NONBLOCK|unix.TFD_CLOEXEC)
 	if err != nil {
@@ -133,6 +135,7 @@ func demo(t *iopool.Task, interval time.Duration, ticks int, out io.Writer, rep 
 	quit := make(chan struct{})
 	worker := make(chan error, 1)
 	var sentAt atomic.Int64 // when the last signal was written, ns since start
+	var sent atomic.Int64   // signals written
 
 	period := unix.NsecToTimespec(interval.Nanoseconds())
 	spec := unix.ItimerSpec{Interval: period, Value: period}
@@ -141,7 +144,7 @@ func demo(t *iopool.Task, interval time.Duration, ticks int, out io.Writer, rep 
 	}
 	start := time.Now() // the timerfd's schedule starts now
 	go func() {
-		worker <- signalTicks(efd, tickCh, ack, quit, func() { sentAt.Store(int64(time.Since(start))) })
+		worker <- signalTicks(efd, tickCh, ack, quit, func() { sentAt.Store(int64(time.Since(start))) }, &sent)
 	}()
 	defer func() {
 		close(quit)
@@ -149,10 +152,11 @@ func demo(t *iopool.Task, interval time.Duration, ticks int, out io.Writer, rep 
 		if werr := <-worker; err == nil {
 			err = werr
 		}
+		rep.sent = sent.Load()
 	}()
 	fmt.Fprintf(out, "a timerfd every %v, %d ticks; an eventfd signaled by a goroutine on each tick; a pool timer on the same schedule\n", interval, ticks)
 
-	sleeper := iopool.Spawn(drv, "sleeper", func(t *iopool.Task) ([]time.Duration, error) {
+	sleeper := iopool.SpawnContext(ctx, drv, "sleeper", func(t *iopool.Task) ([]time.Duration, error) {
 		var late []time.Duration
 		for i := 1; i <= ticks; i++ {
 			due := start.Add(time.Duration(i) * interval)
@@ -163,7 +167,7 @@ func demo(t *iopool.Task, interval time.Duration, ticks int, out io.Writer, rep 
 		}
 		return late, nil
 	})
-	receiver := iopool.Spawn(drv, "eventfd", func(t *iopool.Task) ([]time.Duration, error) {
+	receiver := iopool.SpawnContext(ctx, drv, "eventfd", func(t *iopool.Task) ([]time.Duration, error) {
 		var handoff []time.Duration
 		for range ticks {
 			if err := eventWait.Wait(t); err != nil {
@@ -175,28 +179,39 @@ func demo(t *iopool.Task, interval time.Duration, ticks int, out io.Writer, rep 
 		return handoff, nil
 	})
 
-	for i := 1; i <= ticks; i++ {
-		if err := timerWait.Wait(t); err != nil {
-			return err
+	timerfd := iopool.SpawnContext(ctx, drv, "timerfd", func(t *iopool.Task) ([]time.Duration, error) {
+		var lates []time.Duration
+		for i := 1; i <= ticks; i++ {
+			if err := timerWait.Wait(t); err != nil {
+				return lates, err
+			}
+			late := time.Since(start.Add(time.Duration(i) * interval))
+			lates = append(lates, late)
+			fmt.Fprintf(out, "tick %d: timerfd %v late\n", i, late.Round(time.Microsecond))
+			tickCh <- i
 		}
-		late := time.Since(start.Add(time.Duration(i) * interval))
-		rep.timerfdLate = append(rep.timerfdLate, late)
-		fmt.Fprintf(out, "tick %d: timerfd %v late\n", i, late.Round(time.Microsecond))
-		tickCh <- i
+		return lates, nil
+	})
+
+	// Each Join returns what its task measured, also when ctx canceled it.
+	var errs []error
+	for _, j := range []struct {
+		h   *iopool.Handle[[]time.Duration]
+		dst *[]time.Duration
+	}{{timerfd, &rep.timerfdLate}, {receiver, &rep.handoff}, {sleeper, &rep.sleepLate}} {
+		v, err := j.h.Join(t)
+		*j.dst = v
+		if err != nil && !(errors.Is(err, iopool.ErrCanceled) && ctx.Err() != nil) {
+			errs = append(errs, fmt.Errorf("task %s: %w", j.h.Task().Name(), err))
+		}
 	}
-	if rep.handoff, err = receiver.Join(t); err != nil {
-		return err
-	}
-	if rep.sleepLate, err = sleeper.Join(t); err != nil {
-		return err
-	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // signalTicks is the worker goroutine: for every tick it writes 1 to the
-// eventfd, then waits until the receiving task acknowledges it, so that no
+// eventfd (counted in sent), then waits until the receiving task acknowledges it, so that no
 // two signals coalesce in the eventfd's counter.
-func signalTicks(efd int, ticks <-chan int, ack, quit <-chan struct{}, sending func()) error {
+func signalTicks(efd int, ticks <-chan int, ack, quit <-chan struct{}, sending func(), sent *atomic.Int64) error {
 	one := []byte{1, 0, 0, 0, 0, 0, 0, 0} // a little-endian uint64 1
 	for {
 		select {
@@ -208,6 +223,7 @@ func signalTicks(efd int, ticks <-chan int, ack, quit <-chan struct{}, sending f
 		if _, err := unix.Write(efd, one); err != nil {
 			return os.NewSyscallError("eventfd write", err)
 		}
+		sent.Add(1)
 		select {
 		case <-ack:
 		case <-quit:
