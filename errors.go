@@ -4,13 +4,31 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"strings"
 )
 
 // Sentinel errors. Compare with errors.Is: the errors returned are often
 // wrapped with the call and the object (the fd) that failed.
 var (
-	// ErrClosed is returned by operations on a closed pool or object.
-	ErrClosed = errors.New("iopool: closed")
+	// ErrClosed is returned by operations on a closed pool or object. It
+	// matches net.ErrClosed too, so errors.Is(err, net.ErrClosed) holds for
+	// a socket used after Close (from a task or through a NetConn), as code
+	// written for package net expects.
+	ErrClosed error = closedError{}
+
+	// ErrWouldBlock is returned, unwrapped, by Socket.TryRead and
+	// Socket.TryWrite when the socket is not ready: nothing was read or
+	// written, and the caller waits for readiness (Socket.WaitReadable, or
+	// its own poll) before trying again.
+	ErrWouldBlock = errors.New("iopool: operation would block")
+
+	// ErrTruncated is returned (wrapped) by ReadFrom when a datagram was
+	// larger than the buffer: the buffer holds its first len(p) bytes, the
+	// rest is lost, and the error says how large the datagram was. Package
+	// net cuts such a datagram silently; here the caller learns to use a
+	// larger buffer.
+	ErrTruncated = errors.New("iopool: datagram truncated")
 
 	// ErrCanceled is returned by the awaits of a canceled task. It wraps
 	// context.Canceled, so errors.Is(err, context.Canceled) holds too.
@@ -57,3 +75,31 @@ var (
 	// loop goes on.
 	ErrGoexit = errors.New("runtime.Goexit called in the task")
 )
+
+// closedError is ErrClosed's type: one value, which also matches
+// net.ErrClosed through errors.Is, as ErrCanceled matches context.Canceled.
+type closedError struct{}
+
+func (closedError) Error() string { return "iopool: closed" }
+
+// Is reports whether target is net.ErrClosed.
+func (closedError) Is(target error) bool { return target == net.ErrClosed }
+
+// wrapError gives err the context "iopool: <format>: ", without repeating
+// the "iopool: " that err's own text starts with when it is one of this
+// package's errors ("iopool: group pool 1: closed", not "iopool: group
+// pool 1: iopool: closed"). errors.Is and errors.As see err.
+func wrapError(err error, format string, args ...any) error {
+	return &wrappedError{context: fmt.Sprintf(format, args...), err: err}
+}
+
+type wrappedError struct {
+	context string
+	err     error
+}
+
+func (e *wrappedError) Error() string {
+	return "iopool: " + e.context + ": " + strings.TrimPrefix(e.err.Error(), "iopool: ")
+}
+
+func (e *wrappedError) Unwrap() error { return e.err }

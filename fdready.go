@@ -105,7 +105,7 @@ func (d *Driver) NewFdReady(fd int) (*FdReady, error) {
 	p := d.p
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
-		return nil, fmt.Errorf("iopool: registering fd %d: %w", fd, os.NewSyscallError("fstat", err))
+		return nil, wrapError(os.NewSyscallError("fstat", err), "registering fd %d", fd)
 	}
 	op := &fdOp{index: -1}
 	op.pinner.Pin(op)
@@ -114,7 +114,7 @@ func (d *Driver) NewFdReady(fd int) (*FdReady, error) {
 	if p.closing || p.closed {
 		p.mu.Unlock()
 		op.release()
-		return nil, fmt.Errorf("iopool: registering fd %d: %w", fd, ErrClosed)
+		return nil, wrapError(ErrClosed, "registering fd %d", fd)
 	}
 	// Added to the table before epoll_ctl so that no event can name an op
 	// the pool does not hold.
@@ -136,7 +136,7 @@ func (d *Driver) NewFdReady(fd int) (*FdReady, error) {
 		if ours {
 			op.release()
 		}
-		return nil, fmt.Errorf("iopool: registering fd %d: %w", fd, err)
+		return nil, wrapError(err, "registering fd %d", fd)
 	}
 	p.stats.fdsRegistered.Add(1)
 	return &FdReady{p: p, op: op, fd: fd, dev: st.Dev, ino: st.Ino}, nil
@@ -156,7 +156,7 @@ func (fr *FdReady) Fd() int { return fr.fd }
 // losers see EAGAIN, call ClearReady, and wait again.
 func (fr *FdReady) PollReady(cx *Context, slot InterestSlot, events PollEvents) (PollEvents, bool) {
 	checkSlot(slot) // before the lock: a panic must not leave it held
-	if fr.ref.closing() {
+	if fr.closing() {
 		return PollErr, true
 	}
 	var others WakerList
@@ -272,16 +272,52 @@ func (fr *FdReady) close(closeFd bool) error {
 	err, sameFile := fr.deregister()
 	if closeFd && sameFile {
 		if cerr := unix.Close(fr.fd); cerr != nil && err == nil {
-			err = fmt.Errorf("iopool: close fd %d: %w", fr.fd, os.NewSyscallError("close", cerr))
+			err = wrapError(os.NewSyscallError("close", cerr), "close fd %d", fr.fd)
 		}
 	}
 	fr.ref.decref()
 	return err
 }
 
-// acquire takes a reference for one syscall on the fd. It fails, and the
-// caller reports ErrClosed without making the syscall, once Close has begun
-// or the pool has been closed. Every successful acquire is paired with one
+// withFd is the one door to the fd number for a syscall: it runs f with the
+// number while holding a reference, so Close cannot close the number under
+// f, and once Close has begun (or the pool has been closed) it returns
+// closedErr without calling f. f must not wait for anything but its
+// nonblocking syscall: Close waits for the reference to be dropped.
+func (fr *FdReady) withFd(f func(fd int) error) error {
+	if !fr.acquire() {
+		return fr.closedErr()
+	}
+	defer fr.releaseRef() // also if f panics (RawConn.Control runs the caller's code)
+	return f(fr.fd)
+}
+
+// assumeReady records ev in both slots as if the kernel had reported it,
+// so that a new Socket's first read and write make their syscall at once
+// instead of waiting for the loop to deliver the registration's first edge
+// (a wrong guess costs one EAGAIN, after which the side waits).
+func (fr *FdReady) assumeReady(ev PollEvents) {
+	var none WakerList // nobody waits on a new registration
+	fr.op.mu.Lock()
+	fr.op.interests.wakeReady(ev, &none)
+	fr.op.mu.Unlock()
+}
+
+// closing reports whether Close has begun.
+func (fr *FdReady) closing() bool { return fr.ref.closing() }
+
+// closedErr is why no syscall can be made on the fd: it was closed, or its
+// pool was. Both match ErrClosed and net.ErrClosed.
+func (fr *FdReady) closedErr() error {
+	if fr.ref.closing() {
+		return ErrClosed
+	}
+	return fmt.Errorf("the pool of fd %d: %w", fr.fd, ErrClosed)
+}
+
+// acquire takes a reference for one syscall on the fd (see withFd, the door
+// every Socket syscall goes through). It fails once Close has begun or the
+// pool has been closed. Every successful acquire is paired with one
 // releaseRef right after the syscall.
 func (fr *FdReady) acquire() bool {
 	if !fr.ref.incref() {
@@ -306,13 +342,13 @@ func (fr *FdReady) deregister() (err error, sameFile bool) {
 	op := fr.op
 	var st unix.Stat_t
 	if serr := unix.Fstat(fr.fd, &st); serr != nil || st.Dev != fr.dev || st.Ino != fr.ino {
-		err = fmt.Errorf("iopool: FdReady.Close: fd %d: %w; the stale registration is kept until the pool closes", fr.fd, ErrFdClosedFirst)
+		err = wrapError(ErrFdClosedFirst, "FdReady.Close: fd %d (the stale registration is kept until the pool closes)", fr.fd)
 	} else {
 		sameFile = true
 		// After the pool closed, del touches nothing and reports
 		// ErrClosed: the registration went with the epoll instance.
 		if derr := p.be.del(fr.fd); derr != nil && !errors.Is(derr, ErrClosed) {
-			err = fmt.Errorf("iopool: FdReady.Close: fd %d: %w", fr.fd, derr)
+			err = wrapError(derr, "FdReady.Close: fd %d", fr.fd)
 		}
 	}
 

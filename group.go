@@ -68,7 +68,7 @@ func NewGroup(n int, opts ...Option) (*Group, error) {
 		p, err := New(popts...)
 		if err != nil {
 			g.Close()
-			return nil, fmt.Errorf("iopool: NewGroup: pool %d: %w", i, err)
+			return nil, wrapError(err, "NewGroup: pool %d", i)
 		}
 		g.pools = append(g.pools, p)
 		g.index[p] = i
@@ -143,7 +143,7 @@ func (g *Group) Run(root func(t *Task, pool int) error) error {
 			if err != nil {
 				mu.Lock()
 				if first == nil {
-					first = fmt.Errorf("iopool: group pool %d: %w", i, err)
+					first = wrapError(err, "group pool %d", i)
 				}
 				mu.Unlock()
 			}
@@ -186,7 +186,7 @@ func (g *Group) Close() error {
 	wg.Wait()
 	for i, err := range errs {
 		if err != nil {
-			return fmt.Errorf("iopool: group pool %d: %w", i, err)
+			return wrapError(err, "group pool %d", i)
 		}
 	}
 	return nil

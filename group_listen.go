@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
 	"unsafe"
@@ -65,7 +64,7 @@ func (g *Group) Listen(network, addr string) (*GroupListener, error) {
 // Listen opens the group's listeners with the configuration's options.
 func (c GroupListenConfig) Listen(g *Group, network, addr string) (*GroupListener, error) {
 	fail := func(err error) (*GroupListener, error) {
-		return nil, fmt.Errorf("iopool: Group.Listen %s %s: %w", network, addr, err)
+		return nil, wrapError(err, "Group.Listen %s %s", network, addr)
 	}
 	switch network {
 	case "tcp", "tcp4", "tcp6":
@@ -88,7 +87,7 @@ func (c GroupListenConfig) Listen(g *Group, network, addr string) (*GroupListene
 		remove, ok := g.Pool(i).addCloseHook(func() { gl.closePool(i) })
 		if !ok {
 			gl.closeLocked()
-			return fail(fmt.Errorf("pool %d: %w", i, ErrClosed))
+			return fail(wrapError(ErrClosed, "pool %d", i))
 		}
 		gl.unhook = append(gl.unhook, remove)
 	}
@@ -100,7 +99,7 @@ func (c GroupListenConfig) Listen(g *Group, network, addr string) (*GroupListene
 		l, err := lc.Listen(g.Driver(i), network, bind)
 		if err != nil {
 			gl.closeLocked()
-			return fail(fmt.Errorf("pool %d: %w", i, err))
+			return fail(wrapError(err, "pool %d", i))
 		}
 		gl.ls[i] = l
 		gl.slots = append(gl.slots, i)
@@ -134,7 +133,7 @@ func (gl *GroupListener) Accept(t *Task) (*Socket, error) {
 	l := gl.ls[i]
 	gl.mu.Unlock()
 	if l == nil {
-		return nil, fmt.Errorf("iopool: accept on %v (pool %d): %w", gl.addr, i, ErrClosed)
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: gl.addr, Err: ErrClosed}
 	}
 	return l.Accept(t)
 }
@@ -189,10 +188,14 @@ func (gl *GroupListener) closeListenerLocked(i int) error {
 	if l == nil {
 		return nil
 	}
-	if info, err := unix.GetsockoptTCPInfo(l.sock.fd, unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
-		// For a listening socket tcpi_unacked is the accept queue length.
-		gl.dropped.Add(int64(info.Unacked))
-	}
+	_ = l.sock.fr.withFd(func(fd int) error {
+		info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+		if err == nil {
+			// For a listening socket tcpi_unacked is the accept queue length.
+			gl.dropped.Add(int64(info.Unacked))
+		}
+		return err
+	})
 	gl.ls[i] = nil
 	for s, pool := range gl.slots {
 		if pool == i {
@@ -212,10 +215,12 @@ func (gl *GroupListener) attachSteeringLocked() error {
 	if err != nil {
 		return err
 	}
-	fd := gl.ls[gl.slots[0]].sock.fd
 	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: unsafe.SliceData(prog)}
-	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_CBPF, &fprog); err != nil {
-		return fmt.Errorf("attaching the CPU steering program: %w", os.NewSyscallError("setsockopt SO_ATTACH_REUSEPORT_CBPF", err))
+	err = gl.ls[gl.slots[0]].sock.fr.withFd(func(fd int) error {
+		return unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_CBPF, &fprog)
+	})
+	if err != nil {
+		return fmt.Errorf("attaching the CPU steering program: %w", syscallErr("setsockopt SO_ATTACH_REUSEPORT_CBPF", err))
 	}
 	return nil
 }

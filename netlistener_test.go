@@ -3,13 +3,18 @@ package iopool
 import (
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/iopool/iopool/internal/sys"
 )
 
 // Plain goroutines accept through the net.Listener and echo over the
@@ -193,4 +198,74 @@ func TestNetConnSocketOptions(t *testing.T) {
 	require.NoError(t, nc.Close())
 	<-dialed
 	require.ErrorIs(t, nc.SetNoDelay(true), ErrClosed)
+}
+
+// signalWriter closes seen when a write contains want: a log sink that
+// tells the test when a line has been logged.
+type signalWriter struct {
+	want string
+	once sync.Once
+	seen chan struct{}
+}
+
+func (w *signalWriter) Write(p []byte) (int, error) {
+	if strings.Contains(string(p), w.want) {
+		w.once.Do(func() { close(w.seen) })
+	}
+	return len(p), nil
+}
+
+// Regression (issue 19, bug 6): under EMFILE the NetListener's Accept
+// backed off with time.Sleep (up to 1 s) holding its lock, deaf to Close:
+// the Accept returned only when the pause ended. Close must end the pause:
+// the waiting Accept fails with net.ErrClosed well before its 640 ms pause
+// would have run out. (The fault seam fails every accept4 with EMFILE; the
+// log line of the 640 ms pause says the Accept is in it.)
+func TestRegressionCloseEndsNetListenerEMFILEBackoff(t *testing.T) {
+	logged := &signalWriter{want: "pause=640ms", seen: make(chan struct{})}
+	p := newTestPool(t, WithLogger(slog.New(slog.NewTextHandler(logged, nil))))
+	servePool(t, p)
+	l, err := Listen(p.Driver(), "tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	nl := l.NetListener()
+	prev := sys.SetFaults(func(c sys.Call) error {
+		if c == sys.CallAccept {
+			return unix.EMFILE
+		}
+		return nil
+	})
+	t.Cleanup(func() { sys.SetFaults(prev) })
+	accepted := make(chan error, 1)
+	go func() {
+		_, err := nl.Accept()
+		accepted <- err
+	}()
+	c, err := net.Dial("tcp", l.Addr().String()) // readiness for the accept to fail on
+	require.NoError(t, err)
+	defer c.Close()
+	select {
+	case <-logged.seen:
+	case err := <-accepted:
+		t.Fatalf("Accept returned during the back-off: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the back-off never reached 640 ms")
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- nl.Close() }()
+	// Generous bounds, far below the 640 ms pause the Accept is in.
+	select {
+	case err := <-closed:
+		require.NoError(t, err)
+	case <-time.After(300 * time.Millisecond):
+		t.Fatal("Close waited for the back-off")
+	}
+	select {
+	case err := <-accepted:
+		require.ErrorIs(t, err, net.ErrClosed)
+		var oe *net.OpError
+		require.ErrorAs(t, err, &oe)
+		require.Equal(t, "accept", oe.Op)
+	case <-time.After(300 * time.Millisecond):
+		t.Fatal("the Accept pausing for fds did not wake at Close")
+	}
 }

@@ -34,7 +34,7 @@ func TestDialAndListenResolveNames(t *testing.T) {
 		require.NoError(t, err)
 
 		_, err = Dial(tk, "tcp", "localhost:no-such-service")
-		require.ErrorContains(t, err, "iopool: dial tcp localhost:no-such-service:")
+		require.ErrorContains(t, err, "dial tcp: lookup tcp/no-such-service")
 		_, err = Dial(tk, "sctp", "localhost:1")
 		require.ErrorContains(t, err, `unsupported network "sctp" (want tcp, tcp4, tcp6 or unix)`)
 		_, err = Dial(tk, "tcp", "no-port")

@@ -2,16 +2,15 @@ package iopool
 
 import (
 	"fmt"
-	"os"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
 
 // Socket options with the meaning they have on Go's *net.TCPConn. Each
-// returns an error naming the option and the fd; on a closed socket it is
-// ErrClosed, without a syscall (the fd number may already name another
-// file). Options that only TCP has fail with the kernel's EOPNOTSUPP or
+// returns a *net.OpError (Op "set") over the setsockopt *os.SyscallError;
+// on a closed socket it wraps ErrClosed, without a syscall (the fd number
+// may already name another file). Options that only TCP has fail with the kernel's EOPNOTSUPP or
 // ENOPROTOOPT on a unix socket.
 
 // setAcceptedOptions gives an accepted connection the options Go's net
@@ -22,15 +21,14 @@ func setAcceptedOptions(fd int) {
 }
 
 func (s *Socket) setsockoptInt(level, opt int, name string, v int) error {
-	if !s.fr.acquire() {
-		return fmt.Errorf("iopool: set %s on fd %d: %w", name, s.fd, ErrClosed)
-	}
-	err := unix.SetsockoptInt(s.fd, level, opt, v)
-	s.fr.releaseRef()
-	if err != nil {
-		return fmt.Errorf("iopool: set %s on fd %d: %w", name, s.fd, os.NewSyscallError("setsockopt", err))
-	}
-	return nil
+	return s.setsockopt(func(fd int) error { return unix.SetsockoptInt(fd, level, opt, v) })
+}
+
+// setsockopt makes set through the fd's door and shapes its error as
+// package net does: a *net.OpError with Op "set" over an *os.SyscallError.
+func (s *Socket) setsockopt(set func(fd int) error) error {
+	err := s.fr.withFd(func(fd int) error { return syscallErr("setsockopt", set(fd)) })
+	return s.opError("set", err)
 }
 
 func boolInt(b bool) int {
@@ -93,15 +91,7 @@ func (s *Socket) SetLinger(sec int) error {
 	if sec >= 0 {
 		l.Onoff, l.Linger = 1, int32(sec)
 	}
-	if !s.fr.acquire() {
-		return fmt.Errorf("iopool: set SO_LINGER on fd %d: %w", s.fd, ErrClosed)
-	}
-	err := unix.SetsockoptLinger(s.fd, unix.SOL_SOCKET, unix.SO_LINGER, &l)
-	s.fr.releaseRef()
-	if err != nil {
-		return fmt.Errorf("iopool: set SO_LINGER on fd %d: %w", s.fd, os.NewSyscallError("setsockopt", err))
-	}
-	return nil
+	return s.setsockopt(func(fd int) error { return unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &l) })
 }
 
 // The same options on a NetConn, as on *net.TCPConn, for code that holds

@@ -28,10 +28,12 @@ const (
 	CallUringEnter               // io_uring_enter submitting a pool's SQEs
 	CallEventfdWrite             // the 8-byte write that wakes a pool's loop
 	CallShutdown                 // shutdown of a registered socket
+	CallRecvfrom                 // recvfrom on a registered datagram socket
+	CallSendto                   // sendto on a registered datagram socket
 	numCalls
 )
 
-var callNames = [numCalls]string{"epoll_wait", "epoll_ctl", "eventfd", "accept4", "read", "write", "io_uring_setup", "io_uring_enter", "eventfd write", "shutdown"}
+var callNames = [numCalls]string{"epoll_wait", "epoll_ctl", "eventfd", "accept4", "read", "write", "io_uring_setup", "io_uring_enter", "eventfd write", "shutdown", "recvfrom", "sendto"}
 
 func (c Call) String() string {
 	if c < numCalls {
@@ -184,6 +186,22 @@ func Write(fd int, p []byte) (int, error) {
 		return -1, err
 	}
 	return unix.Write(fd, p)
+}
+
+// Recvfrom is recvfrom(2) with an injection point.
+func Recvfrom(fd int, p []byte, flags int) (int, unix.Sockaddr, error) {
+	if err := Inject(CallRecvfrom); err != nil {
+		return -1, nil, err
+	}
+	return unix.Recvfrom(fd, p, flags)
+}
+
+// Sendto is sendto(2) with an injection point.
+func Sendto(fd int, p []byte, flags int, to unix.Sockaddr) error {
+	if err := Inject(CallSendto); err != nil {
+		return err
+	}
+	return unix.Sendto(fd, p, flags, to)
 }
 
 // Shutdown is shutdown(2) with an injection point.

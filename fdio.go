@@ -1,0 +1,200 @@
+package iopool
+
+import (
+	"io"
+	"net"
+	"os"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/iopool/iopool/internal/sys"
+)
+
+// The one I/O path. Each socket operation (read, write, accept, recvfrom,
+// sendto, connect completion) is written once, here, as Go's internal/poll
+// writes FD.Read over pollDesc.waitRead: the syscall loop, the fd reference
+// (withFd, the one door to the number), EAGAIN and EINTR, the edge
+// bookkeeping and the short-read rule. The caller says only how to wait
+// (see waiter): Socket's methods pass their task, the net adapters
+// (NetConn, NetListener, NetPacketConn) their goroutine's parkWaker,
+// TryRead and TryWrite nobody. Errors leave these functions bare (an
+// *os.SyscallError, ErrClosed, os.ErrDeadlineExceeded, ErrCanceled, io.EOF,
+// ErrWouldBlock); each caller wraps them in the *net.OpError it reports.
+//
+// A task makes a syscall only while the side's readiness is recorded: a
+// new socket starts ready on both sides (assumeReady), and after EAGAIN
+// (or a short read, see doRead) the side waits for the kernel's next edge.
+// A task runs on the loop, which records the edges, so its record is
+// current. A goroutine tries the syscall once before it waits: the
+// record is the loop's, a cycle behind the kernel, and that loop may be
+// busy or not running, while data the kernel holds must be served anyway.
+// TryRead and TryWrite trust the record: they are called after a wait on
+// the pool's readiness (or on a new socket), when it is current. The
+// edges are recorded in the slot's delivered set, which ClearReady leaves
+// alone, so an edge that arrives between a goroutine's EAGAIN and its
+// ClearReady is not lost.
+
+// ioLoop makes the nonblocking syscall call on side w until it does
+// something other than fail with EAGAIN or EINTR, waiting as how says for
+// the side's readiness before each try. It returns call's error as the
+// kernel gave it (a unix.Errno), or why it could not make the call.
+func (s *Socket) ioLoop(w *ioWait, how waiter, call func(fd int) error) error {
+	for try := how.park != nil; ; try = false {
+		if err := w.await(how, try); err != nil {
+			return err
+		}
+		switch err := s.fr.withFd(call); err {
+		case unix.EINTR:
+			// A signal arrived before any data moved: try again.
+		case unix.EAGAIN:
+			// The edge is spent: wait for the next one.
+			w.fr.ClearReady(w.slot)
+		default:
+			return err
+		}
+	}
+}
+
+// syscallErr wraps a kernel error as package net does; other errors (a
+// closed socket, a deadline) are returned as they are.
+func syscallErr(call string, err error) error {
+	if errno, ok := err.(unix.Errno); ok {
+		return os.NewSyscallError(call, errno)
+	}
+	return err
+}
+
+// doRead reads once into p. It returns io.EOF at the end of a stream (a
+// zero-byte read: on a datagram socket, an empty datagram is not the end).
+//
+// The short-read rule: on a TCP stream (read.tcp), a read that returns
+// less than len(p) proves the receive queue empty, so the data edge is
+// spent (spendDataEdge, which says why that is safe and why not at an
+// urgent mark) and the next read waits for the next edge instead of paying
+// for a read that would fail with EAGAIN; a hang-up that came with the
+// data stays ready, so the read after it returns EOF at once. Every other
+// fd reads until EAGAIN: a short read there does not mean empty (a tty in
+// canonical mode reads a line, a datagram, seqpacket or tun fd a message,
+// a unix stream stops at a message that carries fds).
+func (s *Socket) doRead(how waiter, p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	var n int
+	err := s.ioLoop(&s.read, how, func(fd int) (err error) {
+		n, err = sys.Read(fd, p)
+		return err
+	})
+	switch {
+	case err != nil:
+		return 0, syscallErr("read", err)
+	case n == 0 && s.read.kind != kindUDP && s.read.kind != kindUnixgram:
+		return 0, io.EOF
+	case n < len(p) && s.read.tcp:
+		s.fr.spendDataEdge()
+	}
+	return n, nil
+}
+
+// doWrite writes all of p, or as much as the socket takes before the wait
+// (how) fails, and returns the count written.
+//
+// The short-write rule: on a socket, a write that takes less than it was
+// given means the send buffer filled, so PollOut is forgotten and the next
+// write waits for room instead of failing with EAGAIN. The kernel owes
+// that wait an edge: a stream socket that runs out of send space sets
+// SOCK_NOSPACE on the way out of sendmsg (tcp_sendmsg_locked,
+// sock_alloc_send_pskb), and freed space then calls sk_write_space
+// (sk_stream_write_space, unix_write_space), a new EPOLLOUT edge. Any
+// other fd (a pipe, a tty) writes until EAGAIN.
+func (s *Socket) doWrite(how waiter, p []byte) (int, error) {
+	done := 0
+	for done < len(p) {
+		var n int
+		err := s.ioLoop(&s.write, how, func(fd int) (err error) {
+			n, err = sys.Write(fd, p[done:])
+			return err
+		})
+		if err != nil {
+			return done, syscallErr("write", err)
+		}
+		done += n
+		if done < len(p) && s.write.kind != kindOther {
+			s.fr.ClearEvents(SlotWrite, PollOut) // full: wait for room
+		}
+	}
+	return done, nil
+}
+
+// doAccept accepts one connection on listening socket s and returns it
+// registered on s's pool, of s's kind. When the process or system is out
+// of fds (EMFILE, ENFILE, or out of memory) it logs, pauses (10 ms
+// doubling to 1 s; Close ends the pause) and tries again, so the listener
+// keeps working once fds are freed.
+func (s *Socket) doAccept(how waiter, addr net.Addr) (*Socket, error) {
+	backoff := acceptBackoffMin
+	for {
+		var nfd int
+		err := s.ioLoop(&s.read, how, func(fd int) (err error) {
+			nfd, _, err = sys.Accept4(fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+			return err
+		})
+		switch err {
+		case nil:
+			if s.read.kind == kindTCP {
+				setAcceptedOptions(nfd)
+			}
+			c, err := newSocket(&s.fr.p.drv, nfd, s.read.tcp, s.read.kind, PollIn|PollOut)
+			if err != nil {
+				unix.Close(nfd)
+				return nil, err
+			}
+			return c, nil
+		case unix.ECONNABORTED:
+			// Reset while it waited in the queue: take the next one.
+		case unix.EMFILE, unix.ENFILE, unix.ENOBUFS, unix.ENOMEM:
+			s.fr.p.logAcceptBackoff(addr, err, backoff)
+			if err := s.read.pause(how, backoff); err != nil {
+				return nil, err
+			}
+			backoff = min(2*backoff, acceptBackoffMax)
+		default:
+			return nil, syscallErr("accept4", err)
+		}
+	}
+}
+
+// doConnectWait waits for a nonblocking connect that returned EINPROGRESS
+// to finish, and returns how it ended (SO_ERROR).
+func (s *Socket) doConnectWait(how waiter) error {
+	// Writable when done (the deadline of a new socket's write side is
+	// none); SO_ERROR says how it ended.
+	if err := s.write.await(how, false); err != nil {
+		return err
+	}
+	return s.fr.withFd(func(fd int) error {
+		soerr, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
+		if err == nil && soerr != 0 {
+			err = unix.Errno(soerr)
+		}
+		return syscallErr("connect", err)
+	})
+}
+
+// doRecvFrom receives one datagram into p. MSG_TRUNC makes the kernel
+// return the datagram's real length; n > len(p) means it was cut.
+func (s *Socket) doRecvFrom(how waiter, p []byte) (n int, from unix.Sockaddr, err error) {
+	err = s.ioLoop(&s.read, how, func(fd int) (err error) {
+		n, from, err = sys.Recvfrom(fd, p, unix.MSG_TRUNC)
+		return err
+	})
+	return n, from, syscallErr("recvfrom", err)
+}
+
+// doSendTo sends p as one datagram to sa.
+func (s *Socket) doSendTo(how waiter, p []byte, sa unix.Sockaddr) error {
+	err := s.ioLoop(&s.write, how, func(fd int) error {
+		return sys.Sendto(fd, p, 0, sa)
+	})
+	return syscallErr("sendto", err)
+}

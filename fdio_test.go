@@ -1,0 +1,162 @@
+package iopool
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+)
+
+// Errors are shaped as package net shapes them, from the task layer: a
+// refused Dial and a Listen on a used address are *net.OpError over an
+// *os.SyscallError, with the address; use after Close matches both
+// ErrClosed and net.ErrClosed; a deadline is a net.Error with Timeout()
+// and matches os.ErrDeadlineExceeded; io.EOF stays bare.
+func TestSocketErrorsAreShapedAsPackageNets(t *testing.T) {
+	runPool(t, func(tk *Task) error {
+		l, err := Listen(tk.Driver(), "tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		_, err = Listen(tk.Driver(), "tcp", l.Addr().String())
+		requireOpError(t, err, "listen", "tcp", "bind", unix.EADDRINUSE)
+		require.Equal(t, "listen tcp "+l.Addr().String()+": bind: address already in use", err.Error(), "the message package net gives")
+
+		refused := l.Addr().String()
+		require.NoError(t, l.Close()) // nobody listens on the port now
+		_, err = Dial(tk, "tcp", refused)
+		requireOpError(t, err, "dial", "tcp", "connect", unix.ECONNREFUSED)
+		require.Equal(t, "dial tcp "+refused+": connect: connection refused", err.Error())
+
+		a, b := socketpairSockets(t, tk)
+		defer b.Close()
+		require.NoError(t, a.SetReadDeadline(time.Now().Add(-time.Second)))
+		_, err = a.Read(tk, make([]byte, 1))
+		var ne net.Error
+		require.ErrorAs(t, err, &ne)
+		require.True(t, ne.Timeout())
+		require.ErrorIs(t, err, os.ErrDeadlineExceeded)
+		var oe *net.OpError
+		require.ErrorAs(t, err, &oe)
+		require.Equal(t, "read", oe.Op)
+		require.Equal(t, "unix", oe.Net)
+
+		require.NoError(t, b.CloseWrite())
+		require.NoError(t, a.SetReadDeadline(time.Time{}))
+		_, err = a.Read(tk, make([]byte, 1))
+		require.Same(t, io.EOF, err, "io.EOF is bare, as in package net")
+
+		require.NoError(t, a.Close())
+		for _, err := range []error{
+			second(a.Read(tk, make([]byte, 1))),
+			second(a.Write(tk, []byte("x"))),
+			second(a.TryRead(make([]byte, 1))),
+			a.CloseWrite(),
+			a.SetNoDelay(true),
+		} {
+			require.ErrorIs(t, err, ErrClosed)
+			require.ErrorIs(t, err, net.ErrClosed)
+			require.ErrorAs(t, err, &oe)
+		}
+		return nil
+	})
+}
+
+func second[T any](_ T, err error) error { return err }
+
+// requireOpError checks that err is a *net.OpError for op on network
+// wrapping an *os.SyscallError of call with errno.
+func requireOpError(t *testing.T, err error, op, network, call string, errno unix.Errno) {
+	t.Helper()
+	var oe *net.OpError
+	require.ErrorAs(t, err, &oe, "%v", err)
+	require.Equal(t, op, oe.Op)
+	require.Equal(t, network, oe.Net)
+	var se *os.SyscallError
+	require.ErrorAs(t, err, &se)
+	require.Equal(t, call, se.Syscall)
+	require.ErrorIs(t, err, errno)
+}
+
+// socketpairSockets returns the two ends of a unix stream socketpair as
+// Sockets on tk's pool.
+func socketpairSockets(t *testing.T, tk *Task) (*Socket, *Socket) {
+	t.Helper()
+	sp := socketpair(t)
+	a, err := NewSocket(tk.Driver(), sp[0])
+	require.NoError(t, err)
+	b, err := NewSocket(tk.Driver(), sp[1])
+	require.NoError(t, err)
+	return a, b
+}
+
+// TryRead and TryWrite never wait: with nothing to read TryRead returns
+// ErrWouldBlock itself; TryWrite fills the socket and reports how much it
+// took with ErrWouldBlock; once the peer drains it, the rest goes.
+func TestTryReadTryWriteNeverWait(t *testing.T) {
+	runPool(t, func(tk *Task) error {
+		a, b := socketpairSockets(t, tk)
+		defer a.Close()
+		defer b.Close()
+		buf := make([]byte, 64<<10)
+		n, err := a.TryRead(buf)
+		require.Equal(t, 0, n)
+		require.Same(t, ErrWouldBlock, err, "unwrapped")
+		n, err = a.TryRead(buf)
+		require.Same(t, ErrWouldBlock, err, "again, without a new edge")
+		require.Zero(t, n)
+
+		n, err = b.TryWrite([]byte("hello"))
+		require.NoError(t, err)
+		require.Equal(t, 5, n)
+		require.NoError(t, a.WaitReadable(tk))
+		n, err = a.TryRead(buf)
+		require.NoError(t, err)
+		require.Equal(t, "hello", string(buf[:n]))
+
+		big := make([]byte, 8<<20) // more than a socketpair holds
+		n, err = b.TryWrite(big)
+		require.Same(t, ErrWouldBlock, err)
+		require.Positive(t, n)
+		require.Less(t, n, len(big))
+		// Both ends in one task: each side goes as far as it can without
+		// waiting; Yield lets the loop record their edges.
+		sent, got := n, 0
+		for got < len(big) {
+			k, err := b.TryWrite(big[sent:])
+			if err != nil {
+				require.Same(t, ErrWouldBlock, err)
+			}
+			sent += k
+			m, err := a.TryRead(buf)
+			if err != nil {
+				require.Same(t, ErrWouldBlock, err)
+			}
+			got += m
+			if k == 0 && m == 0 {
+				require.NoError(t, tk.Yield())
+			}
+		}
+		require.Equal(t, len(big), sent)
+		return nil
+	})
+}
+
+// No error repeats the package's prefix ("iopool: x: iopool: closed").
+func TestRegressionNoDoubledErrorPrefix(t *testing.T) {
+	err := wrapError(wrapError(ErrClosed, "pool %d", 1), "group pool %d", 2)
+	require.Equal(t, "iopool: group pool 2: pool 1: closed", err.Error())
+	require.ErrorIs(t, err, ErrClosed)
+	require.ErrorIs(t, err, net.ErrClosed)
+
+	g := newTestGroup(t, 2)
+	require.NoError(t, g.Close())
+	_, err = g.Listen("tcp", "127.0.0.1:0")
+	require.Error(t, err)
+	require.Equal(t, 1, strings.Count(err.Error(), "iopool:"), err.Error())
+	require.True(t, errors.Is(err, ErrClosed), err.Error())
+}

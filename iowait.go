@@ -1,0 +1,222 @@
+package iopool
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ioWait is one side (read or write) of a Socket: its readiness, its
+// deadline, and how a call on it waits for them. Each socket operation
+// (fdio.go) waits through await, whoever calls it:
+//
+//	a task        awaits (Await: the task is suspended, the loop runs on)
+//	a goroutine   parks on a parkWaker (NetConn, NetListener, NetPacketConn)
+//	nobody        does not wait: ErrWouldBlock (TryRead, TryWrite)
+//
+// as Go's internal/poll FD.Read waits through pollDesc.waitRead.
+//
+// The deadline is kept on the pool's clock (nanoseconds since the pool's
+// epoch, monotonic), converted once when it is set: a wall-clock step (NTP,
+// suspend and resume) does not move it, and a time past what the clock can
+// count (after the year 2262, time.Now().Add(math.MaxInt64)) means never,
+// as in package net.
+type ioWait struct {
+	fr   *FdReady
+	slot InterestSlot
+	// tcp: the fd is a TCP stream socket, the one kind of fd on which a
+	// short read proves the receive queue empty (see Socket.read). kind:
+	// what the fd is, for addresses and errors. Both are decided once,
+	// when the Socket is made, the same on both sides; they sit in the
+	// padding after slot, costing no memory per connection.
+	tcp      bool
+	kind     sockKind
+	events   PollEvents
+	deadline atomic.Int64 // pool clock ns; 0 = none; set from any goroutine
+
+	mu     sync.Mutex
+	timer  *Timer // mu: created with the first deadline; read after deadline
+	waiter Waker  // mu: the last pending poller, woken when the deadline moves
+}
+
+// waiter says how an operation waits while its side is not ready: a task
+// awaits (t), a plain goroutine parks (park), or, with both nil, it does
+// not wait and fails with ErrWouldBlock.
+type waiter struct {
+	t    *Task
+	park *parkWaker
+}
+
+// await returns nil once the side has readiness recorded (or at once, with
+// try, to try the syscall anyway), waiting for it as how says. It fails,
+// without waiting, once the socket or its pool is closed (closed wins over
+// an expired deadline, as in package net), and with os.ErrDeadlineExceeded
+// once the side's deadline has passed.
+func (w *ioWait) await(how waiter, try bool) error {
+	if w.fr.closing() {
+		return w.fr.closedErr()
+	}
+	if w.expired() {
+		return os.ErrDeadlineExceeded
+	}
+	switch {
+	case try:
+		return nil
+	case how.t != nil:
+		err, cerr := Await[error](how.t, w)
+		if cerr != nil {
+			return cerr
+		}
+		return err // nil, or the deadline; a Close is seen by the syscall's door
+	case how.park != nil:
+		return w.park(how.park)
+	}
+	var nobody Context // records no waker
+	if _, ok := w.fr.PollReady(&nobody, w.slot, w.events); ok {
+		return nil
+	}
+	return ErrWouldBlock
+}
+
+// Poll is ready with nil when the fd is ready, or with an error when the
+// deadline passes first. It is the future a task awaits.
+func (w *ioWait) Poll(cx *Context) (error, bool) {
+	if _, ok := w.fr.PollReady(cx, w.slot, w.events); ok {
+		return nil, true
+	}
+	if d := w.recordWaiter(cx); d != 0 {
+		// The timer was created before the deadline was stored.
+		if _, fired := w.timer.poll(cx, d, true); fired {
+			return os.ErrDeadlineExceeded, true
+		}
+	}
+	return nil, false
+}
+
+// park parks a plain goroutine until the side is ready, its deadline
+// passes, or the socket or its pool is closed.
+func (w *ioWait) park(park *parkWaker) error {
+	cx := Context{waker: park}
+	for checked := false; ; checked = true {
+		if err, ok := w.Poll(&cx); ok {
+			return err
+		}
+		p := w.fr.p
+		if w.fr.closing() || p.isClosing() {
+			return w.fr.closedErr()
+		}
+		if !checked && p.current.Load() != nil && callerPool() == p {
+			// The readiness it waits for is delivered by the loop that
+			// this task is blocking.
+			panic(fmt.Sprintf("iopool: a NetConn, net.Listener or net.PacketConn of fd %d used from a task of its own pool, which could never deliver its readiness: use the Socket, Listener or PacketSocket methods that take the task", w.fr.fd))
+		}
+		// Also woken by a Go timer at the deadline: the pool's timer fires
+		// only while the pool runs, and a deadline must hold without it.
+		if err := park.parkUntil(p, w.deadline.Load()); err != nil {
+			return err // the loop is not running (ErrNotRunning) or closed
+		}
+	}
+}
+
+// pause waits d, or less: Close wakes it (the accept back-off, which must
+// not hold a closed listener's caller). The caller's next await reports
+// the close.
+func (w *ioWait) pause(how waiter, d time.Duration) error {
+	p := w.fr.p
+	until := p.monoNow() + int64(d)
+	// Asking for no events but the always-reported ERR and HUP registers
+	// the waker for Close's wake (PollErr) and nothing else.
+	closed := func(cx *Context) bool {
+		_, ok := w.fr.PollReady(cx, w.slot, 0)
+		return ok && w.fr.closing()
+	}
+	switch {
+	case how.t != nil:
+		tm := NewTimer(how.t.Driver())
+		defer tm.Stop()
+		_, err := Await[struct{}](how.t, PollFunc[struct{}](func(cx *Context) (struct{}, bool) {
+			if closed(cx) {
+				return struct{}{}, true
+			}
+			_, fired := tm.poll(cx, until, true)
+			return struct{}{}, fired
+		}))
+		return err
+	case how.park != nil:
+		if !closed(&Context{waker: how.park}) {
+			return how.park.parkUntil(p, until)
+		}
+	}
+	return nil
+}
+
+// recordWaiter records cx's waker as the side's waiter and then returns the
+// deadline (0: none). In that order, so that a deadline set from now on
+// wakes the poll.
+func (w *ioWait) recordWaiter(cx *Context) int64 {
+	w.mu.Lock()
+	w.waiter = cx.waker
+	w.mu.Unlock()
+	return w.deadline.Load()
+}
+
+// expired reports whether the side's deadline has passed.
+func (w *ioWait) expired() bool {
+	d := w.deadline.Load()
+	return d != 0 && w.fr.p.monoNow() >= d
+}
+
+// deadlineOnPoolClock converts a user's deadline to the pool's clock, once:
+// from its monotonic reading while it has one (time.Time.Sub), saturating.
+// It returns 0 for none (the zero time, or a time too far ahead to count:
+// never), and a negative value for a time at or before the pool's epoch.
+func (p *Pool) deadlineOnPoolClock(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	d := p.mono(t) // saturates at ±292 years
+	switch {
+	case d == math.MaxInt64:
+		return 0 // beyond the clock: never
+	case d <= 0:
+		return -1 // passed (0 would mean none)
+	}
+	return d
+}
+
+// setDeadline sets the side's deadline from any goroutine and wakes the
+// side's waiter, which polls again against the new deadline.
+func (w *ioWait) setDeadline(t time.Time) {
+	d := w.fr.p.deadlineOnPoolClock(t)
+	w.mu.Lock()
+	if d == 0 {
+		w.deadline.Store(0)
+		if w.timer != nil {
+			w.timer.Stop()
+		}
+	} else {
+		if w.timer == nil {
+			w.timer = NewTimer(&w.fr.p.drv)
+		}
+		w.deadline.Store(d)
+		w.timer.setDeadline(d)
+	}
+	waiter := w.waiter
+	w.mu.Unlock()
+	if waiter != nil {
+		waiter.Wake() // at worst a spurious wake: the poller polls again
+	}
+}
+
+// stop stops the side's deadline timer.
+func (w *ioWait) stop() {
+	w.mu.Lock()
+	if w.timer != nil {
+		w.timer.Stop()
+	}
+	w.waiter = nil
+	w.mu.Unlock()
+}
