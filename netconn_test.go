@@ -193,3 +193,83 @@ func TestNetConnConcurrentCalls(t *testing.T) {
 	require.Equal(t, 8000, written)
 	require.Equal(t, written, read)
 }
+
+// BenchmarkNetConnPingPong: a goroutine sends 64 bytes and waits for them
+// to come back from an echo goroutine that reads into a 4 KiB buffer, over
+// NetConns on a running pool: a unix socketpair with both ends NetConns,
+// and loopback TCP with the echo end a NetConn accepted through
+// NetListener and the client Go's net.
+func BenchmarkNetConnPingPong(b *testing.B) {
+	echo := func(c net.Conn) {
+		buf := make([]byte, 4096)
+		for {
+			n, err := c.Read(buf)
+			if err != nil {
+				return
+			}
+			if _, err := c.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+	}
+	run := func(b *testing.B, client net.Conn) {
+		b.ReportAllocs()
+		msg, got := make([]byte, 64), make([]byte, 4096)
+		b.ResetTimer()
+		for range b.N {
+			if _, err := client.Write(msg); err != nil {
+				b.Fatal(err)
+			}
+			for n := 0; n < len(msg); {
+				m, err := client.Read(got)
+				if err != nil {
+					b.Fatal(err)
+				}
+				n += m
+			}
+		}
+		b.StopTimer()
+	}
+	b.Run("unix", func(b *testing.B) {
+		p, err := New()
+		require.NoError(b, err)
+		defer p.Close()
+		stop := NewOneshot[struct{}]()
+		done := make(chan error, 1)
+		go func() { done <- p.Run(func(tk *Task) error { _, err := stop.Recv(tk); return err }) }()
+		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+		require.NoError(b, err)
+		a, err := NewNetConn(p.Driver(), fds[0])
+		require.NoError(b, err)
+		c, err := NewNetConn(p.Driver(), fds[1])
+		require.NoError(b, err)
+		go echo(c)
+		run(b, a)
+		a.Close()
+		c.Close()
+		_ = stop.Send(struct{}{})
+		require.NoError(b, <-done)
+	})
+	b.Run("tcp", func(b *testing.B) {
+		p, err := New()
+		require.NoError(b, err)
+		defer p.Close()
+		stop := NewOneshot[struct{}]()
+		done := make(chan error, 1)
+		go func() { done <- p.Run(func(tk *Task) error { _, err := stop.Recv(tk); return err }) }()
+		l, err := Listen(p.Driver(), "tcp", "127.0.0.1:0")
+		require.NoError(b, err)
+		nl := l.NetListener()
+		client, err := net.Dial("tcp", nl.Addr().String())
+		require.NoError(b, err)
+		c, err := nl.Accept()
+		require.NoError(b, err)
+		go echo(c)
+		run(b, client)
+		client.Close()
+		c.Close()
+		nl.Close()
+		_ = stop.Send(struct{}{})
+		require.NoError(b, <-done)
+	})
+}
