@@ -56,8 +56,8 @@
 // have closed. Sockets, Listeners, Waits and NetConns work like Go's own
 // net.Conn: each read, write, accept or shutdown holds a reference for the
 // time of its syscall; Close, from any goroutine, marks the object closing
-// and wakes its waiters, which return ErrClosed (net.ErrClosed for a
-// NetConn) without another syscall; Close closes the fd once the syscalls
+// and wakes its waiters, which return an error matching both ErrClosed and
+// net.ErrClosed without another syscall; Close closes the fd once the syscalls
 // in flight on other goroutines have dropped their references. The pool's own epoll
 // fd and eventfd are guarded the same way: a registration, deregistration
 // or wake racing Pool.Close either finishes before the fds are closed or
@@ -217,8 +217,8 @@
 //     os.ErrProcessDone, never a wait for whatever process took its pid.
 //   - Closing an fd before its FdReady: FdReady.Close returns
 //     ErrFdClosedFirst and touches no other registration.
-//   - Using a closed Socket, FdReady, Wait or pool: ErrClosed (net.ErrClosed
-//     through NetConn), with no syscall on the fd number.
+//   - Using a closed Socket, FdReady, Wait or pool: ErrClosed (which
+//     matches net.ErrClosed), with no syscall on the fd number.
 //   - A burst of a million values through a Chan: its memory is given
 //     back once the receiver has drained it.
 package iopool

@@ -76,6 +76,10 @@ var (
 	ErrGoexit = errors.New("runtime.Goexit called in the task")
 )
 
+// errMissingAddress is package net's error for a nil destination, typed
+// (a nil *net.UDPAddr) or not, wrapped in the *net.OpError of WriteTo.
+var errMissingAddress = errors.New("missing address")
+
 // closedError is ErrClosed's type: one value, which also matches
 // net.ErrClosed through errors.Is, as ErrCanceled matches context.Canceled.
 type closedError struct{}

@@ -1,7 +1,6 @@
 package iopool
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -90,10 +89,6 @@ func zoneName(index uint32) string {
 	}
 	return strconv.FormatUint(uint64(index), 10)
 }
-
-// errMissingAddress is package net's error for a nil destination, typed
-// (a nil *net.UDPAddr) or not.
-var errMissingAddress = errors.New("missing address")
 
 // addrToSockaddr converts a destination to a sockaddr of family (AF_INET,
 // AF_INET6 or AF_UNIX); network names the socket in errors.
