@@ -192,7 +192,7 @@ func (d *Driver) Pool() *Pool { return d.p }
 //
 // Run does not wait for the other tasks: those still running when root
 // returns stop where they are, stay in the pool and continue on the next
-// Run, or are canceled by Close (their awaits return ErrCanceled). Join
+// Run or Start, or are canceled by Close (their awaits return ErrCanceled). Join
 // them, or take them from a JoinSet, before root returns to have them
 // finish.
 //

@@ -419,13 +419,13 @@ type Handle[T any] struct {
 // Spawn starts fn as a new task on drv's pool. It is safe from any goroutine.
 // On a closed pool the handle resolves at once to ErrClosed.
 //
-// Unlike a goroutine, a task runs only while its pool's loop runs, and
-// belongs to the pool, not to whoever spawned it. A task nobody joins stops
-// where it is when the root task given to Run returns (Run does not wait
-// for it; it goes on at the next Run), and Pool.Close cancels it: its
-// awaits return ErrCanceled and it finishes then. To have spawned tasks
-// finish, Join their handles (or take them from a JoinSet) before the root
-// returns.
+// Unlike a goroutine, a task runs only while its pool's loop runs (during
+// Run, or from Pool.Start until Close), and belongs to the pool, not to
+// whoever spawned it. A task nobody joins stops where it is when the root
+// task given to Run returns (Run does not wait for it; it goes on at the
+// next Run or Start), and Pool.Close cancels it: its awaits return
+// ErrCanceled and it finishes then. To have spawned tasks finish, Join
+// their handles (or take them from a JoinSet) before the root returns.
 func Spawn[T any](drv *Driver, name string, fn func(t *Task) (T, error)) *Handle[T] {
 	if fn == nil {
 		panic("iopool: Spawn called with a nil function")
