@@ -157,8 +157,9 @@
 //
 // # What is safe off the loop goroutine
 //
-// Pool.Close, Pool.Stats, Pool.Driver, everything on Driver (Spawn, NewTimer,
-// NewFdReady), Waker.Wake, Handle.Wait/Cancel/Result, Timer methods,
+// Pool.Close, Pool.Stats, Pool.Driver, every method of Driver (NewFdReady,
+// NewWait, After) and every function that takes one (Spawn, SpawnContext,
+// NewTimer, NewJoinSet), Waker.Wake, Handle.Wait/Cancel/Result, Timer methods,
 // FdReady.Close, the channels (Oneshot, Chan), Uring.Start, every method of
 // NetConn and of the net.Listener and net.PacketConn from
 // Listener.NetListener and PacketSocket.NetPacketConn, JoinSet's Spawn, Len,
