@@ -8,7 +8,7 @@ package iopool
 // caller is a task, and panic with the call to use instead.
 //
 // A task is a coroutine created by its pool's loop goroutine (iter.Pull, in
-// resume), and the runtime records every goroutine's creator: runtime.Stack
+// takeCoroutine), and the runtime records every goroutine's creator: runtime.Stack
 // ends with "created by iter.Pull[...] in goroutine 42". Each pool's loop
 // goroutine registers its id here while it lives, so "the caller is a task of
 // p" is "the caller's creator is p's loop goroutine", exact per pool (a

@@ -145,7 +145,7 @@ const harvestEvery = 32
 
 // harvestAfter is the least time between two harvests of a busy loop, in
 // nanoseconds.
-const harvestAfter = 20_000
+const harvestAfter = 50_000
 
 // runCycle is the part of a cycle that needs no lock: it drains io_uring
 // completions, wakes what was collected, releases freeing, resumes the

@@ -22,7 +22,7 @@ func (p *Pool) pushReadyLocked(t *Task) {
 // closed pool, finishes it with ErrClosed without running it.
 func (p *Pool) enqueueNew(t *Task) {
 	p.stats.tasksSpawned.Add(1)
-	t.wake.Store(taskQueued)
+	t.wake.Store(1)
 	p.mu.Lock()
 	if p.closing || p.closed {
 		p.mu.Unlock()
@@ -52,7 +52,7 @@ func (p *Pool) resume(t *Task) {
 	if p.current.Load() != t {
 		p.current.Store(t) // cleared by the loop before it takes its lock
 	}
-	w := t.wake.Load() // with taskQueued set: t was on the run queue
+	w := t.wake.Load() // not 0: t was on the run queue
 	var out runOutcome
 	if p.opts.obs.stallThreshold == 0 {
 		out = runTask(c)
@@ -60,7 +60,7 @@ func (p *Pool) resume(t *Task) {
 		out = p.resumeWatched(t)
 	}
 	if out == runSuspended {
-		if !t.wake.CompareAndSwap(w, w&^taskQueued) {
+		if t.wake.Load() != w || !t.wake.CompareAndSwap(w, 0) {
 			// Woken while it ran: still queued, for the next cycle.
 			p.requeue = append(p.requeue, t)
 			p.requeued++

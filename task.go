@@ -45,7 +45,7 @@ type Task struct {
 	cx       Context    // waker = the task itself
 	co       *coroutine // loop only: the coroutine running it, from its first run to its end
 	name     string
-	wake     atomic.Uint64 // taskQueued, plus wakeCount per wake while queued or running (Wake)
+	wake     atomic.Uint64 // wakes since it was last idle: 0 idle, else queued or running (Wake)
 	canceled atomic.Bool   // Cancel was called
 	finished bool          // loop only: the function returned
 	err      error         // loop only: the function's result
@@ -131,51 +131,26 @@ func (t *Task) Driver() *Driver { return &t.pool.drv }
 // runs again in a later cycle: the loop sees the wake when the task
 // suspends (Pool.resume) and queues it again without the pool's lock.
 func (t *Task) Wake() {
-	for {
-		v := t.wake.Load()
-		if v&taskQueued != 0 {
-			if t.wake.CompareAndSwap(v, v+wakeCount) {
-				return
-			}
-			continue
-		}
-		if t.wake.CompareAndSwap(v, v|taskQueued) {
-			t.pool.stats.wakes.Add(1)
-			t.pool.mu.Lock()
-			t.pool.pushReadyLocked(t)
-			return
-		}
+	if t.wake.Add(1) == 1 { // it was idle: queue it
+		t.pool.stats.wakes.Add(1)
+		t.pool.mu.Lock()
+		t.pool.pushReadyLocked(t)
 	}
 }
 
-// The wake word of a task (Task.wake):
+// The wake word of a task (Task.wake) counts its wakes since it was last
+// idle; it is 0 when the task is idle (suspended, not queued), and not 0
+// while it is on a queue of the loop or running. One atomic add per wake:
 //
-//	bit 0       taskQueued: on a queue of the loop, or running
-//	bits 1..63  wakes counted while taskQueued was set, modulo 2^63
-//
-//	transition                        by                         when
-//	idle → queued                     Wake, markQueued           the task is not queued: it is pushed on a queue
-//	queued → queued, count+1          Wake                       queued or running: nothing else to do
-//	queued → idle                     the loop, after a run      the count did not move during the run
-//	queued, count moved → queued      the loop, after a run      it was woken while it ran: queued again
-const (
-	taskQueued = 1
-	wakeCount  = 2
-)
+//	transition         by                       when
+//	0 → 1              Wake, markQueued         the task was idle: the caller queues it
+//	n → n+1            Wake                     queued or running already: nothing else to do
+//	n → 0              the loop, after a run    no wake during the run (CAS from the value before it)
+//	n, moved → kept    the loop, after a run    woken while it ran: queued again, without the lock
 
-// markQueued sets taskQueued and reports whether it was clear: the caller,
-// the loop, must then queue the task.
-func (t *Task) markQueued() bool {
-	for {
-		v := t.wake.Load()
-		if v&taskQueued != 0 {
-			return false
-		}
-		if t.wake.CompareAndSwap(v, v|taskQueued) {
-			return true
-		}
-	}
-}
+// markQueued counts a wake from the loop and reports whether the task was
+// idle: the caller, the loop, must then queue it.
+func (t *Task) markQueued() bool { return t.wake.Add(1) == 1 }
 
 // coroutine is a task coroutine: a goroutine that iter.Pull switches to and
 // from. It runs one task at a time; after a task returns, the pool may keep
