@@ -172,6 +172,42 @@ func BenchmarkIdleConnMemory(b *testing.B) {
 			}
 		}
 	})
+	b.Run("lean", func(b *testing.B) {
+		for range b.N {
+			pairs := idlePairs(b)
+			p, _ := New()
+			var after uint64
+			before := heapAndStacks()
+			err := p.Run(func(t *Task) error {
+				srv := &LeanServer{}
+				defer srv.Close()
+				for _, fds := range pairs {
+					s, err := NewSocket(t.Driver(), fds[0])
+					if err != nil {
+						return err
+					}
+					if err := srv.Add(s, &leanEchoConn{}); err != nil {
+						return err
+					}
+				}
+				for !srv.settled() { // every handler ran once and returned
+					if err := t.Yield(); err != nil {
+						return err
+					}
+				}
+				after = heapAndStacks()
+				return nil
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(after-before)/n, "B/conn")
+			p.Close()
+			for _, fds := range pairs {
+				unix.Close(fds[1])
+			}
+		}
+	})
 	b.Run("go-net", func(b *testing.B) {
 		for range b.N {
 			pairs := idlePairs(b)
