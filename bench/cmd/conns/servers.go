@@ -1,0 +1,353 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"sync/atomic"
+
+	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
+
+	"github.com/iopool/iopool"
+)
+
+// server is an echo server running in this process.
+type server struct {
+	addr     string
+	accepted atomic.Int64
+}
+
+// impls start each server on addr and return once it listens; the servers
+// run until the process ends. Every one echoes what it reads.
+var impls = map[string]func(addr string) (*server, error){
+	"iopool-lean": startLean,
+	"iopool-task": startTask,
+	"iopool-poll": startPoll,
+	"go-net":      startGoNet,
+	"gnet":        startGnet,
+}
+
+func implNames() []string {
+	var names []string
+	for name := range impls {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// runPool runs serve as the root task of a new pool on its own goroutine
+// and returns once serve has called ready (or failed first).
+func runPool(srv *server, serve func(t *iopool.Task, ready func(addr string)) error) error {
+	p, err := iopool.New()
+	if err != nil {
+		return err
+	}
+	started := make(chan error, 1)
+	go func() {
+		err := p.Run(func(t *iopool.Task) error {
+			return serve(t, func(addr string) {
+				srv.addr = addr
+				started <- nil
+			})
+		})
+		started <- fmt.Errorf("the pool stopped: %v", err)
+	}()
+	return <-started
+}
+
+func listenTask(t *iopool.Task, addr string) (*iopool.Listener, error) {
+	return iopool.ListenConfig{Backlog: 65535}.Listen(t.Driver(), "tcp", addr)
+}
+
+// leanEcho is the whole state of an iopool-lean connection.
+type leanEcho struct{ echoed int64 }
+
+func (c *leanEcho) ServeReady(t *iopool.Task, s *iopool.Socket, buf []byte) error {
+	for {
+		n, err := s.TryRead(buf)
+		if errors.Is(err, iopool.ErrWouldBlock) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if _, err := s.Write(t, buf[:n]); err != nil {
+			return err
+		}
+		c.echoed += int64(n)
+	}
+}
+
+func startLean(addr string) (*server, error) {
+	srv := &server{}
+	lean := &iopool.LeanServer{NewConn: func(*iopool.Socket) iopool.ConnHandler {
+		srv.accepted.Add(1)
+		return &leanEcho{}
+	}}
+	return srv, runPool(srv, func(t *iopool.Task, ready func(string)) error {
+		l, err := listenTask(t, addr)
+		if err != nil {
+			return err
+		}
+		ready(l.Addr().String())
+		return lean.Serve(t, l)
+	})
+}
+
+// bufPool is a free list of echo buffers for the tasks of one pool (they
+// run one at a time on its loop goroutine, so it needs no lock).
+type bufPool struct{ free [][]byte }
+
+func (p *bufPool) get() []byte {
+	if n := len(p.free); n > 0 {
+		b := p.free[n-1]
+		p.free = p.free[:n-1]
+		return b
+	}
+	return make([]byte, 16<<10)
+}
+
+func (p *bufPool) put(b []byte) { p.free = append(p.free, b) }
+
+func startTask(addr string) (*server, error) {
+	srv := &server{}
+	var bufs bufPool
+	return srv, runPool(srv, func(t *iopool.Task, ready func(string)) error {
+		l, err := listenTask(t, addr)
+		if err != nil {
+			return err
+		}
+		ready(l.Addr().String())
+		for {
+			s, err := l.Accept(t)
+			if err != nil {
+				return err
+			}
+			srv.accepted.Add(1)
+			iopool.Spawn(t.Driver(), "conn", func(t *iopool.Task) (struct{}, error) {
+				defer s.Close()
+				for {
+					// Idle, the task holds no buffer: it takes one to echo.
+					if err := s.WaitReadable(t); err != nil {
+						return struct{}{}, nil
+					}
+					buf := bufs.get()
+					n, err := s.Read(t, buf)
+					if err == nil {
+						_, err = s.Write(t, buf[:n])
+					}
+					bufs.put(buf)
+					if err != nil {
+						return struct{}{}, nil
+					}
+				}
+			})
+		}
+	})
+}
+
+// pollConn is an iopool-poll connection: its Wake echoes on the loop
+// goroutine whenever the fd signals, with no task.
+type pollConn struct {
+	fd  int
+	fr  *iopool.FdReady
+	cx  *iopool.Context
+	buf []byte // shared by every connection of the pool
+}
+
+// Wake echoes until the socket is empty. A write that would block ends
+// the connection: the client waits for each echo before it sends again,
+// so a full send buffer is a broken client.
+func (c *pollConn) Wake() {
+	for {
+		if _, ok := c.fr.PollReady(c.cx, iopool.SlotRead, iopool.PollIn|iopool.PollRdHup); !ok {
+			return
+		}
+		n, err := unix.Read(c.fd, c.buf)
+		switch {
+		case err == unix.EAGAIN:
+			c.fr.ClearReady(iopool.SlotRead)
+			continue
+		case err == unix.EINTR:
+			continue
+		case err != nil || n == 0:
+			c.close()
+			return
+		}
+		if m, err := unix.Write(c.fd, c.buf[:n]); err != nil || m < n {
+			c.close()
+			return
+		}
+	}
+}
+
+func (c *pollConn) close() {
+	c.fr.Close()
+	unix.Close(c.fd)
+}
+
+// pollListener accepts when its fd signals.
+type pollListener struct {
+	srv *server
+	fd  int
+	fr  *iopool.FdReady
+	cx  *iopool.Context
+	drv *iopool.Driver
+	buf []byte
+}
+
+func (l *pollListener) Wake() {
+	for {
+		if _, ok := l.fr.PollReady(l.cx, iopool.SlotRead, iopool.PollIn); !ok {
+			return
+		}
+		cfd, _, err := unix.Accept4(l.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		switch {
+		case err == unix.EAGAIN:
+			l.fr.ClearReady(iopool.SlotRead)
+			continue
+		case err != nil:
+			continue // ECONNABORTED, EMFILE: the client counts the failure
+		}
+		fr, err := l.drv.NewFdReady(cfd)
+		if err != nil {
+			unix.Close(cfd)
+			continue
+		}
+		l.srv.accepted.Add(1)
+		c := &pollConn{fd: cfd, fr: fr, buf: l.buf}
+		c.cx = iopool.NewContext(c)
+		c.Wake()
+	}
+}
+
+func startPoll(addr string) (*server, error) {
+	srv := &server{}
+	return srv, runPool(srv, func(t *iopool.Task, ready func(string)) error {
+		fd, err := listenFd(addr)
+		if err != nil {
+			return err
+		}
+		fr, err := t.Driver().NewFdReady(fd)
+		if err != nil {
+			unix.Close(fd)
+			return err
+		}
+		sa, err := unix.Getsockname(fd)
+		if err != nil {
+			return err
+		}
+		l := &pollListener{srv: srv, fd: fd, fr: fr, drv: t.Driver(), buf: make([]byte, 16<<10)}
+		l.cx = iopool.NewContext(l)
+		l.Wake()
+		ready(sockaddrString(sa))
+		_, err = iopool.NewOneshot[struct{}]().Recv(t) // serve until the process ends
+		return err
+	})
+}
+
+// listenFd opens a nonblocking listening socket on a numeric IPv4 address.
+func listenFd(addr string) (int, error) {
+	ta, err := net.ResolveTCPAddr("tcp4", addr)
+	if err != nil {
+		return -1, err
+	}
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	sa := &unix.SockaddrInet4{Port: ta.Port}
+	copy(sa.Addr[:], ta.IP.To4())
+	if err := unix.Bind(fd, sa); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	if err := unix.Listen(fd, 65535); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+func sockaddrString(sa unix.Sockaddr) string {
+	if in4, ok := sa.(*unix.SockaddrInet4); ok {
+		return (&net.TCPAddr{IP: in4.Addr[:], Port: in4.Port}).String()
+	}
+	return fmt.Sprint(sa)
+}
+
+func startGoNet(addr string) (*server, error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	srv := &server{addr: l.Addr().String()}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				if errors.Is(err, net.ErrClosed) {
+					return
+				}
+				continue // EMFILE: the client counts the failure
+			}
+			srv.accepted.Add(1)
+			go func() {
+				defer c.Close()
+				var buf [128]byte // on the goroutine's stack
+				for {
+					n, err := c.Read(buf[:])
+					if err != nil {
+						return
+					}
+					if _, err := c.Write(buf[:n]); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return srv, nil
+}
+
+type gnetEcho struct {
+	gnet.BuiltinEventEngine
+	srv   *server
+	ready chan error
+}
+
+func (e *gnetEcho) OnBoot(gnet.Engine) gnet.Action {
+	e.ready <- nil
+	return gnet.None
+}
+
+func (e *gnetEcho) OnOpen(gnet.Conn) ([]byte, gnet.Action) {
+	e.srv.accepted.Add(1)
+	return nil, gnet.None
+}
+
+func (e *gnetEcho) OnTraffic(c gnet.Conn) gnet.Action {
+	buf, _ := c.Next(-1)
+	_, _ = c.Write(buf)
+	return gnet.None
+}
+
+func startGnet(addr string) (*server, error) {
+	fd, err := net.Listen("tcp", addr) // pick the port, then let gnet listen on it
+	if err != nil {
+		return nil, err
+	}
+	addr = fd.Addr().String()
+	fd.Close()
+	e := &gnetEcho{srv: &server{addr: addr}, ready: make(chan error, 1)}
+	go func() {
+		e.ready <- gnet.Run(e, "tcp://"+addr, gnet.WithMulticore(false), gnet.WithLogLevel(5))
+	}()
+	if err := <-e.ready; err != nil {
+		return nil, err
+	}
+	return e.srv, nil
+}
