@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"runtime"
 	"slices"
 	"time"
 
@@ -18,15 +19,17 @@ import (
 // clientArg, as the first argument, runs the program as the client.
 const clientArg = "-client"
 
-// perSourceAddr is how many connections share one source address: fewer
-// than the 28,231 ports of Linux's default ephemeral range.
-const perSourceAddr = 20000
+// perSourceAddr is how many connections share one source address: far
+// fewer than the 28,231 ports of Linux's default ephemeral range, so that
+// connect finds a free port at its first tries.
+const perSourceAddr = 1000
 
 // load is the client: one epoll loop, level-triggered, over nonblocking
 // sockets, with a request (an echo or a ping) in flight on at most Window
 // connections at a time. Its own memory per connection is the fd number.
 type load struct {
 	dst      unix.SockaddrInet4
+	base     int // the global index of connection 0 of this shard
 	n, size  int
 	window   int
 	every    time.Duration
@@ -55,26 +58,31 @@ type request struct {
 func clientMain(args []string) int {
 	fs := flag.NewFlagSet("conns client", flag.ExitOnError)
 	addr := fs.String("addr", "", "server address")
-	l := &load{inflight: map[int32]*request{}, rng: rand.New(rand.NewPCG(1, 2))}
-	fs.IntVar(&l.n, "n", 0, "")
-	fs.IntVar(&l.size, "size", 64, "")
-	fs.IntVar(&l.window, "window", 256, "")
-	fs.DurationVar(&l.every, "ping-every", time.Millisecond, "")
-	fs.DurationVar(&l.timeout, "timeout", 30*time.Second, "")
+	var cfg load
+	fs.IntVar(&cfg.n, "n", 0, "")
+	fs.IntVar(&cfg.size, "size", 64, "")
+	fs.IntVar(&cfg.window, "window", 256, "")
+	fs.DurationVar(&cfg.every, "ping-every", time.Millisecond, "")
+	fs.DurationVar(&cfg.timeout, "timeout", 30*time.Second, "")
 	_ = fs.Parse(args)
 	ta, err := net.ResolveTCPAddr("tcp4", *addr)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "conns client:", err)
 		return 1
 	}
-	l.dst.Port = ta.Port
-	copy(l.dst.Addr[:], ta.IP.To4())
-	if l.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
-		fmt.Fprintln(os.Stderr, "conns client: epoll_create1:", err)
+	cfg.dst.Port = ta.Port
+	copy(cfg.dst.Addr[:], ta.IP.To4())
+
+	// One fd table holds as many sockets as RLIMIT_NOFILE allows; past
+	// that, the connections are split into shards, each on a locked
+	// thread with an fd table of its own (unshare CLONE_FILES).
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
+		fmt.Fprintln(os.Stderr, "conns client: getrlimit:", err)
 		return 1
 	}
-	l.events = make([]unix.EpollEvent, 1024)
-
+	perShard := max(int(rl.Cur)-256, 1)
+	shards := (cfg.n + perShard - 1) / perShard
 	finish := make(chan struct{})
 	go func() { // the server says when the idle time is over
 		sc := bufio.NewScanner(os.Stdin)
@@ -85,21 +93,70 @@ func clientMain(args []string) int {
 		}
 		close(finish)
 	}()
+	echoed := make(chan int, shards)
+	results := make(chan *load, shards)
+	for k := range shards {
+		l := cfg
+		l.base = k * perShard
+		l.n = min(perShard, cfg.n-l.base)
+		l.every = cfg.every * time.Duration(shards) // the same ping rate in all
+		go l.run(shards > 1, finish, echoed, results, uint64(k))
+	}
+	connErrors := 0
+	for range shards {
+		connErrors += <-echoed
+	}
+	fmt.Printf("echoed connected=%d errors=%d shards=%d\n", cfg.n-connErrors, connErrors, shards)
+	var rtts []time.Duration
+	errs := 0
+	for range shards {
+		l := <-results
+		errs += l.errors
+		rtts = append(rtts, l.rtts...)
+	}
+	slices.Sort(rtts)
+	fmt.Printf("done errors=%d pings=%d rtt_p50_us=%d rtt_p99_us=%d rtt_max_us=%d client_rss_kb=%d\n",
+		errs, len(rtts), percentile(rtts, 0.50), percentile(rtts, 0.99), percentile(rtts, 1),
+		procKB("/proc/self/status", "VmRSS:"))
+	return 0
+}
 
+// run is one shard of the client: it connects its connections, echoes on
+// each, pings until finish, echoes again, and closes them. With own, it
+// runs on a thread with an fd table of its own, which ends with it.
+func (l *load) run(own bool, finish chan struct{}, echoed chan<- int, results chan<- *load, seed uint64) {
+	runtime.LockOSThread() // never unlocked: with own, the thread dies with its table
+	l.inflight = map[int32]*request{}
+	l.rng = rand.New(rand.NewPCG(seed, 2))
+	l.events = make([]unix.EpollEvent, 1024)
+	fail := func(what string, err error) {
+		fmt.Fprintf(os.Stderr, "conns client: shard at %d: %s: %v\n", l.base, what, err)
+		l.errors = l.n
+		echoed <- l.n
+		results <- l
+	}
+	if own {
+		if err := unix.Unshare(unix.CLONE_FILES); err != nil {
+			fail("unshare(CLONE_FILES)", err)
+			return
+		}
+	}
+	var err error
+	if l.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
+		fail("epoll_create1", err)
+		return
+	}
 	l.connectAll()
 	l.echoAll(1)
-	fmt.Printf("echoed connected=%d errors=%d\n", l.alive(), l.errors)
+	echoed <- l.errors
 	for !isClosed(finish) || l.pinging {
 		l.maybePing()
 		l.wait(time.Millisecond)
 	}
 	l.echoAll(2)
-	slices.Sort(l.rtts)
-	fmt.Printf("done errors=%d pings=%d rtt_p50_us=%d rtt_p99_us=%d rtt_max_us=%d client_rss_kb=%d\n",
-		l.errors, len(l.rtts), percentile(l.rtts, 0.50), percentile(l.rtts, 0.99), percentile(l.rtts, 1),
-		procKB("/proc/self/status", "VmRSS:"))
 	l.closeAll()
-	return 0
+	unix.Close(l.epfd)
+	results <- l
 }
 
 func isClosed(ch chan struct{}) bool {
@@ -133,7 +190,7 @@ func (l *load) alive() int {
 func (l *load) fail(i int32, why string, err error) {
 	l.errors++
 	if l.errors <= 10 {
-		fmt.Fprintf(os.Stderr, "conns client: connection %d: %s: %v\n", i, why, err)
+		fmt.Fprintf(os.Stderr, "conns client: connection %d: %s: %v\n", l.base+int(i), why, err)
 	}
 	if fd := l.fds[i]; fd >= 0 {
 		unix.Close(int(fd))
@@ -196,7 +253,7 @@ func (l *load) connect(i int32) bool {
 	// The port is chosen at connect, for the 4-tuple, not at bind.
 	_ = unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
 	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	if err := unix.Bind(fd, source(int(i))); err != nil {
+	if err := unix.Bind(fd, source(l.base+int(i))); err != nil {
 		l.fail(i, "bind", err)
 		return false
 	}
@@ -251,10 +308,11 @@ func (l *load) waitConnects() int {
 // a pattern, so that a byte from another connection or phase shows.
 func (l *load) message(i int32, phase uint32) []byte {
 	b := make([]byte, l.size)
-	binary.LittleEndian.PutUint32(b, uint32(i))
+	g := uint32(l.base) + uint32(i)
+	binary.LittleEndian.PutUint32(b, g)
 	binary.LittleEndian.PutUint32(b[4:], phase)
 	for j := 8; j < len(b); j++ {
-		b[j] = byte(uint32(i)*31 + uint32(j)*7 + phase)
+		b[j] = byte(g*31 + uint32(j)*7 + phase)
 	}
 	return b
 }

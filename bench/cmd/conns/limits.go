@@ -17,7 +17,7 @@ import (
 // with it, as root, it raises the hard limit and the sysctls fs.nr_open
 // (the ceiling of any hard limit) and fs.file-max (the system's open
 // files) when they are too low. restore puts the sysctls back.
-func raiseLimits(perProcess, total int, raise bool, out io.Writer) (restore func(), err error) {
+func raiseLimits(perProcess, total int, raise, canShard bool, out io.Writer) (restore func(), err error) {
 	var undo []func()
 	restore = func() {
 		for i := len(undo) - 1; i >= 0; i-- {
@@ -54,7 +54,11 @@ func raiseLimits(perProcess, total int, raise bool, out io.Writer) (restore func
 	need := uint64(perProcess)
 	if rl.Max < need {
 		if !raise {
-			return restore, fmt.Errorf("%d connections need %d fds per process; the RLIMIT_NOFILE hard limit is %d: raise it (ulimit -Hn), or run as root with -raise-limits", perProcess-256, need, rl.Max)
+			hint := ""
+			if canShard {
+				hint = fmt.Sprintf(", or split the server over fd tables (-shards %d)", (perProcess-256)/max(int(rl.Max)*3/4, 1)+1)
+			}
+			return restore, fmt.Errorf("%d connections need %d fds in one fd table; the RLIMIT_NOFILE hard limit is %d: raise it (ulimit -Hn), or run as root with -raise-limits%s", perProcess-256, need, rl.Max, hint)
 		}
 		if err := setSysctl("fs/nr_open", perProcess); err != nil {
 			return restore, err
@@ -63,7 +67,7 @@ func raiseLimits(perProcess, total int, raise bool, out io.Writer) (restore func
 	}
 	rl.Cur = rl.Max
 	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
-		return restore, fmt.Errorf("raising RLIMIT_NOFILE to %d: %w (raising the hard limit needs root)", rl.Max, err)
+		return restore, fmt.Errorf("raising RLIMIT_NOFILE to %d: %w (raising the hard limit needs CAP_SYS_RESOURCE)", rl.Max, err)
 	}
 	inUse, err := filesInUse()
 	if err != nil {

@@ -6,8 +6,9 @@
 // The server runs in this process; the client is this program again
 // (re-executed with -client), so the server's memory is its own. The
 // client spreads its source addresses over 127.0.0.0/8 (each socket is
-// bound to 127.x.y.1 before it connects, 20,000 connections per address),
-// so that the ephemeral ports of one source address do not run out. On
+// bound to 127.x.y.1 before it connects, 1,000 connections per address),
+// so that the ephemeral ports of one source address do not run out (and
+// the kernel finds a free one at once). On
 // every connection it echoes a message at the start and at the end of the
 // run and verifies every byte; all along it pings random connections one
 // at a time and records the round trips. Between the two echoes the
@@ -27,9 +28,15 @@
 //
 // Each process needs N fds and a few more. The tool raises its soft
 // RLIMIT_NOFILE to the hard limit; if that is too low, it says so and
-// stops, unless it runs with -raise-limits as root: then it raises the hard
-// limit, and fs.nr_open and fs.file-max if they are too low for it (they
-// change the machine; the old values are printed and restored at exit).
+// stops, unless it runs with -raise-limits as root (with CAP_SYS_RESOURCE):
+// then it raises the hard limit, and fs.nr_open and fs.file-max if they are
+// too low for it (they change the machine; the old values are printed and
+// restored at exit). Where the hard limit cannot be raised, -shards K runs
+// an iopool server as K pools, each on a locked thread with an fd table of
+// its own (unshare CLONE_FILES: RLIMIT_NOFILE bounds each table, not the
+// process), listening on one port with SO_REUSEPORT; the client splits its
+// connections the same way by itself. go-net and gnet cannot: Go's
+// netpoller and gnet's loops use every fd from any thread.
 //
 // Servers (-impl): iopool-lean (a LeanServer: a ConnHandler per
 // connection, no task while idle), iopool-task (a task per connection,
@@ -62,6 +69,7 @@ type Config struct {
 	Window      int           // connects and echoes in flight in the client
 	PingEvery   time.Duration // one ping per interval
 	RaiseLimits bool
+	Shards      int           // iopool servers: pools, each with its own fd table
 	Timeout     time.Duration // no progress for this long fails the client
 }
 
@@ -77,6 +85,7 @@ func main() {
 	fs.IntVar(&cfg.Size, "size", 64, "echo message size in bytes (16 to 4096)")
 	fs.IntVar(&cfg.Window, "window", 256, "connects and echoes the client keeps in flight")
 	fs.DurationVar(&cfg.PingEvery, "ping-every", time.Millisecond, "interval between pings of random connections")
+	fs.IntVar(&cfg.Shards, "shards", 1, "iopool servers: run this many pools, each on a locked thread with an fd table of its own, for more connections than RLIMIT_NOFILE")
 	fs.BoolVar(&cfg.RaiseLimits, "raise-limits", false, "as root, raise the RLIMIT_NOFILE hard limit, fs.nr_open and fs.file-max as needed (restored at exit)")
 	fs.DurationVar(&cfg.Timeout, "timeout", 30*time.Second, "fail when the client makes no progress for this long")
 	_ = fs.Parse(os.Args[1:])
@@ -123,13 +132,22 @@ func run(cfg Config, out io.Writer) error {
 	if !ok {
 		return fmt.Errorf("unknown -impl %q: want one of %s", cfg.Impl, strings.Join(implNames(), ", "))
 	}
-	restore, err := raiseLimits(cfg.N+256, 2*cfg.N+256, cfg.RaiseLimits, out)
+	if cfg.Shards > 1 && !shardable(cfg.Impl) {
+		return fmt.Errorf("-shards %d: only the iopool servers run as several pools", cfg.Shards)
+	}
+	// A shard gets about N/shards connections (SO_REUSEPORT's hash: a few
+	// hundred more at most); the client shards by itself.
+	perTable := cfg.N
+	if cfg.Shards > 1 {
+		perTable = cfg.N/cfg.Shards + cfg.N/cfg.Shards/10 + 64
+	}
+	restore, err := raiseLimits(perTable+256, 2*cfg.N+256, cfg.RaiseLimits, shardable(cfg.Impl), out)
 	defer restore()
 	if err != nil {
 		return err
 	}
 	before := measure()
-	srv, err := start("127.0.0.1:0")
+	srv, err := start("127.0.0.1:0", cfg.Shards)
 	if err != nil {
 		return fmt.Errorf("starting %s: %w", cfg.Impl, err)
 	}

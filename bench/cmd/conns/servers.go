@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strings"
 	"sync/atomic"
 
 	"github.com/panjf2000/gnet/v2"
@@ -20,13 +21,43 @@ type server struct {
 }
 
 // impls start each server on addr and return once it listens; the servers
-// run until the process ends. Every one echoes what it reads.
-var impls = map[string]func(addr string) (*server, error){
-	"iopool-lean": startLean,
-	"iopool-task": startTask,
-	"iopool-poll": startPoll,
-	"go-net":      startGoNet,
-	"gnet":        startGnet,
+// run until the process ends. Every one echoes what it reads. The iopool
+// servers run as shards pools when shards > 1 (see sharded).
+var impls = map[string]func(addr string, shards int) (*server, error){
+	"iopool-lean": sharded(startLean),
+	"iopool-task": sharded(startTask),
+	"iopool-poll": sharded(startPoll),
+	"go-net":      unsharded(startGoNet),
+	"gnet":        unsharded(startGnet),
+}
+
+// shardable reports whether impl can run as several pools.
+func shardable(impl string) bool { return strings.HasPrefix(impl, "iopool-") }
+
+// sharded runs an iopool server as shards pools, each on a locked thread
+// with an fd table of its own (unshare CLONE_FILES), so that each holds
+// up to RLIMIT_NOFILE sockets; they listen on one port with SO_REUSEPORT,
+// and the kernel spreads the connections over them.
+func sharded(one func(srv *server, addr string, own bool) error) func(string, int) (*server, error) {
+	return func(addr string, shards int) (*server, error) {
+		srv := &server{}
+		for range max(shards, 1) {
+			if err := one(srv, addr, shards > 1); err != nil {
+				return nil, err
+			}
+			addr = srv.addr // the next shards listen on the port the first got
+		}
+		return srv, nil
+	}
+}
+
+func unsharded(start func(addr string) (*server, error)) func(string, int) (*server, error) {
+	return func(addr string, shards int) (*server, error) {
+		if shards > 1 {
+			return nil, fmt.Errorf("-shards %d: only the iopool servers run as several pools", shards)
+		}
+		return start(addr)
+	}
 }
 
 func implNames() []string {
@@ -39,15 +70,27 @@ func implNames() []string {
 }
 
 // runPool runs serve as the root task of a new pool on its own goroutine
-// and returns once serve has called ready (or failed first).
-func runPool(srv *server, serve func(t *iopool.Task, ready func(addr string)) error) error {
-	p, err := iopool.New()
+// and returns once serve has called ready (or failed first). With own, the
+// pool runs on a locked thread that gets an fd table of its own before
+// serve runs: every fd serve opens lives there, and only the loop uses
+// them.
+func runPool(srv *server, own bool, serve func(t *iopool.Task, ready func(addr string)) error) error {
+	var opts []iopool.Option
+	if own {
+		opts = append(opts, iopool.WithLockOSThread())
+	}
+	p, err := iopool.New(opts...)
 	if err != nil {
 		return err
 	}
 	started := make(chan error, 1)
 	go func() {
 		err := p.Run(func(t *iopool.Task) error {
+			if own {
+				if err := unix.Unshare(unix.CLONE_FILES); err != nil {
+					return fmt.Errorf("unshare(CLONE_FILES): %w", err)
+				}
+			}
 			return serve(t, func(addr string) {
 				srv.addr = addr
 				started <- nil
@@ -58,8 +101,8 @@ func runPool(srv *server, serve func(t *iopool.Task, ready func(addr string)) er
 	return <-started
 }
 
-func listenTask(t *iopool.Task, addr string) (*iopool.Listener, error) {
-	return iopool.ListenConfig{Backlog: 65535}.Listen(t.Driver(), "tcp", addr)
+func listenTask(t *iopool.Task, addr string, reusePort bool) (*iopool.Listener, error) {
+	return iopool.ListenConfig{Backlog: 65535, ReusePort: reusePort}.Listen(t.Driver(), "tcp", addr)
 }
 
 // leanEcho is the whole state of an iopool-lean connection.
@@ -81,14 +124,13 @@ func (c *leanEcho) ServeReady(t *iopool.Task, s *iopool.Socket, buf []byte) erro
 	}
 }
 
-func startLean(addr string) (*server, error) {
-	srv := &server{}
+func startLean(srv *server, addr string, own bool) error {
 	lean := &iopool.LeanServer{NewConn: func(*iopool.Socket) iopool.ConnHandler {
 		srv.accepted.Add(1)
 		return &leanEcho{}
 	}}
-	return srv, runPool(srv, func(t *iopool.Task, ready func(string)) error {
-		l, err := listenTask(t, addr)
+	return runPool(srv, own, func(t *iopool.Task, ready func(string)) error {
+		l, err := listenTask(t, addr, own)
 		if err != nil {
 			return err
 		}
@@ -112,11 +154,10 @@ func (p *bufPool) get() []byte {
 
 func (p *bufPool) put(b []byte) { p.free = append(p.free, b) }
 
-func startTask(addr string) (*server, error) {
-	srv := &server{}
+func startTask(srv *server, addr string, own bool) error {
 	var bufs bufPool
-	return srv, runPool(srv, func(t *iopool.Task, ready func(string)) error {
-		l, err := listenTask(t, addr)
+	return runPool(srv, own, func(t *iopool.Task, ready func(string)) error {
+		l, err := listenTask(t, addr, own)
 		if err != nil {
 			return err
 		}
@@ -224,10 +265,9 @@ func (l *pollListener) Wake() {
 	}
 }
 
-func startPoll(addr string) (*server, error) {
-	srv := &server{}
-	return srv, runPool(srv, func(t *iopool.Task, ready func(string)) error {
-		fd, err := listenFd(addr)
+func startPoll(srv *server, addr string, own bool) error {
+	return runPool(srv, own, func(t *iopool.Task, ready func(string)) error {
+		fd, err := listenFd(addr, own)
 		if err != nil {
 			return err
 		}
@@ -250,7 +290,7 @@ func startPoll(addr string) (*server, error) {
 }
 
 // listenFd opens a nonblocking listening socket on a numeric IPv4 address.
-func listenFd(addr string) (int, error) {
+func listenFd(addr string, reusePort bool) (int, error) {
 	ta, err := net.ResolveTCPAddr("tcp4", addr)
 	if err != nil {
 		return -1, err
@@ -258,6 +298,9 @@ func listenFd(addr string) (int, error) {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return -1, err
+	}
+	if reusePort {
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
 	}
 	sa := &unix.SockaddrInet4{Port: ta.Port}
 	copy(sa.Addr[:], ta.IP.To4())
