@@ -40,6 +40,7 @@ type load struct {
 	events   []unix.EpollEvent
 	errors   int
 	rtts     []time.Duration // of the pings
+	idle     []time.Duration // the pings while the other connections were idle
 	pinging  bool            // a ping is in flight
 	nextPing time.Time
 	progress time.Time // when the last request completed
@@ -100,6 +101,7 @@ func clientMain(args []string) int {
 		l.base = k * perShard
 		l.n = min(perShard, cfg.n-l.base)
 		l.every = cfg.every * time.Duration(shards) // the same ping rate in all
+		l.window = max(cfg.window/shards, 1)        // and the same load
 		go l.run(shards > 1, finish, echoed, results, uint64(k))
 	}
 	connErrors := 0
@@ -107,17 +109,19 @@ func clientMain(args []string) int {
 		connErrors += <-echoed
 	}
 	fmt.Printf("echoed connected=%d errors=%d shards=%d\n", cfg.n-connErrors, connErrors, shards)
-	var rtts []time.Duration
+	var rtts, idle []time.Duration
 	errs := 0
 	for range shards {
 		l := <-results
 		errs += l.errors
 		rtts = append(rtts, l.rtts...)
+		idle = append(idle, l.idle...)
 	}
 	slices.Sort(rtts)
-	fmt.Printf("done errors=%d pings=%d rtt_p50_us=%d rtt_p99_us=%d rtt_max_us=%d client_rss_kb=%d\n",
+	slices.Sort(idle)
+	fmt.Printf("done errors=%d pings=%d rtt_p50_us=%d rtt_p99_us=%d rtt_max_us=%d idle_pings=%d idle_rtt_p50_us=%d idle_rtt_p99_us=%d client_rss_kb=%d\n",
 		errs, len(rtts), percentile(rtts, 0.50), percentile(rtts, 0.99), percentile(rtts, 1),
-		procKB("/proc/self/status", "VmRSS:"))
+		len(idle), percentile(idle, 0.50), percentile(idle, 0.99), procKB("/proc/self/status", "VmRSS:"))
 	return 0
 }
 
@@ -149,10 +153,12 @@ func (l *load) run(own bool, finish chan struct{}, echoed chan<- int, results ch
 	l.connectAll()
 	l.echoAll(1)
 	echoed <- l.errors
+	idleFrom := len(l.rtts)
 	for !isClosed(finish) || l.pinging {
 		l.maybePing()
 		l.wait(time.Millisecond)
 	}
+	l.idle = append([]time.Duration(nil), l.rtts[idleFrom:]...)
 	l.echoAll(2)
 	l.closeAll()
 	unix.Close(l.epfd)
