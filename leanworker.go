@@ -158,7 +158,7 @@ func (srv *LeanServer) rearm(c *leanConn) {
 	c.state = connIdle
 	srv.mu.Unlock()
 	cx := Context{waker: c}
-	if _, ok := c.sock.fr.PollReady(&cx, SlotRead, c.sock.read.events); ok {
+	if _, ok := c.sock.fr.PollReady(&cx, SlotRead, PollIn|PollRdHup); ok {
 		c.Wake()
 	}
 }
