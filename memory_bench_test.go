@@ -92,8 +92,10 @@ func closePairs(pairs [][2]int) {
 
 // BenchmarkIdleConnMemory reports the memory one idle connection costs:
 // registered with NewFdReady (poll layer), served by a task blocked in
-// Socket.Read (task layer), and served by a goroutine blocked in a net.Conn
-// Read (Go's goroutine-per-connection model), all in one run; and, as a
+// Socket.Read (task layer), served by a LeanServer whose handler has
+// returned (lean: no task while idle), and served by a goroutine blocked in
+// a net.Conn Read (Go's goroutine-per-connection model), all in one run;
+// and, as a
 // floor for the task layer, a bare iter.Pull coroutine suspended at its
 // first yield. Every case reuses goroutine descriptors (warmGoroutines).
 func BenchmarkIdleConnMemory(b *testing.B) {
