@@ -182,16 +182,6 @@ func percentile(sorted []time.Duration, q float64) int64 {
 	return sorted[i].Microseconds()
 }
 
-func (l *load) alive() int {
-	n := 0
-	for _, fd := range l.fds {
-		if fd >= 0 {
-			n++
-		}
-	}
-	return n
-}
-
 // fail counts an error on connection i and closes it.
 func (l *load) fail(i int32, why string, err error) {
 	l.errors++
