@@ -7,11 +7,14 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/iopool/iopool/internal/sys"
 )
 
 var errTestFail = errors.New("handler failed on purpose")
@@ -433,4 +436,61 @@ func (srv *LeanServer) settled() bool {
 		}
 	}
 	return true
+}
+
+// Close lands while a handler is inside its read system call (held there
+// by the fault seam): Close must wait for the syscall before the fd number
+// is closed, and the connection must end exactly once, in its worker.
+func TestLeanServerCloseWhileHandlerInReadSyscall(t *testing.T) {
+	h := startLean(t, 2, nil)
+	h.echo(t, 0, "warm")
+	var armed atomic.Bool
+	inRead, release := make(chan struct{}), make(chan struct{})
+	prev := sys.SetFaults(func(c sys.Call) error {
+		if c == sys.CallRead && armed.CompareAndSwap(true, false) {
+			close(inRead)
+			<-release
+		}
+		return nil
+	})
+	t.Cleanup(func() { sys.SetFaults(prev) })
+	armed.Store(true)
+	_, err := h.peers[0].Write([]byte("data"))
+	require.NoError(t, err)
+	<-inRead // the handler's TryRead holds a reference on the fd
+
+	closed := make(chan error, 1)
+	go func() { closed <- h.srv.Close() }()
+	var busy *leanConn
+	eventually(t, "Close marked the busy socket closing", func() bool {
+		h.srv.mu.Lock()
+		defer h.srv.mu.Unlock()
+		for c := h.srv.conns.head; c != nil; c = c.next {
+			if c.h == ConnHandler(h.conns[0]) {
+				busy = c
+			}
+		}
+		return busy != nil && busy.sock.fr.ref.closing()
+	})
+	select {
+	case <-closed:
+		t.Fatal("Close returned while a read syscall held the fd")
+	default:
+	}
+	close(release)
+	require.NoError(t, <-closed)
+
+	ended := map[int]error{}
+	for range 2 {
+		e := h.nextEnded(t)
+		require.NotContains(t, ended, e.id, "connection %d ended twice", e.id)
+		ended[e.id] = e.err
+	}
+	require.ErrorIs(t, ended[1], ErrClosed, "the idle connection")
+	if !errors.Is(ended[0], ErrClosed) && !errors.Is(ended[0], ErrCanceled) {
+		t.Fatalf("the busy connection ended with %v, want ErrClosed or ErrCanceled", ended[0])
+	}
+	h.requireEOF(t, 0)
+	h.requireEOF(t, 1)
+	eventually(t, "every worker ended", func() bool { return h.workers() == 0 })
 }
