@@ -23,11 +23,15 @@ var errTestFail = errors.New("handler failed on purpose")
 // "panic", "goexit", "fail" (returns an error) and "hold" (suspends its
 // worker until the harness's hold oneshot is sent or the worker canceled).
 type leanTestConn struct {
-	h  *leanHarness
-	id int
+	h        *leanHarness
+	id       int
+	spinning bool // "spin" was read: return at once, leaving the data
 }
 
 func (c *leanTestConn) ServeReady(t *Task, s *Socket, buf []byte) error {
+	if c.spinning {
+		return nil // readable still: queued again at once
+	}
 	for {
 		n, err := s.TryRead(buf)
 		if errors.Is(err, ErrWouldBlock) {
@@ -44,6 +48,9 @@ func (c *leanTestConn) ServeReady(t *Task, s *Socket, buf []byte) error {
 			runtime.Goexit()
 		case "fail":
 			return errTestFail
+		case "spin":
+			c.spinning = true
+			return nil
 		case "hold":
 			c.h.holding <- c.id
 			if _, err := c.h.hold.Recv(t); err != nil {
@@ -264,6 +271,22 @@ func TestLeanServerSuspendedHandlerDoesNotHoldOthers(t *testing.T) {
 	_, err = io.ReadFull(h.peers[0], got)
 	require.NoError(t, err)
 	require.Equal(t, "hold", string(got))
+}
+
+func TestLeanServerHandlerLeavingDataDoesNotStarveTheLoop(t *testing.T) {
+	h := startLean(t, 2, nil)
+	_, err := h.peers[0].Write([]byte("spin"))
+	require.NoError(t, err)
+	eventually(t, "connection 0 spinning", func() bool {
+		h.srv.mu.Lock()
+		defer h.srv.mu.Unlock()
+		return h.conns[0].spinning
+	})
+	_, err = h.peers[0].Write([]byte("x")) // never read: connection 0 stays ready
+	require.NoError(t, err)
+	for range 3 {
+		h.echo(t, 1, "served meanwhile")
+	}
 }
 
 func TestLeanServerMaxWorkersQueuesReadyConnections(t *testing.T) {

@@ -29,14 +29,26 @@ func (w *leanWorker) run(t *Task) (struct{}, error) {
 		size = 16 << 10
 	}
 	w.buf = make([]byte, size)
-	for {
+	for served := 1; ; served++ {
 		c, err := Await[*leanConn](t, w)
 		if err != nil || c == nil {
 			return struct{}{}, nil
 		}
 		w.serve(t, c)
+		// A queue that never empties (handlers that return with data left
+		// are queued again at once) must not keep the loop from its
+		// events, timers and other tasks.
+		if served%leanBatch == 0 {
+			if err := t.Yield(); err != nil {
+				return struct{}{}, nil
+			}
+		}
 	}
 }
+
+// leanBatch is how many connections a worker serves in a row before it
+// lets the loop run.
+const leanBatch = 64
 
 // Poll is ready with the next ready connection, or with nil when the
 // worker should end; it is pending while the queue is empty.
