@@ -44,6 +44,9 @@ func (p *Pool) runLoop(done func() bool) bool {
 				p.stats.timersFired.Add(uint64(n))
 			}
 		}
+		if p.tableReq != nil {
+			p.serveTaskTableLocked() // tasktable.go
+		}
 		if p.closing && !canceledAll {
 			canceledAll = true
 			p.cancelAllLocked()

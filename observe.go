@@ -144,7 +144,10 @@ type StallReport struct {
 	// outside package iopool of the call in which it last suspended
 	// ("function (file:line)"), or "start of the task" for its first run.
 	Resumed string
-	Stack   string // the whole stack of that call, one frame per line
+	// SpawnedAt is where the task was spawned, as the task table says it
+	// (TaskInfo.SpawnedAt).
+	SpawnedAt string
+	Stack     string // the whole stack of that call, one frame per line
 }
 
 // WithStallReport reports every run of a task that lasts longer than
@@ -185,7 +188,7 @@ func (st *stallState) recordSuspend() {
 // watchedRun is the task run in progress, for the watchdog.
 type watchedRun struct {
 	mu       sync.Mutex
-	task     string      // mu
+	task     *Task       // mu
 	start    time.Time   // mu: zero when no task runs
 	pcs      [32]uintptr // mu: where it resumed
 	n        int         // mu
@@ -201,7 +204,7 @@ func (p *Pool) resumeWatched(t *Task) (out runOutcome) {
 	}
 	w := &p.obs.run
 	w.mu.Lock()
-	w.task, w.n, w.reported = t.name, copy(w.pcs[:], e.stall.pcs[:e.stall.n]), false
+	w.task, w.n, w.reported = t, copy(w.pcs[:], e.stall.pcs[:e.stall.n]), false
 	w.start = time.Now()
 	start := w.start
 	w.mu.Unlock()
@@ -215,7 +218,7 @@ func (p *Pool) resumeWatched(t *Task) (out runOutcome) {
 	pcs, n := w.pcs, w.n
 	w.mu.Unlock()
 	if d > p.opts.obs.stallThreshold {
-		p.reportStall(StallReport{Task: t.name, Duration: d}, pcs[:n])
+		p.reportStall(StallReport{Task: t.name, SpawnedAt: t.spawnedAt(), Duration: d}, pcs[:n])
 	}
 	return out
 }
@@ -239,9 +242,11 @@ func (p *Pool) watchStalls(closed <-chan struct{}) {
 			continue
 		}
 		w.reported = true
-		r := StallReport{Task: w.task, Duration: time.Since(w.start), Running: true}
+		t := w.task
+		r := StallReport{Task: t.name, Duration: time.Since(w.start), Running: true}
 		pcs, n := w.pcs, w.n
 		w.mu.Unlock()
+		r.SpawnedAt = t.spawnedAt()
 		p.reportStall(r, pcs[:n])
 	}
 }
@@ -276,5 +281,5 @@ func (p *Pool) reportStall(r StallReport, pcs []uintptr) {
 		l = slog.Default()
 	}
 	l.Warn("iopool: task stalled the pool", "pool", r.Pool, "task", r.Task, "duration", r.Duration,
-		"running", r.Running, "resumed", r.Resumed)
+		"running", r.Running, "resumed", r.Resumed, "spawned_at", r.SpawnedAt)
 }

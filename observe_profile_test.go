@@ -196,6 +196,7 @@ func TestStallReportNamesTheSpinningTask(t *testing.T) {
 	require.Contains(t, spin.Resumed, "TestStallReportNamesTheSpinningTask", "resumed in the test's task function, after its Yield")
 	require.Contains(t, spin.Resumed, "observe_profile_test.go:")
 	require.Contains(t, spin.Stack, "iopool.(*Task).Yield")
+	require.Contains(t, spin.SpawnedAt, "observe_profile_test.go:", "named as the task table names it")
 
 	_, err := New(WithStallReport(0, nil))
 	require.ErrorContains(t, err, "WithStallReport(0s): want a threshold > 0")
@@ -227,6 +228,7 @@ func TestStallReportWhileTheTaskStillRuns(t *testing.T) {
 		}
 		require.Equal(t, "pool", r.Pool, "an unnamed pool")
 		require.Equal(t, "start of the task", r.Resumed)
+		require.Contains(t, r.SpawnedAt, "observe_profile_test.go:")
 		require.Greater(t, r.Duration, 20*time.Millisecond)
 		if r.Running {
 			running++

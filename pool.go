@@ -27,6 +27,7 @@ type options struct {
 	// is not running before it fails with ErrNotRunning (see parkOn).
 	notRunningBound time.Duration
 	virtualClock    bool // WithVirtualClock (clock.go)
+	spawnSites      bool // WithSpawnSites (tasktable.go)
 }
 
 const (
@@ -120,6 +121,7 @@ type Pool struct {
 	loopExit  chan struct{}         // closed when the loop goroutine has exited
 	closeEnd  chan struct{}         // closed when Close has finished
 	onClose   []*closeHook          // mu: run by Close after the tasks end, before the fds are released
+	tableReq  *taskTableRequest     // mu: a Tasks call waiting for the loop (tasktable.go)
 
 	// Loop-only state: touched by the goroutine driving the loop.
 	events        []unix.EpollEvent

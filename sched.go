@@ -48,11 +48,13 @@ func (p *Pool) resume(t *Task) {
 		}
 		c = p.takeCoroutine()
 		c.task, t.co = t, c
+		c.awaiting, c.polls, c.started = nil, 0, p.monoNow() // tasktable.go
 	}
 	if p.current.Load() != t {
 		p.current.Store(t) // cleared by the loop before it takes its lock
 	}
 	w := t.wake.Load() // not 0: t was on the run queue
+	c.polls++
 	var out runOutcome
 	if p.opts.obs.stallThreshold == 0 {
 		out = runTask(c)
@@ -67,7 +69,7 @@ func (p *Pool) resume(t *Task) {
 		}
 		return
 	}
-	t.co, c.task = nil, nil
+	t.co, c.task, c.awaiting = nil, nil, nil
 	if out == runReturned {
 		p.idleCoroutine(c)
 	} else {

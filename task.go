@@ -66,6 +66,7 @@ type taskExt struct {
 	uringRes opResult           // loop only: the result of the task's io_uring operation in flight (uring_ops.go)
 	parent   context.Context    // SpawnContext's ctx, or nil; set before the task starts
 	stall    *stallState        // loop/task: where it suspended; only WithStallReport
+	site     *spawnSite         // WithSpawnSites: where it was spawned; set before the task is queued
 	ctxMu    sync.Mutex         // guards ctx and cancel
 	ctx      context.Context    // created by Context()
 	cancel   context.CancelFunc // cancels ctx
@@ -117,6 +118,9 @@ func newTask(p *Pool, name string, r taskRunner) *Task {
 func (t *Task) init(p *Pool, name string, r taskRunner) {
 	t.pool, t.name, t.runner = p, name, r
 	t.cx.waker = t
+	if p.opts.spawnSites {
+		t.recordSpawnSite() // tasktable.go
+	}
 }
 
 // Name returns the name the task was spawned with.
@@ -165,6 +169,11 @@ type coroutine struct {
 
 	labeled   bool   // its goroutine carries the pprof labels of a task named labelName
 	labelName string // coroutine only
+
+	// For the task table (tasktable.go), of the task it runs; loop only.
+	awaiting any    // the future of the task's await in progress
+	polls    uint32 // times the task was resumed
+	started  int64  // pool clock ns of the task's first run
 }
 
 // body is the coroutine: it runs its task, and then the next one the loop
@@ -331,6 +340,7 @@ func Await[T any](t *Task, fut Future[T]) (T, error) {
 		if v, ok := fut.Poll(&t.cx); ok {
 			return v, nil
 		}
+		t.co.awaiting = fut // for Pool.Tasks: what it waits on
 		t.suspend()
 	}
 }

@@ -168,6 +168,8 @@ type opResult struct {
 	res    int32
 	done   bool  // the final CQE was consumed: res holds its result
 	closed bool  // Close canceled the operation (Completions only)
+	opcode uint8 // the operation's opcode, for the task table (tasks only)
+	fd     int32 // the operation's fd, for the task table (tasks only)
 	waker  Waker // woken when done
 }
 

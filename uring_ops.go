@@ -48,7 +48,7 @@ func (u *Uring) checkPool(t *Task) {
 // empty, the opcode) names the operation in its error.
 func (u *Uring) run(t *Task, name string, op *uringOp, sqe *uring.SQE) (int32, error) {
 	r := &t.extra().uringRes
-	*r = opResult{}
+	*r = opResult{opcode: sqe.Opcode, fd: sqe.Fd}
 	op.result = r
 	u.push(op, sqe)
 	if _, err := Await[struct{}](t, (*opWait)(r)); err != nil && !r.done {
