@@ -164,7 +164,7 @@ func btoi(v bool) int {
 //
 // On a 2-core machine the clients share the cores with the pools, so this
 // measures the server's CPU per request under contention, not a throughput
-// that scales: see docs/benchmarks.md.
+// that scales: see docs/groups.md.
 func BenchmarkGroupEcho(b *testing.B) {
 	raiseNofile(b, 1200)
 	for _, conns := range []int{64, 256} {

@@ -13,7 +13,7 @@ import (
 // its P on one scheduling tick for 10 ms and takes it by force (see
 // passScheduler); an unlocked loop passes at every sleep anyway
 // (Gosched) and keeps no record. The runtime's side of it (sysmon's
-// retakes) cannot be observed from a test: docs/benchmarks.md has the
+// retakes) cannot be observed from a test: docs/locked-loop.md has the
 // system-call counts.
 func TestRegressionLockedLoopPassesTheSchedulerBeforeSleeping(t *testing.T) {
 	for _, locked := range []bool{true, false} {

@@ -48,9 +48,17 @@ func TestCompareRunsEveryServer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	out := filepath.Join(t.TempDir(), "out")
+	// A section written by another tool, to be included verbatim.
+	conns := "## A million connections\n\nwritten by bench/cmd/conns | kept as is\n"
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(out, "conns.md"), []byte(conns), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	cmd := exec.CommandContext(ctx, filepath.Join(dir, "compare"), "-server", filepath.Join(dir, "echoserver"),
 		"-echo", filepath.Join(dir, "echo"), "-points", "3x64x2", "-duration", "150ms", "-reps", "1",
-		"-http", "3", "-idle", "50", "-out", out)
+		"-http", "3", "-idle", "50", "-inproc", "1", "-inproc-requests", "200", "-out", out)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
@@ -111,10 +119,18 @@ func TestCompareRunsEveryServer(t *testing.T) {
 			t.Errorf("net/http %s served nothing", h.Impl)
 		}
 	}
-	md, _ := os.ReadFile(filepath.Join(out, "results.md"))
-	for _, want := range []string{"Locked ÷ unlocked", "÷ rawepoll", "net/http", "3 × 64 B ×2 pipelined"} {
+	md, _ := os.ReadFile(filepath.Join(out, "benchmarks.md"))
+	for _, want := range []string{"Locked ÷ unlocked", "÷ the floor", "Geometric means", "net/http", "3 × 64 B ×2 pipelined", "Load average", "CPU: "} {
 		if !bytes.Contains(md, []byte(want)) {
-			t.Errorf("results.md lacks %q", want)
+			t.Errorf("benchmarks.md lacks %q", want)
+		}
+	}
+	if !bytes.Contains(md, []byte(conns)) {
+		t.Errorf("benchmarks.md does not include conns.md verbatim")
+	}
+	for _, impl := range []string{"gonet", "pool-unlocked", "pool-locked"} {
+		if !bytes.Contains(md, []byte("| "+impl+" | ")) {
+			t.Errorf("benchmarks.md lacks the in-process net/http row of %s", impl)
 		}
 	}
 	if st, err := os.Stat(filepath.Join(out, "benchmarks.svg")); err != nil || st.Size() == 0 {

@@ -16,7 +16,15 @@
 // in flight per connection (pipelined: the client writes that many
 // messages at once and reads all the echoes back).
 //
-// It writes results.json, results.md and benchmarks.svg to -out.
+// Then it runs the library's in-process net/http benchmark
+// (BenchmarkNetHTTP: Go net against a started pool, unlocked and locked,
+// client and server in one process), -inproc times.
+//
+// It writes benchmarks.md (every table of it, and the machine: CPU model,
+// kernel, Go version, load average), results.json and benchmarks.svg to
+// -out. benchmarks.md includes -out's conns.md verbatim, if there is one,
+// as its section on a million connections. -quick runs a short version
+// (three points, one repetition, shorter windows) for development.
 package main
 
 import (
@@ -51,6 +59,9 @@ type Config struct {
 	Out      string
 	Server   string // a built cmd/echoserver; built into a temp dir if empty
 	Echo     string // a built examples/echo; built into a temp dir if empty
+	InProc   int    // runs of the in-process net/http benchmark; 0 skips it
+	InProcN  int    // requests per server and run of the in-process benchmark
+	Quick    bool   // the short development run
 }
 
 // LoadPoint is one load: Conns connections sending Size-byte messages,
@@ -97,22 +108,25 @@ type Idle struct {
 
 // Results is everything one run measured.
 type Results struct {
-	Machine  string  `json:"machine"`
-	Duration string  `json:"duration_per_rep"`
-	Reps     int     `json:"reps"`
-	Points   []Point `json:"points"`
-	HTTP     []Point `json:"http"` // Conns is the number of clients, Size 0 (1–3 KB bodies)
-	Idle     []Idle  `json:"idle"`
+	Machine  Machine  `json:"machine"`
+	Quick    bool     `json:"quick"`
+	Duration string   `json:"duration_per_rep"`
+	Reps     int      `json:"reps"`
+	Points   []Point  `json:"points"`
+	HTTP     []Point  `json:"http"` // Conns is the number of clients, Size 0 (1–3 KB bodies)
+	Idle     []Idle   `json:"idle"`
+	InProc   []InProc `json:"http_in_process"`
 }
 
 // The echo servers. Those with a loop of their own run locked and unlocked.
 var (
-	baseImpls  = []string{"iopool-poll", "iopool-task", "echo", "rawepoll", "gonet", "gnet"}
-	loopImpls  = []string{"iopool-poll", "iopool-task", "echo", "rawepoll", "http-netconn"}
-	httpImpls  = []string{"http-gonet", "http-netconn/locked", "http-netconn/unlocked"}
-	defPoints  = "1x64,16x64,64x64,256x64,1000x64,64x4096,16x64x8"
-	execOnCPU  = "-exec-on-cpu" // compare -exec-on-cpu N BIN ARGS...: run BIN pinned to CPU N
-	serverCPUs = func() int { return runtime.NumCPU() - 1 }
+	baseImpls   = []string{"iopool-poll", "iopool-task", "echo", "rawepoll", "gonet", "gnet"}
+	loopImpls   = []string{"iopool-poll", "iopool-task", "echo", "rawepoll", "http-netconn"}
+	httpImpls   = []string{"http-gonet", "http-netconn/locked", "http-netconn/unlocked"}
+	defPoints   = "1x64,16x64,64x64,256x64,1000x64,64x4096,16x64x8"
+	quickPoints = "1x64,64x64,16x64x8"
+	execOnCPU   = "-exec-on-cpu" // compare -exec-on-cpu N BIN ARGS...: run BIN pinned to CPU N
+	serverCPUs  = func() int { return runtime.NumCPU() - 1 }
 )
 
 // variants expands a server name to its locked and unlocked variants.
@@ -149,13 +163,27 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	duration := fs.Duration("duration", time.Second, "measured time per point and rep")
 	reps := fs.Int("reps", 3, "repetitions per point (the median is reported)")
 	idle := fs.Int("idle", 10000, "idle connections for the memory measurement (0 skips it)")
-	out := fs.String("out", "", "directory for results.json, results.md and benchmarks.svg")
+	out := fs.String("out", "", "directory for benchmarks.md, results.json and benchmarks.svg (benchmarks.md includes its conns.md)")
+	inproc := fs.Int("inproc", 3, "runs of the in-process net/http benchmark (0 skips it)")
+	inprocN := fs.Int("inproc-requests", 20000, "requests per server and run of the in-process net/http benchmark")
+	quick := fs.Bool("quick", false, "a short run for development: -points "+quickPoints+" -duration 300ms -reps 1 -idle 1000 -inproc 1 -inproc-requests 5000, unless given")
 	server := fs.String("server", "", "a built cmd/echoserver binary (default: build one)")
 	echo := fs.String("echo", "", "a built examples/echo binary (default: build one)")
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
 	}
-	cfg := Config{HTTP: *httpClients, Duration: *duration, Reps: *reps, Idle: *idle, Out: *out, Server: *server, Echo: *echo}
+	if *quick {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		for name, v := range map[string]string{"points": quickPoints, "duration": "300ms", "reps": "1", "idle": "1000",
+			"inproc": "1", "inproc-requests": "5000"} {
+			if !set[name] {
+				_ = fs.Set(name, v)
+			}
+		}
+	}
+	cfg := Config{HTTP: *httpClients, Duration: *duration, Reps: *reps, Idle: *idle, Out: *out, Server: *server, Echo: *echo,
+		InProc: *inproc, InProcN: *inprocN, Quick: *quick}
 	bad := func(format string, a ...any) (Config, error) {
 		err := fmt.Errorf(format, a...)
 		fmt.Fprintln(stderr, "compare:", err)
@@ -198,8 +226,8 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	if slices.Contains(cfg.Pin, true) && runtime.NumCPU() < 2 {
 		return bad("-pin %s needs two CPUs, this machine has %d", *pin, runtime.NumCPU())
 	}
-	if cfg.Duration <= 0 || cfg.Reps < 1 || cfg.Idle < 0 || cfg.HTTP < 0 || cfg.HTTP > 10000 {
-		return bad("-duration, -reps must be positive, -idle not negative, -http in 0..10000")
+	if cfg.Duration <= 0 || cfg.Reps < 1 || cfg.Idle < 0 || cfg.HTTP < 0 || cfg.HTTP > 10000 || cfg.InProc < 0 || cfg.InProcN < 1 {
+		return bad("-duration, -reps, -inproc-requests must be positive, -idle and -inproc not negative, -http in 0..10000")
 	}
 	return cfg, nil
 }
@@ -245,7 +273,7 @@ func run(ctx context.Context, cfg Config, stdout io.Writer) error {
 			return fmt.Errorf("building %s (run compare from the bench directory): %w", b.pkg, err)
 		}
 	}
-	res := Results{Machine: machine(), Duration: cfg.Duration.String(), Reps: cfg.Reps}
+	res := Results{Machine: machineInfo(), Quick: cfg.Quick, Duration: cfg.Duration.String(), Reps: cfg.Reps}
 	fmt.Fprintln(stdout, res.Machine)
 	for _, pinned := range cfg.Pin {
 		if err := pinClient(pinned); err != nil {
@@ -293,6 +321,15 @@ func run(ctx context.Context, cfg Config, stdout io.Writer) error {
 			fmt.Fprintf(stdout, "%-22s %6d %14.0f\n", impl, id.Conns, id.BytesPerCon)
 		}
 	}
+	if cfg.InProc > 0 {
+		fmt.Fprintf(stdout, "\nnet/http in one process (BenchmarkNetHTTP, %d requests over 50 connections)\n", cfg.InProcN)
+		res.InProc, err = measureInProc(ctx, dir, cfg.InProc, cfg.InProcN, os.Stdout)
+		if err != nil {
+			return err
+		}
+	}
+	res.Machine.LoadEnd = loadAvg()
+	fmt.Fprintf(stdout, "\nload average at the end: %s\n", res.Machine.LoadEnd)
 	if cfg.Out != "" {
 		return writeOutputs(cfg.Out, res)
 	}
@@ -357,20 +394,6 @@ func median(v []float64) float64 {
 		return s[len(s)/2]
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-func machine() string {
-	var u unix.Utsname
-	_ = unix.Uname(&u)
-	return fmt.Sprintf("Linux %s, %d CPUs, %s", unix.ByteSliceToString(u.Release[:]), runtime.NumCPU(), goVersion())
-}
-
-func goVersion() string {
-	out, err := exec.Command("go", "env", "GOVERSION").Output()
-	if err != nil {
-		return "go (unknown version)"
-	}
-	return strings.TrimSpace(string(out))
 }
 
 func raiseNofile() {

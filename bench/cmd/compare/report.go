@@ -2,7 +2,9 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -20,7 +22,11 @@ func writeOutputs(dir string, res Results) error {
 	if err := os.WriteFile(filepath.Join(dir, "results.json"), append(js, '\n'), 0o644); err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(dir, "results.md"), []byte(markdown(res)), 0o644); err != nil {
+	conns, err := os.ReadFile(filepath.Join(dir, connsFile))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "benchmarks.md"), []byte(document(res, string(conns))), 0o644); err != nil {
 		return err
 	}
 	return os.WriteFile(filepath.Join(dir, "benchmarks.svg"), []byte(chart(res)), 0o644)
@@ -79,81 +85,6 @@ func (t table) rows(b *strings.Builder, cols []string, cell func(lp LoadPoint, i
 		b.WriteString("\n")
 	}
 	b.WriteString("\n")
-}
-
-func markdown(res Results) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "Machine: %s. Medians of %d interleaved repetitions of %s each.\n\n", res.Machine, res.Reps, res.Duration)
-	for _, pinned := range []bool{true, false} {
-		t := tableOf(res.Points, pinned)
-		if len(t.points) == 0 {
-			continue
-		}
-		fmt.Fprintf(&b, "## %s\n\n", upperFirst(modeName(pinned)))
-		b.WriteString("Server CPU µs per request:\n\n")
-		t.rows(&b, t.impls, func(lp LoadPoint, impl string) string {
-			if p, ok := t.at[lp][impl]; ok {
-				return fmt.Sprintf("%.2f", p.CPUPerReq)
-			}
-			return ""
-		})
-		b.WriteString("Server CPU per request ÷ rawepoll's (the lower of its locked and unlocked):\n\n")
-		t.rows(&b, t.impls, func(lp LoadPoint, impl string) string {
-			p, ok := t.at[lp][impl]
-			if f := t.floor(lp); ok && f > 0 {
-				return fmt.Sprintf("%.2f", p.CPUPerReq/f)
-			}
-			return ""
-		})
-		var pairs []string
-		for _, impl := range t.impls {
-			if base, ok := strings.CutSuffix(impl, "/locked"); ok && slices.Contains(t.impls, base+"/unlocked") {
-				pairs = append(pairs, base)
-			}
-		}
-		if len(pairs) > 0 {
-			b.WriteString("Locked ÷ unlocked server CPU per request:\n\n")
-			t.rows(&b, pairs, func(lp LoadPoint, base string) string {
-				l, u := t.at[lp][base+"/locked"], t.at[lp][base+"/unlocked"]
-				if u.CPUPerReq > 0 {
-					return fmt.Sprintf("%.2f", l.CPUPerReq/u.CPUPerReq)
-				}
-				return ""
-			})
-		}
-		b.WriteString("Requests/s / p99 µs (the client is the bottleneck):\n\n")
-		t.rows(&b, t.impls, func(lp LoadPoint, impl string) string {
-			if p, ok := t.at[lp][impl]; ok {
-				return fmt.Sprintf("%.0f / %.0f", p.ReqPerSec, p.P99Micros)
-			}
-			return ""
-		})
-	}
-	if len(res.HTTP) > 0 {
-		b.WriteString("## net/http: keep-alive clients POSTing 1–3 KB bodies\n\n")
-		b.WriteString("| mode | server | clients | req/s | ÷ Go net | p99 µs | server CPU µs/req |\n|---|---|---:|---:|---:|---:|---:|\n")
-		for _, p := range res.HTTP {
-			ratio := ""
-			for _, q := range res.HTTP {
-				if q.Impl == "http-gonet" && q.Pinned == p.Pinned && q.ReqPerSec > 0 {
-					ratio = fmt.Sprintf("%.2f", p.ReqPerSec/q.ReqPerSec)
-				}
-			}
-			mode := "unpinned"
-			if p.Pinned {
-				mode = "pinned"
-			}
-			fmt.Fprintf(&b, "| %s | %s | %d | %.0f | %s | %.0f | %.2f |\n", mode, p.Impl, p.Conns, p.ReqPerSec, ratio, p.P99Micros, p.CPUPerReq)
-		}
-		b.WriteString("\n")
-	}
-	if len(res.Idle) > 0 {
-		b.WriteString("## Memory per idle connection (unpinned)\n\n| server | idle connections | RSS bytes per connection |\n|---|---:|---:|\n")
-		for _, id := range res.Idle {
-			fmt.Fprintf(&b, "| %s | %d | %.0f |\n", id.Impl, id.Conns, id.BytesPerCon)
-		}
-	}
-	return b.String()
 }
 
 func upperFirst(s string) string {

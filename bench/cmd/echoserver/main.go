@@ -9,7 +9,7 @@
 // same rules as iopool: the floor for Go), gonet (Go net, a goroutine per
 // connection) and gnet (gnet v2, one event loop, its default: not locked to
 // a thread). HTTP servers: http-gonet (net/http over Go net) and
-// http-netconn (the same handler over iopool NetConns accepted by a pool).
+// http-netconn (the same handler over a started pool's NetListener).
 // The servers with a loop of their own (iopool-*, rawepoll, http-netconn)
 // run it on a locked OS thread unless -lock=false. All run with the
 // default GOMAXPROCS. It prints "ready" once listening and serves until
