@@ -67,12 +67,17 @@ func BenchmarkNetHTTP(b *testing.B) {
 			}
 			require.NoError(b, run(2*httpBenchClients))
 			b.ResetTimer()
+			cpu0 := processCPU()
 			start := time.Now()
 			err := run(int64(b.N))
 			elapsed := time.Since(start)
+			cpu := processCPU() - cpu0
 			b.StopTimer()
 			require.NoError(b, err)
 			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "req/s")
+			// On a shared machine requests/s follows the CPU the process
+			// gets; the CPU (client and server) per request does not.
+			b.ReportMetric(float64(cpu)/1e3/float64(b.N), "cpu-µs/req")
 		})
 	}
 }

@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -41,6 +43,20 @@ const (
 // affinity, timer slack) stays in force for all of them, and the thread
 // exits when the pool closes.
 //
+// When to use it: when the tasks need the thread — a network namespace
+// entered with setns, a CPU the thread is pinned to (WithCPU implies it),
+// other per-thread state — or in a thread-per-core server whose tasks do
+// the work; for fd work (sockets, timers, io_uring) a locked loop costs what
+// an unlocked one does. Leave it off when goroutines do the work: net/http,
+// gRPC or TLS over Listener.NetListener, NetConn, a Chan or Oneshot that
+// goroutines wait on, Handle.Wait, BlockOn. A goroutine the pool wakes
+// cannot run on the locked thread, so every such wake is a hand-off to
+// another thread, where an unlocked loop runs the goroutine on its own
+// thread before it sleeps. A locked loop that woke a goroutine hands its P
+// over (runtime.Gosched) before it sleeps, and passes through the scheduler
+// at least every 5 ms (see passScheduler). docs/benchmarks.md measures both
+// kinds of loop; docs/locked-loop.md explains the hand-off.
+//
 // This is the way to keep a task on one thread. A task must not call
 // runtime.LockOSThread (or UnlockOSThread) and then await while the
 // calls are unbalanced: a task is a coroutine, the Go runtime switches
@@ -48,28 +64,6 @@ const (
 // ends the process ("fatal error: coro: OS thread locking must match
 // locking at coroutine creation") at the task's next suspension. The runtime
 // offers no cheap way to detect it before (see Task).
-//
-// What it costs. For fd work (sockets, timers, io_uring) a locked loop costs
-// what an unlocked one does: the echo servers of docs/benchmarks.md use
-// about the same CPU per request either way. Waking a plain goroutine from
-// the pool costs more: a Chan or Oneshot a goroutine waits on, a NetConn's
-// reader or writer, Handle.Wait, BlockOn. The woken goroutine cannot run on
-// the locked thread, so it needs another thread, and the Go runtime's ways
-// of moving it there are slow: a stealing thread that looks before the
-// loop is back in epoll_wait backs off with usleep(3), which the default
-// 50 µs timer slack of Go's threads stretches to about 55 µs, and the
-// runtime's monitor takes the loop's P out of epoll_wait only after a tick
-// of 20 µs or more. A locked loop therefore hands its P over (Gosched)
-// before it sleeps when it has woken a goroutine, and at least every 5 ms
-// (see passScheduler); an unlocked loop instead runs the goroutines it woke
-// on its own thread before it sleeps. Measured on 2 busy vCPUs
-// (BenchmarkRemoteRoundTrip, a goroutine and a task answering each other
-// through Chans): about 3 µs a round trip unlocked and 12–15 µs locked (33–39
-// µs before the hand-over); two bare threads waking each other through
-// eventfds (BenchmarkRawEventfdEpollPingPong), the floor for any design in
-// which the goroutine runs on another thread, take 5.6–10 µs. Prefer an
-// unlocked pool when tasks and goroutines talk on every request; net/http
-// over NetConn measures about the same either way (docs/benchmarks.md).
 func WithLockOSThread() Option {
 	return func(o *options) error { o.lockOSThread = true; return nil }
 }
@@ -136,6 +130,12 @@ type Pool struct {
 	lastHarvest   int64                // loop only: real ns since epoch of the last harvest (loop.go)
 	passed        int64                // pool clock ns of a locked loop's last pass through the Go scheduler
 	wokeGoroutine bool                 // a parked goroutine was woken since the last sleep
+	parked        *os.File             // an unlocked loop's epoll fd as the runtime polls it (waitParked); closed by release
+	parkedRaw     syscall.RawConn      // parked's
+	parkedFailed  bool                 // the runtime refused parked: wait in epoll_wait
+	parkedLook    func(uintptr) bool   // p.lookWithoutBlocking, made once
+	parkedN       int                  // events found by parkedLook
+	parkWakesSeen uint64               // parkWakes at the last waitParked
 
 	stats poolStats
 	obs   observeState
@@ -379,6 +379,10 @@ func (p *Pool) release() error {
 		// On the loop goroutine: a single-issuer ring takes no calls from
 		// other threads.
 		p.onLoop(func() { errs = append(errs, u.close()) })
+	}
+	if p.parked != nil {
+		// The loop has stopped: nothing waits on it.
+		errs = append(errs, p.parked.Close())
 	}
 	errs = append(errs, p.be.close())
 	return errors.Join(errs...)
