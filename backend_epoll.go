@@ -132,17 +132,6 @@ func (b *epollBackend) wait(events []unix.EpollEvent, timeoutNs int64) (int, err
 	return sys.EpollWait(b.epfd, events, timeoutNs)
 }
 
-// dupEpollFd returns a second fd for the epoll instance, close-on-exec,
-// owned by the caller (an unlocked loop hands it to the Go runtime's
-// poller: see Pool.waitParked). Loop only, like wait.
-func (b *epollBackend) dupEpollFd() (int, error) {
-	fd, err := unix.FcntlInt(uintptr(b.epfd), unix.F_DUPFD_CLOEXEC, 0)
-	if err != nil {
-		return -1, os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", err)
-	}
-	return fd, nil
-}
-
 // drain resets the eventfd after the loop saw its token. Loop only, like
 // wait. EAGAIN means it was drained already, which is fine.
 func (b *epollBackend) drain() {

@@ -22,7 +22,6 @@ package iopool
 
 import (
 	"fmt"
-	"os"
 	"runtime"
 	"time"
 
@@ -182,10 +181,9 @@ func (p *Pool) runCycle(freeing []*fdOp) (completed bool) {
 const preciseWaitBelow = 2_000_000 // ns
 
 // wait blocks in epoll until an event or the deadline, and returns the
-// number of events. An unlocked loop that woke a goroutine in this cycle
-// parks in the Go runtime's netpoller instead (waitParked); otherwise it
-// polls once without blocking first, so that a busy loop skips the
-// hand-off below. EINTR is retried with the remaining time.
+// number of events. An unlocked loop polls once without blocking first, so
+// that a busy loop skips the hand-off below; EINTR is retried with the
+// remaining time.
 func (p *Pool) wait(deadline int64, hasDeadline bool) int {
 	p.stats.sleeps.Add(1)
 	if hasDeadline && deadline <= p.monoNow() {
@@ -193,8 +191,6 @@ func (p *Pool) wait(deadline int64, hasDeadline bool) int {
 	}
 	if p.opts.lockOSThread {
 		p.passScheduler()
-	} else if n, ok := p.waitParked(deadline, hasDeadline); ok {
-		return n
 	} else {
 		// Look first without blocking: a busy loop finds events and goes
 		// on without the hand-off. A locked loop has no hand-off to skip,
@@ -240,102 +236,6 @@ func (p *Pool) wait(deadline int64, hasDeadline bool) int {
 			return 0
 		}
 	}
-}
-
-// waitParked waits for an event the way a goroutine of package net waits:
-// parked in the Go runtime's netpoller on the pool's epoll fd (which is
-// readable while events are pending), rather than blocked in epoll_wait.
-// It reports false, having waited at most until preciseWaitBelow before the
-// deadline, when the caller must finish the wait itself: the deadline is
-// that close, the runtime could not take the fd, or no parked goroutine
-// was woken since the loop last slept (by the loop, a task, or anyone in
-// the process: parkWakes). Unlocked loops only.
-//
-// Why. A goroutine blocked in a system call keeps its P. The goroutines the
-// loop has just made runnable (NetConn readers and writers, BlockOn,
-// RecvWait) and those the runtime readies meanwhile wait on that P until
-// the runtime's monitor takes it (a tick of 20 µs to 10 ms) or another
-// thread steals them: on two CPUs the pool holds half of the process's Ps
-// while it sleeps. Parked in the netpoller, the loop goroutine holds no P
-// and no thread; it is made runnable by the runtime's own poll, like any
-// goroutine waiting on a socket, and the goroutines it woke run at once.
-// The cost: a wake-up goes through the runtime's own epoll_wait and
-// scheduler, one more system call and a goroutine switch, which a loop
-// that serves only tasks (an echo server) does not need: it waits in
-// epoll_wait as before unless a goroutine was woken since its last sleep. The
-// runtime's poll takes whole milliseconds, so a timed wait spends its
-// last preciseWaitBelow in the precise wait; and a pool has one more fd.
-func (p *Pool) waitParked(deadline int64, hasDeadline bool) (int, bool) {
-	woke := p.wokeGoroutine
-	p.wokeGoroutine = false
-	if n := parkWakes.Load(); n != p.parkWakesSeen {
-		p.parkWakesSeen, woke = n, true
-	}
-	if !woke {
-		return 0, false
-	}
-	var wake time.Time
-	if hasDeadline {
-		left := deadline - p.monoNow()
-		if left <= preciseWaitBelow {
-			return 0, false
-		}
-		wake = time.Now().Add(time.Duration(left - preciseWaitBelow))
-	}
-	if p.parked == nil && !p.openParkedWait() {
-		return 0, false
-	}
-	if err := p.parked.SetReadDeadline(wake); err != nil {
-		return 0, false
-	}
-	p.parkedN = 0
-	err := p.parkedRaw.Read(p.parkedLook)
-	return p.parkedN, err == nil && p.parkedN > 0
-}
-
-// lookWithoutBlocking is waitParked's look at the epoll set, made when the
-// runtime's poller says it is readable (and once before it waits). Kept in
-// p.parkedLook so that a wait allocates no closure.
-func (p *Pool) lookWithoutBlocking(uintptr) bool {
-	p.parkedN = p.epollWait(0)
-	return p.parkedN > 0
-}
-
-// openParkedWait gives the runtime's netpoller a duplicate of the pool's
-// epoll fd, owned by p.parked and closed by release; the original stays
-// the backend's. It reports whether the runtime took it; if not, the loop
-// waits in epoll_wait as a locked one does.
-func (p *Pool) openParkedWait() bool {
-	if p.parkedFailed {
-		return false
-	}
-	p.parkedFailed = true // until it worked
-	fd, err := p.be.dupEpollFd()
-	if err != nil {
-		return false
-	}
-	// O_NONBLOCK on the epoll file makes os.NewFile register it with the
-	// runtime's poller; epoll_wait ignores the flag (it waits as long as
-	// its timeout says).
-	if err := unix.SetNonblock(fd, true); err != nil {
-		unix.Close(fd)
-		return false
-	}
-	f := os.NewFile(uintptr(fd), "iopool-epoll")
-	raw, err := f.SyscallConn()
-	if err != nil {
-		f.Close()
-		return false
-	}
-	// A file the runtime does not poll would make the Read below block
-	// its thread; SetReadDeadline fails on exactly those.
-	if f.SetReadDeadline(time.Time{}) != nil {
-		f.Close()
-		return false
-	}
-	p.parked, p.parkedRaw, p.parkedFailed = f, raw, false
-	p.parkedLook = p.lookWithoutBlocking
-	return true
 }
 
 // schedulerPassEvery is how often, at least, a locked loop passes through

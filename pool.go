@@ -4,11 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -130,12 +128,6 @@ type Pool struct {
 	lastHarvest   int64                // loop only: real ns since epoch of the last harvest (loop.go)
 	passed        int64                // pool clock ns of a locked loop's last pass through the Go scheduler
 	wokeGoroutine bool                 // a parked goroutine was woken since the last sleep
-	parked        *os.File             // an unlocked loop's epoll fd as the runtime polls it (waitParked); closed by release
-	parkedRaw     syscall.RawConn      // parked's
-	parkedFailed  bool                 // the runtime refused parked: wait in epoll_wait
-	parkedLook    func(uintptr) bool   // p.lookWithoutBlocking, made once
-	parkedN       int                  // events found by parkedLook
-	parkWakesSeen uint64               // parkWakes at the last waitParked
 
 	stats poolStats
 	obs   observeState
@@ -379,10 +371,6 @@ func (p *Pool) release() error {
 		// On the loop goroutine: a single-issuer ring takes no calls from
 		// other threads.
 		p.onLoop(func() { errs = append(errs, u.close()) })
-	}
-	if p.parked != nil {
-		// The loop has stopped: nothing waits on it.
-		errs = append(errs, p.parked.Close())
 	}
 	errs = append(errs, p.be.close())
 	return errors.Join(errs...)

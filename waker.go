@@ -145,16 +145,9 @@ func newParkWaker() *parkWaker { return &parkWaker{ch: make(chan struct{}, 1)} }
 func (w *parkWaker) Wake() {
 	select {
 	case w.ch <- struct{}{}:
-		parkWakes.Add(1)
 	default:
 	}
 }
-
-// parkWakes counts the wakes of parked goroutines in the process, by any
-// waker: an unlocked loop that sees it move since its last sleep parks in
-// the runtime's netpoller (Pool.waitParked). Tasks wake goroutines
-// directly (a Chan.Send in a task), not through the loop's wake list.
-var parkWakes atomic.Uint64
 
 func (w *parkWaker) park() { <-w.ch }
 
