@@ -25,11 +25,11 @@ var errTestFail = errors.New("handler failed on purpose")
 type leanTestConn struct {
 	h        *leanHarness
 	id       int
-	spinning bool // "spin" was read: return at once, leaving the data
+	spinning atomic.Bool // "spin" was read: return at once, leaving the data
 }
 
 func (c *leanTestConn) ServeReady(t *Task, s *Socket, buf []byte) error {
-	if c.spinning {
+	if c.spinning.Load() {
 		return nil // readable still: queued again at once
 	}
 	for {
@@ -49,7 +49,7 @@ func (c *leanTestConn) ServeReady(t *Task, s *Socket, buf []byte) error {
 		case "fail":
 			return errTestFail
 		case "spin":
-			c.spinning = true
+			c.spinning.Store(true)
 			return nil
 		case "hold":
 			c.h.holding <- c.id
@@ -277,11 +277,7 @@ func TestLeanServerHandlerLeavingDataDoesNotStarveTheLoop(t *testing.T) {
 	h := startLean(t, 2, nil)
 	_, err := h.peers[0].Write([]byte("spin"))
 	require.NoError(t, err)
-	eventually(t, "connection 0 spinning", func() bool {
-		h.srv.mu.Lock()
-		defer h.srv.mu.Unlock()
-		return h.conns[0].spinning
-	})
+	eventually(t, "connection 0 spinning", h.conns[0].spinning.Load)
 	_, err = h.peers[0].Write([]byte("x")) // never read: connection 0 stays ready
 	require.NoError(t, err)
 	for range 3 {
