@@ -218,11 +218,11 @@ func (w *signalWriter) Write(p []byte) (int, error) {
 // Regression (issue 19, bug 6): under EMFILE the NetListener's Accept
 // backed off with time.Sleep (up to 1 s) holding its lock, deaf to Close:
 // the Accept returned only when the pause ended. Close must end the pause:
-// the waiting Accept fails with net.ErrClosed well before its 640 ms pause
+// the waiting Accept fails with net.ErrClosed well before its 1 s pause
 // would have run out. (The fault seam fails every accept4 with EMFILE; the
-// log line of the 640 ms pause says the Accept is in it.)
+// log line of the 1 s pause says the Accept is in it.)
 func TestRegressionCloseEndsNetListenerEMFILEBackoff(t *testing.T) {
-	logged := &signalWriter{want: "pause=640ms", seen: make(chan struct{})}
+	logged := &signalWriter{want: "pause=1s", seen: make(chan struct{})}
 	p := newTestPool(t, WithLogger(slog.New(slog.NewTextHandler(logged, nil))))
 	servePool(t, p)
 	l, err := Listen(p.Driver(), "tcp", "127.0.0.1:0")
@@ -248,15 +248,15 @@ func TestRegressionCloseEndsNetListenerEMFILEBackoff(t *testing.T) {
 	case err := <-accepted:
 		t.Fatalf("Accept returned during the back-off: %v", err)
 	case <-time.After(10 * time.Second):
-		t.Fatal("the back-off never reached 640 ms")
+		t.Fatal("the back-off never reached 1 s")
 	}
 	closed := make(chan error, 1)
 	go func() { closed <- nl.Close() }()
-	// Generous bounds, far below the 640 ms pause the Accept is in.
+	// Generous bounds, far below the 1 s pause the Accept is in.
 	select {
 	case err := <-closed:
 		require.NoError(t, err)
-	case <-time.After(300 * time.Millisecond):
+	case <-time.After(500 * time.Millisecond):
 		t.Fatal("Close waited for the back-off")
 	}
 	select {
@@ -265,7 +265,7 @@ func TestRegressionCloseEndsNetListenerEMFILEBackoff(t *testing.T) {
 		var oe *net.OpError
 		require.ErrorAs(t, err, &oe)
 		require.Equal(t, "accept", oe.Op)
-	case <-time.After(300 * time.Millisecond):
+	case <-time.After(500 * time.Millisecond):
 		t.Fatal("the Accept pausing for fds did not wake at Close")
 	}
 }

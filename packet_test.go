@@ -6,11 +6,14 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/iopool/iopool/internal/sys"
 )
 
 // A task echoes datagrams back to a Go net peer over udp4, udp6 and
@@ -171,15 +174,62 @@ func TestPacketSocketBadInput(t *testing.T) {
 	})
 }
 
-func TestInetSockaddrZones(t *testing.T) {
-	lo, err := net.InterfaceByIndex(1)
+// The fault seam reaches packet sockets: a recvfrom held inside its
+// syscall (a pause injected before it) holds the fd's reference, so Close
+// waits for it instead of closing the number under it, and the read then
+// fails with net.ErrClosed without another syscall; an injected sendto
+// error comes back as package net shapes it.
+func TestPacketSocketFaultSeam(t *testing.T) {
+	p := newTestPool(t)
+	servePool(t, p)
+	ps, err := ListenPacket(p.Driver(), "udp", "127.0.0.1:0")
 	require.NoError(t, err)
-	for _, zone := range []string{lo.Name, "1"} {
-		sa, family, err := inetSockaddr("udp6", net.ParseIP("fe80::1"), 53, zone)
-		require.NoError(t, err, zone)
-		require.Equal(t, unix.AF_INET6, family)
-		require.Equal(t, uint32(1), sa.(*unix.SockaddrInet6).ZoneId, zone)
+	pc := ps.NetPacketConn()
+
+	inside, release := make(chan struct{}), make(chan struct{})
+	var recvfroms atomic.Int32
+	prev := sys.SetFaults(func(c sys.Call) error {
+		switch c {
+		case sys.CallRecvfrom:
+			if recvfroms.Add(1) == 1 {
+				close(inside)
+				<-release
+			}
+		case sys.CallSendto:
+			return unix.ENETUNREACH
+		}
+		return nil
+	})
+	t.Cleanup(func() { sys.SetFaults(prev) })
+
+	_, err = pc.WriteTo([]byte("x"), &net.UDPAddr{IP: net.IP{127, 0, 0, 1}, Port: 9})
+	var oe *net.OpError
+	require.ErrorAs(t, err, &oe)
+	require.Equal(t, "write", oe.Op)
+	var se *os.SyscallError
+	require.ErrorAs(t, err, &se)
+	require.Equal(t, "sendto", se.Syscall)
+	require.ErrorIs(t, err, unix.ENETUNREACH)
+
+	read := make(chan error, 1)
+	go func() {
+		_, _, err := pc.ReadFrom(make([]byte, 16))
+		read <- err
+	}()
+	select {
+	case <-inside:
+	case <-time.After(5 * time.Second):
+		t.Fatal("recvfrom never went through the fault seam")
 	}
-	_, _, err = inetSockaddr("udp6", net.ParseIP("fe80::1"), 53, "no-such-if0")
-	require.ErrorContains(t, err, `unknown IPv6 zone "no-such-if0"`)
+	closed := make(chan error, 1)
+	go func() { closed <- pc.Close() }()
+	select {
+	case <-closed:
+		t.Fatal("Close returned while a recvfrom held the fd")
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(release)
+	require.NoError(t, <-closed)
+	require.ErrorIs(t, <-read, net.ErrClosed)
+	require.Equal(t, int32(1), recvfroms.Load(), "no recvfrom after Close began but the one in flight")
 }

@@ -159,3 +159,16 @@ func TestSockaddrConversionTable(t *testing.T) {
 	_, err = addrToSockaddr(&net.IPAddr{IP: net.IP{1, 2, 3, 4}}, unix.AF_INET, "udp")
 	require.ErrorContains(t, err, "unsupported address type *net.IPAddr")
 }
+
+func TestInetSockaddrZones(t *testing.T) {
+	lo, err := net.InterfaceByIndex(1)
+	require.NoError(t, err)
+	for _, zone := range []string{lo.Name, "1"} {
+		sa, family, err := inetSockaddr("udp6", net.ParseIP("fe80::1"), 53, zone)
+		require.NoError(t, err, zone)
+		require.Equal(t, unix.AF_INET6, family)
+		require.Equal(t, uint32(1), sa.(*unix.SockaddrInet6).ZoneId, zone)
+	}
+	_, _, err = inetSockaddr("udp6", net.ParseIP("fe80::1"), 53, "no-such-if0")
+	require.ErrorContains(t, err, `unknown IPv6 zone "no-such-if0"`)
+}
