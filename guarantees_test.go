@@ -48,4 +48,14 @@ func TestGuaranteesNameExistingTests(t *testing.T) {
 		}
 	}
 	require.Empty(t, missing, "docs/guarantees.md names tests that do not exist")
+
+	// A link [`TestA`, `TestB`](../x_test.go) says where they are: there.
+	linkRE := regexp.MustCompile(`\[([^\]]*)\]\(\.\./([a-z_]+_test\.go)\)`)
+	for _, link := range linkRE.FindAllStringSubmatch(string(doc), -1) {
+		src, err := os.ReadFile(link[2])
+		require.NoError(t, err, "docs/guarantees.md links to %s", link[2])
+		for _, name := range regexp.MustCompile("`((?:Test|Fuzz)[A-Za-z0-9_]+)`").FindAllStringSubmatch(link[1], -1) {
+			require.True(t, strings.Contains(string(src), "\nfunc "+name[1]+"("), "docs/guarantees.md says %s is in %s", name[1], link[2])
+		}
+	}
 }
