@@ -13,6 +13,7 @@
 //
 //	curl -d 'hello' 127.0.0.1:8080/echo
 //	curl 127.0.0.1:8080/debug/vars     # the pool's Stats, published with expvar
+//	curl 127.0.0.1:8080/debug/iopool   # its tasks and Stats (iopooldebug; ?format=json)
 //
 // POST /echo answers with the request body, with the headers X-Body-Length
 // and X-Body-Sha256 computed from what the server read.
@@ -39,6 +40,7 @@ import (
 	"time"
 
 	"github.com/iopool/iopool"
+	"github.com/iopool/iopool/iopooldebug"
 )
 
 func main() {
@@ -141,6 +143,7 @@ func startServer(addr string) (*server, error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /echo", echo)
 	mux.Handle("GET /debug/vars", expvar.Handler())
+	mux.Handle("GET /debug/iopool", iopooldebug.Handler(p))
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() { s.served <- s.http.Serve(l.NetListener()) }()
 	return s, nil

@@ -64,6 +64,15 @@ func TestConcurrentPostsEchoEveryBody(t *testing.T) {
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&vars))
 	require.Equal(t, "http", vars.IOPool.Name)
 	require.GreaterOrEqual(t, vars.IOPool.Stats.FdsRegistered, int64(2), "the listener and this connection")
+
+	// And the task table with them, as text.
+	resp, err = http.Get(base + "/debug/iopool")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	page, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.Contains(t, string(page), `pool "http": 0 tasks`, "net/http's goroutines are no tasks")
+	require.Contains(t, string(page), "stats: cycles=")
 }
 
 func postMany(base string, client, posts int) error {
