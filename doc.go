@@ -75,7 +75,15 @@
 // WithLockOSThread, for each wait shorter than 2 ms otherwise), so a 100 µs
 // sleep ends about 20 µs late here, against about 1 ms for time.Sleep.
 // Timers may be polled and re-armed
-// from any goroutine; re-arming allocates nothing.
+// from any goroutine; re-arming allocates nothing. Timers due at the same
+// instant fire in the order they were armed.
+//
+// A pool created WithVirtualClock has a virtual clock instead, for tests:
+// it stands still while the pool has work and jumps to the next timer when
+// the pool is idle, so timeouts of hours take microseconds. Task.Now and
+// Pool.Now read the pool's clock, real or virtual; compute deadlines from
+// them. WithVirtualClock says what goroutines outside the pool, io_uring
+// operations and context deadlines do to it.
 //
 // # io_uring buffer ownership
 //
@@ -157,7 +165,7 @@
 //
 // # What is safe off the loop goroutine
 //
-// Pool.Close, Pool.Stats, Pool.Driver, every method of Driver (NewFdReady,
+// Pool.Close, Pool.Stats, Pool.Tasks, Pool.Now, Pool.Driver, every method of Driver (NewFdReady,
 // NewWait, After) and every function that takes one (Spawn, SpawnContext,
 // NewTimer, NewJoinSet), Waker.Wake, Handle.Wait/Cancel/Result, Timer methods,
 // FdReady.Close, the channels (Oneshot, Chan), Uring.Start, every method of
