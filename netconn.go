@@ -12,7 +12,8 @@ import (
 // a net.Conn. Its methods may be called from any goroutine and concurrently
 // (reads are serialized among themselves, and so are writes). A call that
 // must wait parks its goroutine on the pool's readiness and deadline
-// timers, so the pool must be running (inside Run) while it waits;
+// timers, so the pool must be running (Start, or inside Run) while it
+// waits, or the call fails with ErrNotRunning after a second;
 // without waiting, calls are plain nonblocking syscalls on the caller's
 // goroutine. Reads and writes take the Socket's one I/O path (fdio.go),
 // with the Socket's rules.

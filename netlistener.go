@@ -9,8 +9,9 @@ import (
 // goroutines, such as net/http's Server.Serve. Its Accept may be called from
 // any goroutine (calls are serialized) and returns a *NetConn registered on
 // l's pool; while no connection is queued it parks the calling goroutine on
-// the pool's readiness, so the pool must be running (inside Run) for Accept
-// to wait. Close closes the listener and wakes a waiting Accept (also one
+// the pool's readiness, so the pool must be running (Start, or inside Run)
+// for Accept to wait; otherwise Accept fails with ErrNotRunning after a
+// second. Close closes the listener and wakes a waiting Accept (also one
 // pausing for lack of fds), which fails with net.ErrClosed.
 //
 // The net.Listener takes over l: do not accept from tasks as well.

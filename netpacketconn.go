@@ -10,7 +10,8 @@ import (
 // goroutines. Its methods may be called from any goroutine and
 // concurrently (reads are serialized among themselves, and so are writes);
 // a call that must wait parks its goroutine on the pool, which must be
-// running (inside Run) for it to wake. ReadFrom reports a datagram larger
+// running (Start, or inside Run) for it to wake; otherwise the call fails
+// with ErrNotRunning after a second. ReadFrom reports a datagram larger
 // than p with an error wrapping ErrTruncated after filling p; deadlines
 // and Close behave as NetConn's.
 //
