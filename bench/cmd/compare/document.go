@@ -337,6 +337,47 @@ the servers interleaved (each run runs the three):
 		}
 		b.WriteString("\n")
 	}
+	httpTargets(b, res)
+}
+
+// httpTargets checks issue 19's net/http targets against this run: in one
+// process, an unlocked pool ≥ 0.95× Go net and a locked one ≥ 0.90×; in
+// separate processes ≥ 1.0× at every point.
+func httpTargets(b *strings.Builder, res Results) {
+	verdict := func(ratio, target float64) string {
+		if ratio >= target {
+			return fmt.Sprintf("%.2f×, met", ratio)
+		}
+		return fmt.Sprintf("%.2f×, **missed**", ratio)
+	}
+	var lines []string
+	var gonet float64
+	for _, r := range res.InProc {
+		if r.Impl == "gonet" {
+			gonet = r.ReqPerSec
+		}
+	}
+	for _, r := range res.InProc {
+		target := map[string]float64{"pool-unlocked": 0.95, "pool-locked": 0.90}[r.Impl]
+		if target > 0 && gonet > 0 {
+			lines = append(lines, fmt.Sprintf("- In one process, %s ≥ %.2f× Go net: %s.", r.Impl, target, verdict(r.ReqPerSec/gonet, target)))
+		}
+	}
+	for _, p := range res.HTTP {
+		if p.Impl == "http-gonet" {
+			continue
+		}
+		for _, q := range res.HTTP {
+			if q.Impl == "http-gonet" && q.Pinned == p.Pinned && q.ReqPerSec > 0 {
+				lines = append(lines, fmt.Sprintf("- Separate processes, %s, %s ≥ 1.00× Go net: %s.", modeWord(p.Pinned), p.Impl, verdict(p.ReqPerSec/q.ReqPerSec, 1)))
+			}
+		}
+	}
+	if len(lines) == 0 {
+		return
+	}
+	b.WriteString("Issue 19's targets, checked against this run (requests/s; on a busy machine a single point moves by tens of percent between runs, see docs/nethttp.md):\n\n")
+	b.WriteString(strings.Join(lines, "\n") + "\n\n")
 }
 
 // firstField parses the first number of a load average string.

@@ -30,6 +30,7 @@ func TestDocumentComputesRatiosAndGeometricMeans(t *testing.T) {
 		"| pinned | http-netconn/locked | 0 | 1500 | 1.50 |",
 		"CPU: Test CPU, 2 CPUs",
 		"**The machine was busy** (load average 3.0 on 2 CPUs",
+		"- Separate processes, pinned, http-netconn/locked ≥ 1.00× Go net: 1.50×, met.",
 	} {
 		if !strings.Contains(doc, want) {
 			t.Errorf("the document lacks %q:\n%s", want, doc)
