@@ -31,7 +31,7 @@ cd bench && go run ./cmd/compare -out ../docs
 It also writes [results.json](results.json) (every number below, and the
 repetitions of the in-process benchmark) and [benchmarks.svg](benchmarks.svg).
 ` + "`-quick`" + ` runs a short version (three load points, one repetition, shorter
-windows: a few minutes) for development; the page says when it comes from
+windows: about a minute) for development; the page says when it comes from
 one. The section "A million connections" is [conns.md](conns.md), written by
 its own tool and included here verbatim when the file exists. Hand-written
 analyses of earlier runs, with their own commands, are listed at the end.
