@@ -78,8 +78,10 @@ func (o *Oneshot[T]) Recv(t *Task) (T, error) {
 	return awaitResult[T](t, o)
 }
 
-// Wait blocks a plain goroutine until the value arrives. Called from inside
-// a task before the value is there, it panics: use Recv(t).
+// Wait blocks a plain goroutine until the value arrives. The sender may be
+// any goroutine, so Wait does not fail when a pool is not running (unlike
+// BlockOn of a pool's future): it waits for Send or Close. Called from
+// inside a task before the value is there, it panics: use Recv(t).
 func (o *Oneshot[T]) Wait() (T, error) {
 	r, err := blockOn[Result[T]](o, "Oneshot.Wait", "Recv(t)")
 	if err != nil {
@@ -220,8 +222,10 @@ func (c *Chan[T]) Recv(t *Task) (T, error) {
 	return awaitResult[T](t, c)
 }
 
-// RecvWait blocks a plain goroutine until the next value arrives. Called
-// from inside a task while the channel is empty, it panics: use Recv(t).
+// RecvWait blocks a plain goroutine until the next value arrives. Like
+// Oneshot.Wait it waits for any sender, not for a pool's loop, and does not
+// fail when no pool runs. Called from inside a task while the channel is
+// empty, it panics: use Recv(t).
 func (c *Chan[T]) RecvWait() (T, error) {
 	c.mu.Lock()
 	if c.park == nil {
