@@ -136,6 +136,19 @@ func TestCompareRunsEveryServer(t *testing.T) {
 	if st, err := os.Stat(filepath.Join(out, "benchmarks.svg")); err != nil || st.Size() == 0 {
 		t.Errorf("benchmarks.svg was not written: %v", err)
 	}
+	// -render rewrites benchmarks.md from results.json alone, taking in a
+	// conns.md written after the run.
+	later := "## A million connections\n\nadded after the run\n"
+	if err := os.WriteFile(filepath.Join(out, "conns.md"), []byte(later), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if msg, err := exec.Command(filepath.Join(dir, "compare"), "-render", "-out", out).CombinedOutput(); err != nil {
+		t.Fatalf("compare -render: %v\n%s", err, msg)
+	}
+	md2, _ := os.ReadFile(filepath.Join(out, "benchmarks.md"))
+	if !bytes.Contains(md2, []byte(later)) || !bytes.Contains(md2, []byte("3 × 64 B ×2 pipelined")) {
+		t.Errorf("compare -render did not rewrite benchmarks.md from results.json with the new conns.md")
+	}
 	// No server outlives the driver.
 	for _, bin := range []string{"echoserver", "echo"} {
 		if out, _ := exec.Command("pgrep", "-f", filepath.Join(dir, bin)+" ").Output(); len(out) > 0 {

@@ -33,7 +33,9 @@ repetitions of the in-process benchmark) and [benchmarks.svg](benchmarks.svg).
 ` + "`-quick`" + ` runs a short version (three load points, one repetition, shorter
 windows: about a minute) for development; the page says when it comes from
 one. The section "A million connections" is [conns.md](conns.md), written by
-its own tool and included here verbatim when the file exists. Hand-written
+its own tool and included here verbatim when the file exists; after changing
+it, ` + "`go run ./cmd/compare -render -out ../docs`" + ` rewrites this page from
+results.json without measuring again. Hand-written
 analyses of earlier runs, with their own commands, are listed at the end.
 
 `)

@@ -62,6 +62,7 @@ type Config struct {
 	InProc   int    // runs of the in-process net/http benchmark; 0 skips it
 	InProcN  int    // requests per server and run of the in-process benchmark
 	Quick    bool   // the short development run
+	Render   bool   // measure nothing: rewrite benchmarks.md and the chart from Out's results.json
 }
 
 // LoadPoint is one load: Conns connections sending Size-byte messages,
@@ -166,6 +167,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	out := fs.String("out", "", "directory for benchmarks.md, results.json and benchmarks.svg (benchmarks.md includes its conns.md)")
 	inproc := fs.Int("inproc", 3, "runs of the in-process net/http benchmark (0 skips it)")
 	inprocN := fs.Int("inproc-requests", 20000, "requests per server and run of the in-process net/http benchmark")
+	render := fs.Bool("render", false, "measure nothing: rewrite benchmarks.md and benchmarks.svg from -out's results.json (after editing conns.md, or the text)")
 	quick := fs.Bool("quick", false, "a short run for development: -points "+quickPoints+" -duration 300ms -reps 1 -idle 1000 -inproc 1 -inproc-requests 5000, unless given")
 	server := fs.String("server", "", "a built cmd/echoserver binary (default: build one)")
 	echo := fs.String("echo", "", "a built examples/echo binary (default: build one)")
@@ -183,7 +185,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 		}
 	}
 	cfg := Config{HTTP: *httpClients, Duration: *duration, Reps: *reps, Idle: *idle, Out: *out, Server: *server, Echo: *echo,
-		InProc: *inproc, InProcN: *inprocN, Quick: *quick}
+		InProc: *inproc, InProcN: *inprocN, Quick: *quick, Render: *render}
 	bad := func(format string, a ...any) (Config, error) {
 		err := fmt.Errorf(format, a...)
 		fmt.Fprintln(stderr, "compare:", err)
@@ -192,6 +194,9 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	}
 	if fs.NArg() > 0 {
 		return bad("unexpected arguments %q", fs.Args())
+	}
+	if cfg.Render && cfg.Out == "" {
+		return bad("-render needs -out, the directory of results.json")
 	}
 	for _, s := range strings.Split(*impls, ",") {
 		base, mode, hasMode := strings.Cut(s, "/")
@@ -252,6 +257,9 @@ func parsePoint(s string) (LoadPoint, error) {
 }
 
 func run(ctx context.Context, cfg Config, stdout io.Writer) error {
+	if cfg.Render {
+		return rerender(cfg.Out)
+	}
 	raiseNofile()
 	dir, err := os.MkdirTemp("", "iopool-compare")
 	if err != nil {
