@@ -55,6 +55,7 @@ import (
 	"os/exec"
 	"runtime"
 	"runtime/metrics"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -71,6 +72,7 @@ type Config struct {
 	RaiseLimits bool
 	Shards      int           // iopool servers: pools, each with its own fd table
 	Timeout     time.Duration // no progress for this long fails the client
+	MemProfile  string        // heap profile written when the server measures itself
 }
 
 func main() {
@@ -88,6 +90,7 @@ func main() {
 	fs.IntVar(&cfg.Shards, "shards", 1, "iopool servers: run this many pools, each on a locked thread with an fd table of its own, for more connections than RLIMIT_NOFILE")
 	fs.BoolVar(&cfg.RaiseLimits, "raise-limits", false, "as root, raise the RLIMIT_NOFILE hard limit, fs.nr_open and fs.file-max as needed (restored at exit)")
 	fs.DurationVar(&cfg.Timeout, "timeout", 30*time.Second, "fail when the client makes no progress for this long")
+	fs.StringVar(&cfg.MemProfile, "memprofile", "", "write the server's heap profile to this file when it measures itself")
 	_ = fs.Parse(os.Args[1:])
 	if err := run(cfg, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "conns:", err)
@@ -170,6 +173,11 @@ func run(cfg Config, out io.Writer) error {
 	}
 	time.Sleep(cfg.Hold / 2)
 	held := measure()
+	if cfg.MemProfile != "" {
+		if err := writeHeapProfile(cfg.MemProfile); err != nil {
+			return err
+		}
+	}
 	time.Sleep(cfg.Hold - cfg.Hold/2)
 	if err := cl.send("finish"); err != nil {
 		return err
@@ -283,4 +291,18 @@ func (c *client) kill() {
 		_ = c.cmd.Process.Kill()
 		_ = c.cmd.Wait()
 	}
+}
+
+// writeHeapProfile writes the heap profile (go tool pprof -sample_index
+// inuse_space) to path.
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
