@@ -32,7 +32,12 @@ import (
 // pool is closing and has no task left (it returns false). The caller must
 // be the only goroutine driving the loop.
 func (p *Pool) runLoop(done func() bool) bool {
-	defer p.stopIdleCoroutines()
+	defer func() {
+		p.stopIdleCoroutines()
+		// Waiters of tasks that finished in the last cycle: tasks go on
+		// the ready queue for the next Run, goroutines run now.
+		p.wakers.WakeAll()
+	}()
 	canceledAll := false
 	busy := 0 // consecutive cycles that did not call epoll_wait
 	p.mu.Lock()
@@ -66,12 +71,13 @@ func (p *Pool) runLoop(done func() bool) bool {
 		completed := p.runCycle(freeing)
 		p.freeing = freeing[:0]
 		// Quick cycles: while the only work is tasks woken while they ran
-		// (a Yield, a future ready at once) or completions, and nobody
+		// (a Yield, a future ready at once), completions, or the waiters of
+		// tasks that finished (collected by finish), and nobody
 		// queued a task on the ready queue, the next cycle needs nothing
 		// that the lock guards: timers, Close, and the sleep decision wait
 		// for the full cycle that comes at least every harvestEvery cycles.
 		quick := uint64(0)
-		for (len(p.requeue) > 0 || completed) && busy+1 < harvestEvery && !p.hasReady.Load() && !done() {
+		for (len(p.requeue) > 0 || completed || p.wakers.Len() > 0) && busy+1 < harvestEvery && !p.hasReady.Load() && !done() {
 			busy++
 			quick++
 			p.runq, p.requeue = p.requeue, p.runq[:0]
@@ -99,7 +105,7 @@ func (p *Pool) runLoop(done func() bool) bool {
 			return true
 		}
 		var n int
-		if !p.state.canSleep() || completed || len(p.requeue) > 0 {
+		if !p.state.canSleep() || completed || len(p.requeue) > 0 || p.wakers.Len() > 0 {
 			// Woken while running, or completions are waiting: another
 			// cycle, lock held, no epoll_wait.
 			if busy++; busy < harvestEvery {

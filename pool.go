@@ -254,7 +254,9 @@ type rootRunner struct {
 
 func (r *rootRunner) run(t *Task) error { return r.fn(t) }
 
-func (r *rootRunner) complete(err error, pe *PanicError) { r.err, r.panicked = err, pe }
+func (r *rootRunner) complete(err error, pe *PanicError, _ *WakerList) {
+	r.err, r.panicked = err, pe
+}
 
 // Close cancels every task, lets them finish, and releases the pool's fds and
 // its io_uring. Called while Run is active (from another goroutine), it wakes

@@ -27,7 +27,7 @@ func (p *Pool) enqueueNew(t *Task) {
 	if p.closing || p.closed {
 		p.mu.Unlock()
 		t.finished = true
-		t.runner.complete(ErrClosed, nil)
+		t.runner.complete(ErrClosed, nil, nil)
 		return
 	}
 	p.live.push(t)
@@ -130,7 +130,7 @@ func (p *Pool) finish(t *Task, err error, pe *PanicError) {
 		e.sleep.timer.Stop()
 	}
 	t.cancelContext()
-	t.runner.complete(err, pe)
+	t.runner.complete(err, pe, &p.wakers) // woken by the loop's next cycle
 }
 
 // wakeCollected wakes the wakers gathered by timers, completions and

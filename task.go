@@ -88,7 +88,10 @@ func (t *Task) extra() *taskExt {
 // taskRunner is what a task runs and whom it tells when it finishes.
 type taskRunner interface {
 	run(t *Task) error
-	complete(err error, panicked *PanicError)
+	// complete is told the result once. wakers, when not nil, is the
+	// loop's list: the waiters are added to it, and woken in the loop's
+	// next cycle, without the pool's lock for its own tasks.
+	complete(err error, panicked *PanicError, wakers *WakerList)
 }
 
 // PanicError is the error of a task whose function panicked: Join and Wait
@@ -427,7 +430,7 @@ func (h *Handle[T]) run(t *Task) error {
 	return err
 }
 
-func (h *Handle[T]) complete(err error, pe *PanicError) {
+func (h *Handle[T]) complete(err error, pe *PanicError, wakers *WakerList) {
 	if pe != nil {
 		err = pe
 	}
@@ -441,12 +444,14 @@ func (h *Handle[T]) complete(err error, pe *PanicError) {
 		close(h.doneCh)
 	}
 	h.mu.Unlock()
-	if w != nil {
-		w.Wake()
+	if wakers == nil {
+		wakers = new(WakerList)
+		defer wakers.WakeAll()
 	}
+	wakers.Add(w)
 	if more != nil {
 		for _, w := range *more {
-			w.Wake()
+			wakers.Add(w)
 		}
 	}
 }
@@ -507,10 +512,9 @@ func (h *Handle[T]) Join(t *Task) (T, error) {
 	if err != nil {
 		return v, err
 	}
-	h.mu.Lock()
-	err = h.err
-	h.mu.Unlock()
-	return v, err
+	// Poll saw done under mu, after complete wrote err under it; err is
+	// never written again.
+	return v, h.err
 }
 
 // Wait blocks the calling plain goroutine until the task finishes, and
