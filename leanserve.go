@@ -17,7 +17,8 @@ type ConnHandler interface {
 	// s.TryRead and returns nil once that reports ErrWouldBlock: the
 	// connection then holds no task and no stack until it is readable
 	// again. It may also return nil earlier, after one request, to let
-	// other connections run: it is called again at once if data is left.
+	// other connections run: if data is left, it is called again after
+	// the connections that were ready before it.
 	//
 	// Inside, it is ordinary task code: s.Write(t, ...) waits for room,
 	// t.Sleep and Await suspend the worker (other workers serve the other
