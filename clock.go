@@ -170,7 +170,7 @@ func (p *Pool) cancelAtContextDeadline(ctx context.Context, t *Task) *Timer {
 	if !p.clock.virtual || !ok {
 		return nil
 	}
-	tm := NewTimer(&p.drv)
+	tm := (&p.drv).NewTimer()
 	cx := Context{waker: &deadlineCanceler{t: t}}
 	if _, fired := tm.poll(&cx, p.mono(dl), true); fired {
 		t.cancelWithCause(context.DeadlineExceeded)

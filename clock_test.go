@@ -27,7 +27,7 @@ func TestVirtualClockHourInUnderASecond(t *testing.T) {
 		require.NoError(t, tk.SleepUntil(start.Add(40*time.Minute)))
 		require.Equal(t, 40*time.Minute, tk.Now().Sub(start), "SleepUntil")
 
-		tick, err := NewTicker(tk.Driver(), 5*time.Minute)
+		tick, err := tk.Driver().NewTicker(5 * time.Minute)
 		require.NoError(t, err)
 		for i := 1; i <= 3; i++ {
 			missed, err := tick.Next(tk)
@@ -39,7 +39,7 @@ func TestVirtualClockHourInUnderASecond(t *testing.T) {
 
 		fds := socketpair(t)
 		defer unix.Close(fds[1])
-		s, err := NewSocket(tk.Driver(), fds[0])
+		s, err := tk.Driver().NewSocket(fds[0])
 		require.NoError(t, err)
 		defer s.Close()
 		before := tk.Now()
@@ -48,7 +48,7 @@ func TestVirtualClockHourInUnderASecond(t *testing.T) {
 		require.ErrorIs(t, err, os.ErrDeadlineExceeded)
 		require.Equal(t, 10*time.Minute, tk.Now().Sub(before), "read deadline")
 
-		tm := NewTimer(tk.Driver())
+		tm := tk.Driver().NewTimer()
 		fired, err := Await[time.Time](tk, tm.Future(start.Add(66*time.Minute)))
 		require.NoError(t, err)
 		require.Equal(t, start.Add(66*time.Minute), fired, "a Timer fires with the pool's time")
@@ -108,7 +108,7 @@ func TestVirtualClockContextDeadline(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
 		defer cancel()
 		start := tk.Now()
-		h := SpawnContext(ctx, tk.Driver(), "slow", func(t *Task) (time.Duration, error) {
+		h := SpawnContext(tk.Driver(), ctx, "slow", func(t *Task) (time.Duration, error) {
 			err := t.Sleep(2 * time.Hour)
 			return t.Now().Sub(start), err
 		})
@@ -124,7 +124,7 @@ func TestVirtualClockContextDeadline(t *testing.T) {
 		ctx2, cancel2 := context.WithTimeout(context.Background(), 3*time.Hour)
 		defer cancel2()
 		at := tk.Now()
-		_, err = SpawnContext(ctx2, tk.Driver(), "quick", func(t *Task) (int, error) {
+		_, err = SpawnContext(tk.Driver(), ctx2, "quick", func(t *Task) (int, error) {
 			return 0, t.Sleep(time.Minute)
 		}).Join(tk)
 		require.NoError(t, err)
@@ -158,7 +158,7 @@ func TestVirtualClockNetConnDeadline(t *testing.T) {
 	p, err := New(WithVirtualClock())
 	require.NoError(t, err)
 	defer p.Close()
-	c, err := NewNetConn(p.Driver(), fds[0])
+	c, err := p.Driver().NewNetConn(fds[0])
 	require.NoError(t, err)
 	defer c.Close()
 	require.NoError(t, c.SetReadDeadline(p.Now().Add(45*time.Minute)))

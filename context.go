@@ -52,7 +52,7 @@ func (t *Task) recordCause(cause error) {
 // before it runs. The task's Context is derived from ctx, so it carries
 // ctx's values. A nil ctx panics. On a virtual pool the deadline is also
 // kept on the pool's clock (see WithVirtualClock).
-func SpawnContext[T any](ctx context.Context, drv *Driver, name string, fn func(t *Task) (T, error)) *Handle[T] {
+func SpawnContext[T any](drv *Driver, ctx context.Context, name string, fn func(t *Task) (T, error)) *Handle[T] {
 	if ctx == nil {
 		panic("iopool: SpawnContext called with a nil context.Context (use context.Background())")
 	}

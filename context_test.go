@@ -15,7 +15,7 @@ func TestSpawnContextDeadlineSurvives(t *testing.T) {
 	runPool(t, func(tk *Task) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
 		defer cancel()
-		h := SpawnContext(ctx, tk.Driver(), "slow", func(t *Task) (int, error) {
+		h := SpawnContext(tk.Driver(), ctx, "slow", func(t *Task) (int, error) {
 			return 0, t.Sleep(time.Hour)
 		})
 		_, err := h.Join(tk)
@@ -37,7 +37,7 @@ func TestSpawnContextCause(t *testing.T) {
 	runPool(t, func(tk *Task) error {
 		ctx, cancel := context.WithCancelCause(context.Background())
 		seen := make(chan error, 1)
-		h := SpawnContext(ctx, tk.Driver(), "worker", func(w *Task) (struct{}, error) {
+		h := SpawnContext(tk.Driver(), ctx, "worker", func(w *Task) (struct{}, error) {
 			err := w.Sleep(time.Hour)
 			seen <- err
 			require.ErrorIs(t, w.Yield(), errShutdown{}, "later awaits return the cause too")
@@ -51,7 +51,7 @@ func TestSpawnContextCause(t *testing.T) {
 		require.ErrorIs(t, <-seen, errShutdown{})
 
 		ctx2, cancel2 := context.WithCancel(context.Background())
-		h2 := SpawnContext(ctx2, tk.Driver(), "plain", func(t *Task) (int, error) { return 0, t.Sleep(time.Hour) })
+		h2 := SpawnContext(tk.Driver(), ctx2, "plain", func(t *Task) (int, error) { return 0, t.Sleep(time.Hour) })
 		require.NoError(t, tk.Yield())
 		cancel2()
 		_, err = h2.Join(tk)
@@ -69,13 +69,13 @@ func TestSpawnContextDoneValuesAndRelease(t *testing.T) {
 		done, cancel := context.WithCancelCause(context.Background())
 		cancel(errShutdown{})
 		ran := false
-		_, err := SpawnContext(done, tk.Driver(), "never", func(t *Task) (int, error) { ran = true; return 1, nil }).Join(tk)
+		_, err := SpawnContext(tk.Driver(), done, "never", func(t *Task) (int, error) { ran = true; return 1, nil }).Join(tk)
 		require.ErrorIs(t, err, errShutdown{})
 		require.ErrorIs(t, err, ErrCanceled)
 		require.False(t, ran)
 
 		ctx, cancel2 := context.WithCancel(context.WithValue(context.Background(), key{}, "trace-7"))
-		h := SpawnContext(ctx, tk.Driver(), "values", func(t *Task) (string, error) {
+		h := SpawnContext(tk.Driver(), ctx, "values", func(t *Task) (string, error) {
 			v, _ := t.Context().Value(key{}).(string)
 			return v, nil
 		})
@@ -88,8 +88,7 @@ func TestSpawnContextDoneValuesAndRelease(t *testing.T) {
 	})
 	p := newTestPool(t)
 	require.PanicsWithValue(t, "iopool: SpawnContext called with a nil context.Context (use context.Background())", func() {
-		//lint:ignore SA1012 the nil context is the misuse under test
-		SpawnContext[int](nil, p.Driver(), "x", func(t *Task) (int, error) { return 0, nil })
+		SpawnContext[int](p.Driver(), nil, "x", func(t *Task) (int, error) { return 0, nil })
 	})
 	require.False(t, errors.Is(ErrCanceled, errShutdown{}))
 }
@@ -114,7 +113,7 @@ func TestRegressionSpawnContextCanceledWhileSpawning(t *testing.T) {
 		time.Sleep(20 * time.Millisecond) // the AfterFunc and the loop run now
 	}
 	defer func() { testHookAfterFuncRegistered = nil }()
-	h := SpawnContext(ctx, p.Driver(), "racing", func(t *Task) (int, error) { return 0, t.Yield() })
+	h := SpawnContext(p.Driver(), ctx, "racing", func(t *Task) (int, error) { return 0, t.Yield() })
 	testHookAfterFuncRegistered = nil
 	if _, err = h.Wait(); err != nil { // it may have finished before the cancel
 		require.ErrorIs(t, err, ErrCanceled)

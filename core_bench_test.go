@@ -236,7 +236,7 @@ func BenchmarkTimerRearm(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer p.Close()
-	tm := NewTimer(p.Driver())
+	tm := p.Driver().NewTimer()
 	cx := NewContext(&counterWaker{})
 	base := time.Now().Add(time.Hour)
 	b.ResetTimer()

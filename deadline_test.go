@@ -45,7 +45,7 @@ func readWithDeadline(t *testing.T, deadline time.Time) (time.Duration, error) {
 	runPool(t, func(tk *Task) error {
 		sp := socketpair(t)
 		defer unix.Close(sp[1])
-		s, e := NewSocket(tk.Driver(), sp[0])
+		s, e := tk.Driver().NewSocket(sp[0])
 		require.NoError(t, e)
 		defer s.Close()
 		require.NoError(t, s.SetReadDeadline(deadline))
@@ -90,10 +90,10 @@ func TestRegressionFarFutureDeadlineMeansNever(t *testing.T) {
 	for _, far := range []time.Time{time.Now().Add(math.MaxInt64), time.Unix(1<<62, 0), time.Now().AddDate(300, 0, 0)} {
 		runPool(t, func(tk *Task) error {
 			sp := socketpair(t)
-			a, err := NewSocket(tk.Driver(), sp[0])
+			a, err := tk.Driver().NewSocket(sp[0])
 			require.NoError(t, err)
 			defer a.Close()
-			b, err := NewSocket(tk.Driver(), sp[1])
+			b, err := tk.Driver().NewSocket(sp[1])
 			require.NoError(t, err)
 			defer b.Close()
 			require.NoError(t, a.SetDeadline(far))
@@ -136,9 +136,9 @@ func TestRegressionFarFutureDeadlineMeansNever(t *testing.T) {
 func TestRegressionNetConnDeadlineWithoutRunningPool(t *testing.T) {
 	p := newTestPool(t)
 	sp := socketpair(t)
-	a, err := NewNetConn(p.Driver(), sp[0])
+	a, err := p.Driver().NewNetConn(sp[0])
 	require.NoError(t, err)
-	b, err := NewNetConn(p.Driver(), sp[1])
+	b, err := p.Driver().NewNetConn(sp[1])
 	require.NoError(t, err)
 	defer a.Close()
 	defer b.Close()

@@ -30,6 +30,16 @@
 //		...
 //	})
 //
+// # Calling conventions
+//
+// A call that may wait takes the task first: Dial(t, ...), Socket.Read(t,
+// buf), Handle.Join(t), Select(t, ...), WaitProcess(t, proc). Everything
+// bound to a pool is made by its Driver: as a method (Driver.NewFdReady,
+// NewWait, NewTimer, After, NewTicker, Listen, ListenPacket, NewSocket,
+// NewNetConn, NotifySignals, Uring), or, where Go has no generic methods,
+// as a function taking the driver first (Spawn(drv, ...), SpawnContext(drv,
+// ctx, ...), NewJoinSet[T](drv)).
+//
 // # Edge-triggered readiness and ClearReady
 //
 // Driver.NewFdReady registers any fd (socket, pipe, eventfd, timerfd,
@@ -139,9 +149,9 @@
 // # Go conventions
 //
 // The pool speaks the types Go code already uses: Listener.NetListener is a
-// net.Listener (net/http serves from a pool), ListenPacket opens UDP and
+// net.Listener (net/http serves from a pool), Driver.ListenPacket opens UDP and
 // unixgram sockets with a net.PacketConn view, Dial resolves host names off
-// the loop, NotifySignals brings os/signal into tasks, SpawnContext ties a
+// the loop, Driver.NotifySignals brings os/signal into tasks, SpawnContext ties a
 // task to a context.Context (the cause survives in its error), JoinSet and
 // Select wait for many tasks or for the first of several futures, Ticker
 // ticks on a grid. Every task runs with the pprof labels "pool" and "task";
@@ -166,8 +176,8 @@
 // # What is safe off the loop goroutine
 //
 // Pool.Close, Pool.Stats, Pool.Tasks, Pool.Now, Pool.Driver, every method of Driver (NewFdReady,
-// NewWait, After) and every function that takes one (Spawn, SpawnContext,
-// NewTimer, NewJoinSet), Waker.Wake, Handle.Wait/Cancel/Result, Timer methods,
+// NewTimer, Listen, After...) and every function that takes one (Spawn,
+// SpawnContext, NewJoinSet), Waker.Wake, Handle.Wait/Cancel/Result, Timer methods,
 // FdReady.Close, the channels (Oneshot, Chan), Uring.Start, every method of
 // NetConn and of the net.Listener and net.PacketConn from
 // Listener.NetListener and PacketSocket.NetPacketConn, JoinSet's Spawn, Len,

@@ -30,7 +30,7 @@ func ExampleWithVirtualClock() {
 		drv := t.Driver()
 		start := t.Now()
 		server := iopool.Spawn(drv, "server", func(t *iopool.Task) (int, error) {
-			s, err := iopool.NewSocket(drv, fds[0])
+			s, err := drv.NewSocket(fds[0])
 			if err != nil {
 				return 0, err
 			}
@@ -46,7 +46,7 @@ func ExampleWithVirtualClock() {
 				fmt.Printf("%v: server got %q\n", t.Now().Sub(start), in.Text())
 			}
 		})
-		client, err := iopool.NewSocket(drv, fds[1])
+		client, err := drv.NewSocket(fds[1])
 		if err != nil {
 			return err
 		}

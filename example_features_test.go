@@ -21,7 +21,7 @@ func ExampleDial() {
 	defer p.Close()
 	drv := p.Driver()
 	err := p.Run(func(t *iopool.Task) error {
-		l, err := iopool.Listen(drv, "tcp4", "127.0.0.1:0")
+		l, err := drv.Listen("tcp4", "127.0.0.1:0")
 		if err != nil {
 			return err
 		}
@@ -72,7 +72,7 @@ func ExampleSocket_SetKeepAlive() {
 	defer p.Close()
 	drv := p.Driver()
 	err := p.Run(func(t *iopool.Task) error {
-		l, err := iopool.Listen(drv, "tcp4", "127.0.0.1:0")
+		l, err := drv.Listen("tcp4", "127.0.0.1:0")
 		if err != nil {
 			return err
 		}

@@ -46,7 +46,7 @@ func ExampleLeanServer() {
 		NewConn: func(*iopool.Socket) iopool.ConnHandler { return &lineCounter{} },
 	}
 	err = p.Run(func(t *iopool.Task) error {
-		l, err := iopool.Listen(t.Driver(), "tcp", "127.0.0.1:0")
+		l, err := t.Driver().Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			return err
 		}

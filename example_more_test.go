@@ -61,7 +61,7 @@ func ExampleSocket() {
 	defer p.Close()
 	drv := p.Driver()
 	err := p.Run(func(t *iopool.Task) error {
-		l, err := iopool.Listen(drv, "tcp", "127.0.0.1:0")
+		l, err := drv.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			return err
 		}
@@ -113,7 +113,7 @@ func ExampleNetConn() {
 	}()
 
 	fds, _ := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	conn, err := iopool.NewNetConn(p.Driver(), fds[0])
+	conn, err := p.Driver().NewNetConn(fds[0])
 	if err != nil {
 		panic(err)
 	}
@@ -281,7 +281,7 @@ func ExampleTicker() {
 	p, _ := iopool.New()
 	defer p.Close()
 	_ = p.Run(func(t *iopool.Task) error {
-		ticker, err := iopool.NewTicker(t.Driver(), 5*time.Millisecond)
+		ticker, err := t.Driver().NewTicker(5 * time.Millisecond)
 		if err != nil {
 			return err
 		}
@@ -301,11 +301,11 @@ func ExampleTicker() {
 }
 
 // A UDP echo in a task, with package net as the client.
-func ExampleListenPacket() {
+func ExampleDriver_ListenPacket() {
 	p, _ := iopool.New()
 	defer p.Close()
 	_ = p.Run(func(t *iopool.Task) error {
-		ps, err := iopool.ListenPacket(t.Driver(), "udp", "127.0.0.1:0")
+		ps, err := t.Driver().ListenPacket("udp", "127.0.0.1:0")
 		if err != nil {
 			return err
 		}
@@ -343,7 +343,7 @@ func ExampleSpawnContext() {
 	_ = p.Run(func(t *iopool.Task) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Millisecond)
 		defer cancel()
-		h := iopool.SpawnContext(ctx, t.Driver(), "slow", func(t *iopool.Task) (int, error) {
+		h := iopool.SpawnContext(t.Driver(), ctx, "slow", func(t *iopool.Task) (int, error) {
 			return 0, t.Sleep(time.Hour)
 		})
 		_, err := h.Join(t)
@@ -354,11 +354,11 @@ func ExampleSpawnContext() {
 }
 
 // A task handles SIGUSR1 sent to the process.
-func ExampleNotifySignals() {
+func ExampleDriver_NotifySignals() {
 	p, _ := iopool.New()
 	defer p.Close()
 	_ = p.Run(func(t *iopool.Task) error {
-		sigs, err := iopool.NotifySignals(t.Driver(), syscall.SIGUSR1)
+		sigs, err := t.Driver().NotifySignals(syscall.SIGUSR1)
 		if err != nil {
 			return err
 		}

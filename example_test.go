@@ -54,7 +54,7 @@ func ExampleSpawn() {
 func ExampleTimer() {
 	p, _ := iopool.New()
 	defer p.Close()
-	tm := iopool.NewTimer(p.Driver())
+	tm := p.Driver().NewTimer()
 	_ = p.Run(func(t *iopool.Task) error {
 		start := time.Now()
 		// Arm for later, then move the deadline earlier.

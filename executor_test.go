@@ -120,7 +120,7 @@ func TestRemoteSpawnWhileSleeping(t *testing.T) {
 // goroutine (not a task) and fires; the sleeping loop sleeps for it.
 func TestTimerPolledFromAnotherGoroutine(t *testing.T) {
 	p := newTestPool(t)
-	tm := NewTimer(p.Driver())
+	tm := p.Driver().NewTimer()
 	done := NewOneshot[time.Duration]()
 	go func() {
 		start := time.Now()

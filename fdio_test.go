@@ -20,9 +20,9 @@ import (
 // and matches os.ErrDeadlineExceeded; io.EOF stays bare.
 func TestSocketErrorsAreShapedAsPackageNets(t *testing.T) {
 	runPool(t, func(tk *Task) error {
-		l, err := Listen(tk.Driver(), "tcp", "127.0.0.1:0")
+		l, err := tk.Driver().Listen("tcp", "127.0.0.1:0")
 		require.NoError(t, err)
-		_, err = Listen(tk.Driver(), "tcp", l.Addr().String())
+		_, err = tk.Driver().Listen("tcp", l.Addr().String())
 		requireOpError(t, err, "listen", "tcp", "bind", unix.EADDRINUSE)
 		require.Equal(t, "listen tcp "+l.Addr().String()+": bind: address already in use", err.Error(), "the message package net gives")
 
@@ -87,9 +87,9 @@ func requireOpError(t *testing.T, err error, op, network, call string, errno uni
 func socketpairSockets(t *testing.T, tk *Task) (*Socket, *Socket) {
 	t.Helper()
 	sp := socketpair(t)
-	a, err := NewSocket(tk.Driver(), sp[0])
+	a, err := tk.Driver().NewSocket(sp[0])
 	require.NoError(t, err)
-	b, err := NewSocket(tk.Driver(), sp[1])
+	b, err := tk.Driver().NewSocket(sp[1])
 	require.NoError(t, err)
 	return a, b
 }

@@ -329,7 +329,7 @@ func BenchmarkGroupPingPong(b *testing.B) {
 				}
 				var socks [2]*Socket
 				for k, fd := range fds {
-					if socks[k], err = NewSocket(t.Driver(), fd); err != nil {
+					if socks[k], err = t.Driver().NewSocket(fd); err != nil {
 						return err
 					}
 					defer socks[k].Close()

@@ -135,7 +135,7 @@ func (w *ioWait) pause(how waiter, d time.Duration) error {
 	}
 	switch {
 	case how.t != nil:
-		tm := NewTimer(how.t.Driver())
+		tm := how.t.Driver().NewTimer()
 		defer tm.Stop()
 		_, err := Await[struct{}](how.t, PollFunc[struct{}](func(cx *Context) (struct{}, bool) {
 			if closed(cx) {
@@ -199,7 +199,7 @@ func (w *ioWait) setDeadline(t time.Time) {
 		}
 	} else {
 		if w.timer == nil {
-			w.timer = NewTimer(&w.fr.p.drv)
+			w.timer = (&w.fr.p.drv).NewTimer()
 		}
 		w.deadline.Store(d)
 		w.timer.setDeadline(d)

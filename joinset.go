@@ -90,7 +90,7 @@ func (s *JoinSet[T]) Spawn(name string, fn func(t *Task) (T, error)) *Handle[T] 
 	// Canceled before it is queued if the set is closed already; canceled
 	// by Close otherwise (through ctx, and by CancelAll if it is running
 	// by then).
-	h := SpawnContext(s.ctx, s.drv, name, fn)
+	h := SpawnContext(s.drv, s.ctx, name, fn)
 	e := &joinEntry[T]{set: s, h: h}
 	s.mu.Lock()
 	s.running[e] = struct{}{}

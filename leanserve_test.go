@@ -111,7 +111,7 @@ func startLean(t *testing.T, n int, configure func(*LeanServer)) *leanHarness {
 	go func() {
 		h.done <- p.Run(func(tk *Task) error {
 			for i, fd := range serverFds {
-				s, err := NewSocket(tk.Driver(), fd)
+				s, err := tk.Driver().NewSocket(fd)
 				if err == nil {
 					err = h.srv.Add(s, h.conns[i])
 				}
@@ -340,7 +340,7 @@ func TestLeanServerCloseEndsIdleAndBusyConnections(t *testing.T) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	require.NoError(t, err)
 	defer unix.Close(fds[1])
-	s, err := NewSocket(h.p.Driver(), fds[0])
+	s, err := h.p.Driver().NewSocket(fds[0])
 	require.NoError(t, err)
 	require.ErrorIs(t, h.srv.Add(s, &leanTestConn{h: h}), ErrClosed)
 	_, err = s.TryRead(make([]byte, 1))
@@ -365,7 +365,7 @@ func TestLeanServerServeAcceptsUntilClose(t *testing.T) {
 	addr := make(chan string, 1)
 	clientErr := make(chan error, 1)
 	err = p.Run(func(t *Task) error {
-		l, err := Listen(t.Driver(), "tcp", "127.0.0.1:0")
+		l, err := t.Driver().Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			return err
 		}

@@ -29,8 +29,8 @@ type ListenConfig struct {
 // (see Dial); from any other goroutine, on that goroutine. Errors are
 // *net.OpError with Op "listen", as package net's (an address in use is
 // one wrapping a bind *os.SyscallError with EADDRINUSE).
-func Listen(drv *Driver, network, addr string) (*Listener, error) {
-	return ListenConfig{}.Listen(drv, network, addr)
+func (d *Driver) Listen(network, addr string) (*Listener, error) {
+	return ListenConfig{}.Listen(d, network, addr)
 }
 
 // Listen listens with the configuration's options.

@@ -53,7 +53,7 @@ func TestRegressionLockedLoopHandsOverWokenGoroutinesBeforeSleeping(t *testing.T
 		before = p.monoNow()
 		p.passed = before // no pass is due for schedulerPassEvery
 		// A waker that runs on the loop: no pass.
-		onLoop := NewTimer(t.Driver())
+		onLoop := t.Driver().NewTimer()
 		defer onLoop.Stop()
 		if _, fired := onLoop.PollTimer(NewContext(WakerFunc(func() { woken <- struct{}{} })), time.Now().Add(200*time.Microsecond)); fired {
 			return nil
@@ -67,7 +67,7 @@ func TestRegressionLockedLoopHandsOverWokenGoroutinesBeforeSleeping(t *testing.T
 		}
 		// A parked goroutine's waker: a pass at the next sleep.
 		park := newParkWaker()
-		goroutine := NewTimer(t.Driver())
+		goroutine := t.Driver().NewTimer()
 		defer goroutine.Stop()
 		if _, fired := goroutine.PollTimer(NewContext(park), time.Now().Add(200*time.Microsecond)); fired {
 			return nil

@@ -148,7 +148,7 @@ func BenchmarkIdleConnMemory(b *testing.B) {
 			before := heapAndStacks()
 			err := p.Run(func(t *Task) error {
 				for _, fds := range pairs {
-					s, err := NewSocket(t.Driver(), fds[0])
+					s, err := t.Driver().NewSocket(fds[0])
 					if err != nil {
 						return err
 					}
@@ -184,7 +184,7 @@ func BenchmarkIdleConnMemory(b *testing.B) {
 				srv := &LeanServer{}
 				defer srv.Close()
 				for _, fds := range pairs {
-					s, err := NewSocket(t.Driver(), fds[0])
+					s, err := t.Driver().NewSocket(fds[0])
 					if err != nil {
 						return err
 					}

@@ -234,7 +234,7 @@ func TestRegressionNilWakerIsIgnoredEverywhere(t *testing.T) {
 			_, ok = ch.Poll(nilcx)
 			require.False(t, ok)
 
-			tm := NewTimer(drv)
+			tm := drv.NewTimer()
 			_, ok = tm.PollTimer(nilcx, time.Now().Add(time.Millisecond))
 			require.False(t, ok)
 
@@ -252,7 +252,7 @@ func TestRegressionNilWakerIsIgnoredEverywhere(t *testing.T) {
 			_, ok = js.Poll(nilcx)
 			require.False(t, ok)
 
-			ticker, err := NewTicker(drv, time.Millisecond)
+			ticker, err := drv.NewTicker(time.Millisecond)
 			require.NoError(t, err)
 			defer ticker.Stop()
 			_, ok = ticker.Poll(nilcx)
@@ -534,7 +534,7 @@ func TestNetConnFromOwnPoolsTaskPanics(t *testing.T) {
 		runPool(t, func(tk *Task) error {
 			sp := socketpair(t)
 			defer unix.Close(sp[1])
-			c, err := NewNetConn(tk.Driver(), sp[0])
+			c, err := tk.Driver().NewNetConn(sp[0])
 			require.NoError(t, err)
 			defer c.Close()
 			v := panicValue(func() { _, _ = c.Read(make([]byte, 8)) })

@@ -35,10 +35,10 @@ type NetConn struct {
 
 var _ net.Conn = (*NetConn)(nil)
 
-// NewNetConn registers a connected stream socket fd with drv's pool and
+// NewNetConn registers a connected stream socket fd with the driver's pool and
 // returns it as a net.Conn. The NetConn owns fd from then on.
-func NewNetConn(drv *Driver, fd int) (*NetConn, error) {
-	s, err := NewSocket(drv, fd)
+func (d *Driver) NewNetConn(fd int) (*NetConn, error) {
+	s, err := d.NewSocket(fd)
 	if err != nil {
 		return nil, err
 	}

@@ -106,7 +106,7 @@ func startBenchHTTPServer(b *testing.B, server string) string {
 		require.NoError(b, err)
 		b.Cleanup(func() { require.NoError(b, p.Close()) })
 		require.NoError(b, p.Start())
-		pl, err := Listen(p.Driver(), "tcp", "127.0.0.1:0")
+		pl, err := p.Driver().Listen("tcp", "127.0.0.1:0")
 		require.NoError(b, err)
 		l = pl.NetListener()
 	}

@@ -29,7 +29,7 @@ func TestNetListenerAcceptsFromGoroutines(t *testing.T) {
 		t.Run(tc.network, func(t *testing.T) {
 			p := newTestPool(t)
 			servePool(t, p)
-			l, err := Listen(p.Driver(), tc.network, tc.addr)
+			l, err := p.Driver().Listen(tc.network, tc.addr)
 			if tc.network == "tcp6" && err != nil && errors.Is(err, unix.EADDRNOTAVAIL) {
 				t.Skip("no IPv6 loopback on this machine:", err)
 			}
@@ -93,7 +93,7 @@ func TestNetListenerAcceptsFromGoroutines(t *testing.T) {
 func TestAcceptedTCPHasNoDelay(t *testing.T) {
 	p := newTestPool(t)
 	servePool(t, p)
-	l, err := Listen(p.Driver(), "tcp", "127.0.0.1:0")
+	l, err := p.Driver().Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	nl := l.NetListener()
 	defer nl.Close()
@@ -115,7 +115,7 @@ func TestAcceptedTCPHasNoDelay(t *testing.T) {
 	require.Equal(t, 1, v)
 
 	runPool(t, func(tk *Task) error {
-		l, err := Listen(tk.Driver(), "tcp", "127.0.0.1:0")
+		l, err := tk.Driver().Listen("tcp", "127.0.0.1:0")
 		require.NoError(t, err)
 		defer l.Close()
 		dialed := make(chan struct{})
@@ -147,7 +147,7 @@ func TestNetListenerAcceptWokenByPoolClose(t *testing.T) {
 	stop := NewOneshot[struct{}]()
 	ran := make(chan error, 1)
 	go func() { ran <- p.Run(func(tk *Task) error { _, err := stop.Recv(tk); return err }) }()
-	l, err := Listen(p.Driver(), "tcp", "127.0.0.1:0")
+	l, err := p.Driver().Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	nl := l.NetListener()
 	accepted := make(chan error, 1)
@@ -171,7 +171,7 @@ func TestNetListenerAcceptWokenByPoolClose(t *testing.T) {
 func TestNetConnSocketOptions(t *testing.T) {
 	p := newTestPool(t)
 	servePool(t, p)
-	l, err := Listen(p.Driver(), "tcp", "127.0.0.1:0")
+	l, err := p.Driver().Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	nl := l.NetListener()
 	defer nl.Close()
@@ -225,7 +225,7 @@ func TestRegressionCloseEndsNetListenerEMFILEBackoff(t *testing.T) {
 	logged := &signalWriter{want: "pause=1s", seen: make(chan struct{})}
 	p := newTestPool(t, WithLogger(slog.New(slog.NewTextHandler(logged, nil))))
 	servePool(t, p)
-	l, err := Listen(p.Driver(), "tcp", "127.0.0.1:0")
+	l, err := p.Driver().Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	nl := l.NetListener()
 	prev := sys.SetFaults(func(c sys.Call) error {

@@ -95,7 +95,7 @@ func TestLoggerRecordsAcceptBackoff(t *testing.T) {
 	logger := slog.New(slog.NewTextHandler(&buf, nil))
 	p := newTestPool(t, WithName("acceptor"), WithLogger(logger))
 	servePool(t, p)
-	l, err := Listen(p.Driver(), "tcp", "127.0.0.1:0")
+	l, err := p.Driver().Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	nl := l.NetListener()
 	defer nl.Close()

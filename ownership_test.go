@@ -150,7 +150,7 @@ func TestRegressionReadAfterCloseDoesNotReadReusedFd(t *testing.T) {
 	pair := socketpair(t)
 	defer unix.Close(pair[1])
 	runPool(t, func(tk *Task) error {
-		s, err := NewSocket(tk.Driver(), pair[0])
+		s, err := tk.Driver().NewSocket(pair[0])
 		require.NoError(t, err)
 		reader := Spawn(tk.Driver(), "reader", func(t *Task) (int, error) {
 			return s.Read(t, make([]byte, 64))
@@ -183,7 +183,7 @@ func TestRegressionWriteAfterCloseDoesNotWriteReusedFd(t *testing.T) {
 	stop := make(chan struct{})
 	drained := make(chan struct{})
 	runPool(t, func(tk *Task) error {
-		s, err := NewSocket(tk.Driver(), pair[0])
+		s, err := tk.Driver().NewSocket(pair[0])
 		require.NoError(t, err)
 		writer := Spawn(tk.Driver(), "writer", func(t *Task) (int, error) {
 			return s.Write(t, make([]byte, 1<<20)) // more than the socket holds
@@ -223,7 +223,7 @@ func TestRegressionWriteAfterCloseDoesNotWriteReusedFd(t *testing.T) {
 func TestRegressionAcceptAfterCloseDoesNotAcceptFromReusedFd(t *testing.T) {
 	dir := t.TempDir()
 	runPool(t, func(tk *Task) error {
-		l, err := Listen(tk.Driver(), "unix", filepath.Join(dir, "closed.sock"))
+		l, err := tk.Driver().Listen("unix", filepath.Join(dir, "closed.sock"))
 		require.NoError(t, err)
 		acceptor := Spawn(tk.Driver(), "acceptor", func(t *Task) (*Socket, error) {
 			return l.Accept(t)
@@ -261,7 +261,7 @@ func TestRegressionCloseWriteAfterCloseDoesNotShutDownReusedFd(t *testing.T) {
 	p := newTestPool(t)
 	pair := socketpair(t)
 	defer unix.Close(pair[1])
-	s, err := NewSocket(p.Driver(), pair[0])
+	s, err := p.Driver().NewSocket(pair[0])
 	require.NoError(t, err)
 	num := s.Fd()
 	require.NoError(t, s.Close())
@@ -522,7 +522,7 @@ func TestRegressionCloseReleasesTimerAndWaitWaiters(t *testing.T) {
 	require.NoError(t, err)
 	defer w.Close()
 
-	tm := NewTimer(drv)
+	tm := drv.NewTimer()
 	timerDone := make(chan error, 1)
 	go func() {
 		BlockOn(tm.Future(time.Now().Add(time.Hour)))
@@ -548,7 +548,7 @@ func TestRegressionCloseReleasesTimerAndWaitWaiters(t *testing.T) {
 		}
 	}
 
-	late := NewTimer(drv)
+	late := drv.NewTimer()
 	lateDone := make(chan error, 1)
 	go func() {
 		BlockOn(late.Future(time.Now().Add(time.Hour)))
@@ -631,7 +631,7 @@ func TestRegressionUncomparableWakersLeaveNoLockHeld(t *testing.T) {
 		_, err := Await[struct{}](t, PollFunc[struct{}](func(*Context) (struct{}, bool) { return struct{}{}, false }))
 		return 0, err
 	})
-	tm := NewTimer(drv)
+	tm := drv.NewTimer()
 	var woken atomic.Int32
 	wakerA := NewContext(WakerFunc(func() { woken.Add(1) }))
 	wakerB := NewContext(WakerFunc(func() { woken.Add(1) }))
@@ -703,7 +703,7 @@ func TestStressCloseRacingReadsNeverCrossFiles(t *testing.T) {
 					return true
 				}
 				if w%2 == 0 {
-					c, err := NewNetConn(p.Driver(), fds[0])
+					c, err := p.Driver().NewNetConn(fds[0])
 					if err != nil {
 						unix.Close(fds[1])
 						errs <- err
@@ -715,7 +715,7 @@ func TestStressCloseRacingReadsNeverCrossFiles(t *testing.T) {
 						}
 					}()
 				} else {
-					s, err := NewSocket(p.Driver(), fds[0])
+					s, err := p.Driver().NewSocket(fds[0])
 					if err != nil {
 						unix.Close(fds[1])
 						errs <- err

@@ -22,13 +22,13 @@ type PacketSocket struct {
 	laddr   net.Addr // read once at creation; nil for an unbound socket
 }
 
-// ListenPacket opens a datagram socket bound to addr on drv's pool, for
+// ListenPacket opens a datagram socket bound to addr on the driver's pool, for
 // the networks udp, udp4, udp6 ("127.0.0.1:0", "[::1]:5353", ":9999") and
 // unixgram (a path, "@name" for the abstract namespace, or "" for an
 // unbound socket that only sends). A host name in addr is looked up
 // without blocking the pool when ListenPacket is called from one of its
 // tasks (as Dial does); from any other goroutine, on that goroutine.
-func ListenPacket(drv *Driver, network, addr string) (*PacketSocket, error) {
+func (d *Driver) ListenPacket(network, addr string) (*PacketSocket, error) {
 	var sa unix.Sockaddr
 	var family int
 	fail := func(err error) (*PacketSocket, error) {
@@ -45,7 +45,7 @@ func ListenPacket(drv *Driver, network, addr string) (*PacketSocket, error) {
 			sa = &unix.SockaddrUnix{Name: addr}
 		}
 	case "udp", "udp4", "udp6":
-		as, err := lookup(drv.p.callingTask(), network, addr)
+		as, err := lookup(d.p.callingTask(), network, addr)
 		if err != nil {
 			return fail(err)
 		}
@@ -67,7 +67,7 @@ func ListenPacket(drv *Driver, network, addr string) (*PacketSocket, error) {
 		}
 	}
 	kind := sockKindOf(family, unix.SOCK_DGRAM)
-	s, err := newSocket(drv, fd, false, kind, PollIn|PollOut)
+	s, err := newSocket(d, fd, false, kind, PollIn|PollOut)
 	if err != nil {
 		unix.Close(fd)
 		return fail(err)

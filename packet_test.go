@@ -29,7 +29,7 @@ func TestPacketSocketEchoWithGoPeer(t *testing.T) {
 	} {
 		t.Run(tc.network, func(t *testing.T) {
 			runPool(t, func(tk *Task) error {
-				ps, err := ListenPacket(tk.Driver(), tc.network, tc.addr)
+				ps, err := tk.Driver().ListenPacket(tc.network, tc.addr)
 				if tc.network == "udp6" && errors.Is(err, unix.EADDRNOTAVAIL) {
 					t.Skip("no IPv6 loopback on this machine:", err)
 				}
@@ -93,7 +93,7 @@ func TestPacketSocketEchoWithGoPeer(t *testing.T) {
 func TestNetPacketConnFromGoroutines(t *testing.T) {
 	p := newTestPool(t)
 	servePool(t, p)
-	ps, err := ListenPacket(p.Driver(), "udp", "127.0.0.1:0")
+	ps, err := p.Driver().ListenPacket("udp", "127.0.0.1:0")
 	require.NoError(t, err)
 	pc := ps.NetPacketConn()
 	peer, err := net.ListenPacket("udp", "127.0.0.1:0")
@@ -144,12 +144,12 @@ func TestNetPacketConnFromGoroutines(t *testing.T) {
 
 func TestPacketSocketBadInput(t *testing.T) {
 	runPool(t, func(tk *Task) error {
-		_, err := ListenPacket(tk.Driver(), "tcp", "127.0.0.1:0")
+		_, err := tk.Driver().ListenPacket("tcp", "127.0.0.1:0")
 		require.ErrorContains(t, err, `unsupported network "tcp" (want udp, udp4, udp6 or unixgram)`)
-		_, err = ListenPacket(tk.Driver(), "udp4", "[::1]:0")
+		_, err = tk.Driver().ListenPacket("udp4", "[::1]:0")
 		require.ErrorContains(t, err, "listen udp4: address [::1]:0: no suitable address found")
 
-		ps, err := ListenPacket(tk.Driver(), "udp4", "127.0.0.1:0")
+		ps, err := tk.Driver().ListenPacket("udp4", "127.0.0.1:0")
 		require.NoError(t, err)
 		defer ps.Close()
 		_, err = ps.WriteTo(tk, make([]byte, 70000), ps.LocalAddr())
@@ -182,7 +182,7 @@ func TestPacketSocketBadInput(t *testing.T) {
 func TestPacketSocketFaultSeam(t *testing.T) {
 	p := newTestPool(t)
 	servePool(t, p)
-	ps, err := ListenPacket(p.Driver(), "udp", "127.0.0.1:0")
+	ps, err := p.Driver().ListenPacket("udp", "127.0.0.1:0")
 	require.NoError(t, err)
 	pc := ps.NetPacketConn()
 

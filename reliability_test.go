@@ -365,7 +365,7 @@ func TestEpollWaitFallbackRoundsUp(t *testing.T) {
 // earlier from another goroutine while the loop sleeps on the later one.
 func TestTimerSetDeadlineEarlierWakesSleepingLoop(t *testing.T) {
 	p := newTestPool(t)
-	tm := NewTimer(p.Driver())
+	tm := p.Driver().NewTimer()
 	require.NoError(t, p.Run(func(tk *Task) error {
 		start := time.Now()
 		go func() {

@@ -18,8 +18,8 @@ import (
 // Context: canceling the task cancels the lookup, and the task's await
 // returns ErrCanceled at once.
 //
-// Dial always resolves this way. Listen and ListenPacket take a Driver,
-// not a task: called from a task of the same pool they resolve through
+// Dial always resolves this way. Driver.Listen and Driver.ListenPacket
+// take no task: called from a task of the same pool they resolve through
 // that task as Dial does; called from any other goroutine they look the
 // name up on the caller's goroutine, which is then the one that waits.
 

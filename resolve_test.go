@@ -15,7 +15,7 @@ import (
 // /etc/hosts, no DNS server needed).
 func TestDialAndListenResolveNames(t *testing.T) {
 	runPool(t, func(tk *Task) error {
-		l, err := Listen(tk.Driver(), "tcp", "localhost:0")
+		l, err := tk.Driver().Listen("tcp", "localhost:0")
 		require.NoError(t, err)
 		defer l.Close()
 		port := l.Addr().(*net.TCPAddr).Port
@@ -64,7 +64,7 @@ func TestDialResolvesOffTheLoopAndCancels(t *testing.T) {
 		})
 		// Listen called from a task resolves through that task too.
 		listening := Spawn(tk.Driver(), "listen", func(t *Task) (*PacketSocket, error) {
-			return ListenPacket(t.Driver(), "udp", "listen.never.answers.invalid:0")
+			return t.Driver().ListenPacket("udp", "listen.never.answers.invalid:0")
 		})
 		ticks := 0
 		for range 5 {
@@ -103,7 +103,7 @@ func TestCallingTaskIsTheCallerOnly(t *testing.T) {
 		require.Nil(t, <-fromGoroutine)
 		// A waker that runs on the loop goroutine, woken by a timer there.
 		fromLoop := NewOneshot[bool]()
-		tm := NewTimer(tk.Driver())
+		tm := tk.Driver().NewTimer()
 		tm.PollTimer(NewContext(WakerFunc(func() { _ = fromLoop.Send(p.callingTask() == nil) })), time.Now().Add(time.Millisecond))
 		ok, err := fromLoop.Recv(tk)
 		require.NoError(t, err)

@@ -73,7 +73,7 @@ func Select(t *Task, cases ...SelectCase) (int, error) {
 // it stays armed until d has passed (it then wakes the task once, for
 // nothing); re-arm it with SetDeadline to reuse it in a loop.
 func (d *Driver) After(dur time.Duration) *Timer {
-	tm := NewTimer(d)
+	tm := d.NewTimer()
 	tm.setDeadline(d.p.monoAfter(dur)) // on the pool's clock (clock.go)
 	return tm
 }

@@ -48,7 +48,7 @@ func TestSelectFirstReadyOfDifferentTypes(t *testing.T) {
 	runPool(t, func(tk *Task) error {
 		ch := NewChan[string]()
 		h := Spawn(tk.Driver(), "slow", func(t *Task) (int, error) { return 7, t.Sleep(30 * time.Millisecond) })
-		timer := NewTimer(tk.Driver())
+		timer := tk.Driver().NewTimer()
 		timer.SetDeadline(time.Now().Add(10 * time.Millisecond))
 
 		var msg Result[string]

@@ -47,7 +47,7 @@ func readsTwoChunks(t *testing.T, tk *Task, s *Socket, queue func()) (first, sec
 func TestRegressionShortReadNeverStrandsData(t *testing.T) {
 	t.Run("tcp-urgent-mark", func(t *testing.T) {
 		runPool(t, func(tk *Task) error {
-			l, err := Listen(tk.Driver(), "tcp", "127.0.0.1:0")
+			l, err := tk.Driver().Listen("tcp", "127.0.0.1:0")
 			require.NoError(t, err)
 			defer l.Close()
 			c, err := Dial(tk, "tcp", l.Addr().String())
@@ -71,7 +71,7 @@ func TestRegressionShortReadNeverStrandsData(t *testing.T) {
 		master, slave := openPty(t)
 		defer unix.Close(master)
 		runPool(t, func(tk *Task) error {
-			s, err := NewSocket(tk.Driver(), slave)
+			s, err := tk.Driver().NewSocket(slave)
 			require.NoError(t, err)
 			defer s.Close()
 			require.False(t, s.read.tcp)
@@ -93,7 +93,7 @@ func TestRegressionShortReadNeverStrandsData(t *testing.T) {
 			require.NoError(t, err)
 			defer unix.Close(fds[1])
 			runPool(t, func(tk *Task) error {
-				s, err := NewSocket(tk.Driver(), fds[0])
+				s, err := tk.Driver().NewSocket(fds[0])
 				require.NoError(t, err)
 				defer s.Close()
 				require.False(t, s.read.tcp)
@@ -117,7 +117,7 @@ func TestRegressionShortReadNeverStrandsData(t *testing.T) {
 		defer unix.Close(pipe[0])
 		defer unix.Close(pipe[1])
 		runPool(t, func(tk *Task) error {
-			s, err := NewSocket(tk.Driver(), sp[0])
+			s, err := tk.Driver().NewSocket(sp[0])
 			require.NoError(t, err)
 			defer s.Close()
 			require.False(t, s.read.tcp)
@@ -137,7 +137,7 @@ func TestRegressionShortReadNeverStrandsData(t *testing.T) {
 		tun, sendTwo, done := openTun(t)
 		defer done()
 		runPool(t, func(tk *Task) error {
-			s, err := NewSocket(tk.Driver(), tun)
+			s, err := tk.Driver().NewSocket(tun)
 			require.NoError(t, err)
 			defer s.Close()
 			require.False(t, s.read.tcp)
@@ -161,7 +161,7 @@ func TestTCPShortReadWaitsWithoutAnotherSyscall(t *testing.T) {
 				if network == "unix" {
 					addr = t.TempDir() + "/s.sock"
 				}
-				l, err := Listen(tk.Driver(), network, addr)
+				l, err := tk.Driver().Listen(network, addr)
 				require.NoError(t, err)
 				defer l.Close()
 				c, err := Dial(tk, network, l.Addr().String())

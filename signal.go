@@ -33,8 +33,8 @@ type Signals struct {
 // Recv, as signal.Notify does for a channel; while it is active the
 // signals no longer have their default effect (a SIGTERM does not end the
 // process). Signals that arrive faster than Recv takes them queue up
-// without bound. Stop ends the delivery, and so does closing drv's pool.
-func NotifySignals(drv *Driver, sigs ...os.Signal) (*Signals, error) {
+// without bound. Stop ends the delivery, and so does closing the driver's pool.
+func (d *Driver) NotifySignals(sigs ...os.Signal) (*Signals, error) {
 	if len(sigs) == 0 {
 		return nil, errors.New("iopool: NotifySignals: no signals given (name the signals to receive)")
 	}
@@ -46,7 +46,7 @@ func NotifySignals(drv *Driver, sigs ...os.Signal) (*Signals, error) {
 	s := &Signals{c: make(chan os.Signal, 16), q: NewChan[os.Signal](), stop: make(chan struct{}),
 		done: make(chan struct{})}
 	signal.Notify(s.c, sigs...)
-	go s.forward(drv.p.closeEnd)
+	go s.forward(d.p.closeEnd)
 	return s, nil
 }
 

@@ -24,7 +24,7 @@ func startSignalLoop() {
 func TestSignalsReachTasks(t *testing.T) {
 	startSignalLoop()
 	runPool(t, func(tk *Task) error {
-		sigs, err := NotifySignals(tk.Driver(), syscall.SIGUSR1, syscall.SIGUSR2)
+		sigs, err := tk.Driver().NotifySignals(syscall.SIGUSR1, syscall.SIGUSR2)
 		require.NoError(t, err)
 		defer sigs.Stop()
 		go func() {
@@ -58,7 +58,7 @@ func TestSignalsStoppedByPoolClose(t *testing.T) {
 	var sigs *Signals
 	runPool(t, func(tk *Task) error {
 		var err error
-		sigs, err = NotifySignals(tk.Driver(), syscall.SIGUSR1)
+		sigs, err = tk.Driver().NotifySignals(syscall.SIGUSR1)
 		return err
 	})
 	select {
@@ -66,8 +66,8 @@ func TestSignalsStoppedByPoolClose(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the forwarding goroutine did not exit with the pool")
 	}
-	_, err := NotifySignals(newTestPool(t).Driver())
+	_, err := newTestPool(t).Driver().NotifySignals()
 	require.ErrorContains(t, err, "no signals given")
-	_, err = NotifySignals(newTestPool(t).Driver(), nil)
+	_, err = newTestPool(t).Driver().NotifySignals(nil)
 	require.ErrorContains(t, err, "signal 0 is nil")
 }

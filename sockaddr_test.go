@@ -19,7 +19,7 @@ import (
 func TestRegressionIPv4AddrsAreWhatPackageNetReports(t *testing.T) {
 	t.Run("PacketSocket", func(t *testing.T) {
 		runPool(t, func(tk *Task) error {
-			ps, err := ListenPacket(tk.Driver(), "udp", "127.0.0.1:0")
+			ps, err := tk.Driver().ListenPacket("udp", "127.0.0.1:0")
 			require.NoError(t, err)
 			defer ps.Close()
 			peer, err := net.ListenPacket("udp", "127.0.0.1:0")
@@ -60,7 +60,7 @@ func TestRegressionIPv4AddrsAreWhatPackageNetReports(t *testing.T) {
 	t.Run("NetListener", func(t *testing.T) {
 		p := newTestPool(t)
 		servePool(t, p)
-		l, err := Listen(p.Driver(), "tcp", "127.0.0.1:0")
+		l, err := p.Driver().Listen("tcp", "127.0.0.1:0")
 		require.NoError(t, err)
 		nl := l.NetListener()
 		defer nl.Close()
@@ -97,7 +97,7 @@ func TestRegressionWriteToTypedNilAddressIsAnError(t *testing.T) {
 	} {
 		t.Run(tc.network, func(t *testing.T) {
 			runPool(t, func(tk *Task) error {
-				ps, err := ListenPacket(tk.Driver(), tc.network, tc.addr)
+				ps, err := tk.Driver().ListenPacket(tc.network, tc.addr)
 				require.NoError(t, err)
 				defer ps.Close()
 				_, err = ps.WriteTo(tk, []byte("x"), tc.to)
@@ -118,7 +118,7 @@ func TestRegressionWriteToTypedNilAddressIsAnError(t *testing.T) {
 // address; its doc says nil.
 func TestRegressionUnboundUnixgramHasNoLocalAddr(t *testing.T) {
 	runPool(t, func(tk *Task) error {
-		ps, err := ListenPacket(tk.Driver(), "unixgram", "")
+		ps, err := tk.Driver().ListenPacket("unixgram", "")
 		require.NoError(t, err)
 		defer ps.Close()
 		require.True(t, ps.LocalAddr() == nil, "LocalAddr is %#v", ps.LocalAddr())

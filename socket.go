@@ -33,11 +33,11 @@ type Socket struct {
 	write ioWait   // the writing side
 }
 
-// NewSocket registers an fd with drv's pool, making it nonblocking. The
+// NewSocket registers an fd with the driver's pool, making it nonblocking. The
 // Socket owns fd from then on: Close closes it.
-func NewSocket(drv *Driver, fd int) (*Socket, error) {
+func (d *Driver) NewSocket(fd int) (*Socket, error) {
 	kind, tcp := probeSocket(fd)
-	return newSocket(drv, fd, tcp, kind, PollIn|PollOut)
+	return newSocket(d, fd, tcp, kind, PollIn|PollOut)
 }
 
 // probeSocket asks the kernel what fd is: its kind, and whether it is a

@@ -36,12 +36,12 @@ func FuzzSocketReadChunking(f *testing.F) {
 		defer unix.Close(sp[1])
 		var got []byte
 		require.NoError(t, p.Run(func(tk *Task) error {
-			s, err := NewSocket(tk.Driver(), sp[0])
+			s, err := tk.Driver().NewSocket(sp[0])
 			if err != nil {
 				return err
 			}
 			defer s.Close()
-			w, err := NewSocket(tk.Driver(), sp[1])
+			w, err := tk.Driver().NewSocket(sp[1])
 			if err != nil {
 				return err
 			}
@@ -87,7 +87,7 @@ func TestEAGAINStorm(t *testing.T) {
 	runPool(t, func(tk *Task) error {
 		sp := socketpair(t)
 		defer unix.Close(sp[1])
-		s, err := NewSocket(tk.Driver(), sp[0])
+		s, err := tk.Driver().NewSocket(sp[0])
 		require.NoError(t, err)
 		defer s.Close()
 		const total = 10000

@@ -44,7 +44,7 @@ func TestSocketEchoOverTCPAndUnix(t *testing.T) {
 	} {
 		t.Run(tc.network, func(t *testing.T) {
 			runPool(t, func(tk *Task) error {
-				l, err := Listen(tk.Driver(), tc.network, tc.addr)
+				l, err := tk.Driver().Listen(tc.network, tc.addr)
 				require.NoError(t, err)
 				defer l.Close()
 				srv := Spawn(tk.Driver(), "server", func(t *Task) (int64, error) {
@@ -226,7 +226,7 @@ func TestSocketDeadlines(t *testing.T) {
 	runPool(t, func(tk *Task) error {
 		sp := socketpair(t)
 		defer unix.Close(sp[1])
-		s, err := NewSocket(tk.Driver(), sp[0])
+		s, err := tk.Driver().NewSocket(sp[0])
 		require.NoError(t, err)
 		defer s.Close()
 		buf := make([]byte, 8)
@@ -268,7 +268,7 @@ func TestSocketDeadlines(t *testing.T) {
 
 func TestSocketResetAndEOF(t *testing.T) {
 	runPool(t, func(tk *Task) error {
-		l, err := Listen(tk.Driver(), "tcp4", "127.0.0.1:0")
+		l, err := tk.Driver().Listen("tcp4", "127.0.0.1:0")
 		require.NoError(t, err)
 		defer l.Close()
 		accepted := Spawn(tk.Driver(), "accept", func(t *Task) (*Socket, error) { return l.Accept(t) })
@@ -297,7 +297,7 @@ func TestAcceptBacksOffUnderEMFILE(t *testing.T) {
 	})
 	defer func() { sys.SetFaults(nil) }()
 	runPool(t, func(tk *Task) error {
-		l, err := Listen(tk.Driver(), "tcp", "127.0.0.1:0")
+		l, err := tk.Driver().Listen("tcp", "127.0.0.1:0")
 		require.NoError(t, err)
 		defer l.Close()
 		accepted := Spawn(tk.Driver(), "accept", func(t *Task) (*Socket, error) { return l.Accept(t) })
@@ -314,13 +314,13 @@ func TestAcceptBacksOffUnderEMFILE(t *testing.T) {
 
 func TestListenAndDialErrorsNameTheAddress(t *testing.T) {
 	runPool(t, func(tk *Task) error {
-		l, err := Listen(tk.Driver(), "tcp", "127.0.0.1:0")
+		l, err := tk.Driver().Listen("tcp", "127.0.0.1:0")
 		require.NoError(t, err)
 		defer l.Close()
-		_, err = Listen(tk.Driver(), "tcp", l.Addr().String())
+		_, err = tk.Driver().Listen("tcp", l.Addr().String())
 		require.ErrorIs(t, err, unix.EADDRINUSE)
 		require.ErrorContains(t, err, l.Addr().String())
-		_, err = Listen(tk.Driver(), "udp", "127.0.0.1:0")
+		_, err = tk.Driver().Listen("udp", "127.0.0.1:0")
 		require.ErrorContains(t, err, `unsupported network "udp"`)
 		_, err = Dial(tk, "unix", filepath.Join(t.TempDir(), "nobody.sock"))
 		require.ErrorIs(t, err, unix.ENOENT)
@@ -370,12 +370,12 @@ func BenchmarkSocketpairPingPong(b *testing.B) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	require.NoError(b, err)
 	require.NoError(b, p.Run(func(tk *Task) error {
-		a, err := NewSocket(tk.Driver(), fds[0])
+		a, err := tk.Driver().NewSocket(fds[0])
 		if err != nil {
 			return err
 		}
 		defer a.Close()
-		c, err := NewSocket(tk.Driver(), fds[1])
+		c, err := tk.Driver().NewSocket(fds[1])
 		if err != nil {
 			return err
 		}

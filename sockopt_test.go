@@ -13,7 +13,7 @@ import (
 // a closed socket give errors that name the problem.
 func TestSocketOptionsReadBack(t *testing.T) {
 	runPool(t, func(tk *Task) error {
-		l, err := Listen(tk.Driver(), "tcp", "127.0.0.1:0")
+		l, err := tk.Driver().Listen("tcp", "127.0.0.1:0")
 		require.NoError(t, err)
 		defer l.Close()
 		peer := make(chan net.Conn, 1)

@@ -28,7 +28,7 @@ func TestStartServesNetHTTPWithoutARootTask(t *testing.T) {
 			require.NoError(t, err)
 			require.NoError(t, p.Start())
 
-			l, err := Listen(p.Driver(), "tcp", "127.0.0.1:0")
+			l, err := p.Driver().Listen("tcp", "127.0.0.1:0")
 			require.NoError(t, err)
 			srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				fmt.Fprintf(w, "hello %s", r.URL.Path)
@@ -133,12 +133,12 @@ func TestRegressionGoroutineOnPoolNotRunningFailsInsteadOfHanging(t *testing.T) 
 	p := newTestPool(t)
 	p.opts.notRunningBound = bound // before any goroutine uses the pool
 
-	l, err := Listen(p.Driver(), "tcp", "127.0.0.1:0")
+	l, err := p.Driver().Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	nl := l.NetListener()
 	defer nl.Close()
 	sp := socketpair(t)
-	c, err := NewNetConn(p.Driver(), sp[0])
+	c, err := p.Driver().NewNetConn(sp[0])
 	require.NoError(t, err)
 	defer c.Close()
 	defer mustNetConn(t, p, sp[1]).Close()
@@ -147,7 +147,7 @@ func TestRegressionGoroutineOnPoolNotRunningFailsInsteadOfHanging(t *testing.T) 
 		"Accept": func() error { _, err := nl.Accept(); return err },
 		"Read":   func() error { _, err := c.Read(make([]byte, 8)); return err },
 		"BlockOn": func() error {
-			_, err := BlockOn(NewTimer(p.Driver()).Future(time.Now().Add(time.Hour)))
+			_, err := BlockOn(p.Driver().NewTimer().Future(time.Now().Add(time.Hour)))
 			return err
 		},
 		"Handle.Wait": func() error {
@@ -169,7 +169,7 @@ func TestRegressionGoroutineOnPoolNotRunningFailsInsteadOfHanging(t *testing.T) 
 // mustNetConn wraps fd in a NetConn on p, failing the test on error.
 func mustNetConn(t *testing.T, p *Pool, fd int) *NetConn {
 	t.Helper()
-	c, err := NewNetConn(p.Driver(), fd)
+	c, err := p.Driver().NewNetConn(fd)
 	require.NoError(t, err)
 	return c
 }

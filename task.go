@@ -379,7 +379,7 @@ func (t *Task) SleepUntil(deadline time.Time) error {
 func (t *Task) sleepUntil(deadline int64) error {
 	f := &t.extra().sleep
 	if f.timer == nil {
-		f.timer = NewTimer(&t.pool.drv)
+		f.timer = (&t.pool.drv).NewTimer()
 	}
 	f.deadline = deadline
 	_, err := Await[time.Time](t, f)

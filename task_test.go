@@ -121,7 +121,7 @@ func TestYieldingTasksDoNotStarveTimersOrFds(t *testing.T) {
 		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 		require.NoError(t, err)
 		defer unix.Close(fds[1])
-		s, err := NewSocket(tk.Driver(), fds[0])
+		s, err := tk.Driver().NewSocket(fds[0])
 		require.NoError(t, err)
 		defer s.Close()
 		reader := Spawn(tk.Driver(), "reader", func(t *Task) (int, error) {

@@ -67,7 +67,7 @@ func TestTasksFromAnotherGoroutine(t *testing.T) {
 			drv := p.Driver()
 			fds := socketpair(t)
 			defer unix.Close(fds[1])
-			sock, err := NewSocket(drv, fds[0])
+			sock, err := drv.NewSocket(fds[0])
 			require.NoError(t, err)
 			defer sock.Close()
 			ch := NewChan[int]()

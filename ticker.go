@@ -31,11 +31,11 @@ type Ticker struct {
 
 // NewTicker returns a ticker whose first tick is one period from now. A
 // period ≤ 0 is an error.
-func NewTicker(drv *Driver, period time.Duration) (*Ticker, error) {
+func (d *Driver) NewTicker(period time.Duration) (*Ticker, error) {
 	if period <= 0 {
-		return nil, fmt.Errorf("iopool: NewTicker(%v): want a period > 0", period)
+		return nil, fmt.Errorf("iopool: Driver.NewTicker(%v): want a period > 0", period)
 	}
-	return &Ticker{tm: NewTimer(drv), period: period, next: drv.p.Now().Add(period)}, nil
+	return &Ticker{tm: d.NewTimer(), period: period, next: d.p.Now().Add(period)}, nil
 }
 
 // errTickerStopped is Next's error after Stop.

@@ -15,7 +15,7 @@ import (
 func TestTickerSkipsAndCountsMissedTicks(t *testing.T) {
 	const period = 25 * time.Millisecond
 	runPool(t, func(tk *Task) error {
-		ticker, err := NewTicker(tk.Driver(), period)
+		ticker, err := tk.Driver().NewTicker(period)
 		require.NoError(t, err)
 		defer ticker.Stop()
 		origin := ticker.next.Add(-period)
@@ -50,7 +50,7 @@ func TestTickerSkipsAndCountsMissedTicks(t *testing.T) {
 
 func TestTickerResetAndStop(t *testing.T) {
 	runPool(t, func(tk *Task) error {
-		ticker, err := NewTicker(tk.Driver(), time.Hour)
+		ticker, err := tk.Driver().NewTicker(time.Hour)
 		require.NoError(t, err)
 		// Reset from another goroutine wakes the waiting Next onto the new grid.
 		go func() {
@@ -84,10 +84,10 @@ func TestTickerResetAndStop(t *testing.T) {
 func TestTickerRejectsBadPeriods(t *testing.T) {
 	p := newTestPool(t)
 	for _, d := range []time.Duration{0, -time.Second} {
-		_, err := NewTicker(p.Driver(), d)
+		_, err := p.Driver().NewTicker(d)
 		require.ErrorContains(t, err, "want a period > 0")
 	}
-	ticker, err := NewTicker(p.Driver(), time.Second)
+	ticker, err := p.Driver().NewTicker(time.Second)
 	require.NoError(t, err)
 	require.ErrorContains(t, ticker.Reset(0), "Ticker.Reset(0s): want a period > 0")
 	ticker.Stop()
@@ -97,7 +97,7 @@ func TestTickerRejectsBadPeriods(t *testing.T) {
 // so the next Select waits for the next tick instead of returning at once.
 func TestTickerInSelect(t *testing.T) {
 	runPool(t, func(tk *Task) error {
-		ticker, err := NewTicker(tk.Driver(), 10*time.Millisecond)
+		ticker, err := tk.Driver().NewTicker(10 * time.Millisecond)
 		require.NoError(t, err)
 		defer ticker.Stop()
 		origin := ticker.next.Add(-10 * time.Millisecond)

@@ -14,9 +14,9 @@ type Timer struct {
 	hasDeadline bool       // pool.mu: a deadline was ever set
 }
 
-// NewTimer returns an unarmed timer on drv's pool.
-func NewTimer(drv *Driver) *Timer {
-	return &Timer{p: drv.p, e: timerEntry{index: -1}}
+// NewTimer returns an unarmed timer on the driver's pool.
+func (d *Driver) NewTimer() *Timer {
+	return &Timer{p: d.p, e: timerEntry{index: -1}}
 }
 
 // PollTimer sets the timer's deadline and polls it: it is ready with the

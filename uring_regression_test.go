@@ -551,7 +551,7 @@ func TestRegressionUringCancelKeepsCause(t *testing.T) {
 		type outcome struct{ inKernel, after, batch error }
 		run := func(ctx context.Context, cancel func()) outcome {
 			var o outcome
-			h := SpawnContext(ctx, tk.Driver(), "reader", func(t *Task) (int, error) {
+			h := SpawnContext(tk.Driver(), ctx, "reader", func(t *Task) (int, error) {
 				_, o.inKernel = u.Read(t, fds[0], make([]byte, 16), -1)
 				o.after = u.Nop(t)
 				b := u.NewBatch()

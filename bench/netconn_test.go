@@ -44,12 +44,12 @@ func TestNetConnConformance(t *testing.T) {
 				stopPool()
 				return nil, nil, nil, err
 			}
-			a, err := iopool.NewNetConn(p.Driver(), fds[0])
+			a, err := p.Driver().NewNetConn(fds[0])
 			if err != nil {
 				stopPool()
 				return nil, nil, nil, err
 			}
-			b, err := iopool.NewNetConn(p.Driver(), fds[1])
+			b, err := p.Driver().NewNetConn(fds[1])
 			if err != nil {
 				a.Close()
 				stopPool()
@@ -94,7 +94,7 @@ func TestNetConnConformance(t *testing.T) {
 					stopPool()
 					return nil, nil, nil, err
 				}
-				if out[i], err = iopool.NewNetConn(p.Driver(), fd); err != nil {
+				if out[i], err = p.Driver().NewNetConn(fd); err != nil {
 					stopPool()
 					return nil, nil, nil, err
 				}

@@ -45,7 +45,7 @@ func TestHandlerServesTasks(t *testing.T) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	require.NoError(t, err)
 	defer unix.Close(fds[1])
-	sock, err := iopool.NewSocket(drv, fds[0])
+	sock, err := drv.NewSocket(fds[0])
 	require.NoError(t, err)
 	defer sock.Close()
 	ch := iopool.NewChan[int]()

@@ -192,7 +192,7 @@ func startServer(addr string, lock bool) (*server, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	l, err := iopool.Listen(p.Driver(), "tcp", addr)
+	l, err := p.Driver().Listen("tcp", addr)
 	if err != nil {
 		p.Close()
 		return nil, "", err

@@ -130,7 +130,7 @@ func startServer(addr string) (*server, error) {
 		p.Close()
 		return nil, err
 	}
-	l, err := iopool.Listen(p.Driver(), "tcp", addr)
+	l, err := p.Driver().Listen("tcp", addr)
 	if err != nil {
 		p.Close()
 		return nil, err

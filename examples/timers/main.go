@@ -156,7 +156,7 @@ func demo(ctx context.Context, t *iopool.Task, interval time.Duration, ticks int
 	}()
 	fmt.Fprintf(out, "a timerfd every %v, %d ticks; an eventfd signaled by a goroutine on each tick; a pool timer on the same schedule\n", interval, ticks)
 
-	sleeper := iopool.SpawnContext(ctx, drv, "sleeper", func(t *iopool.Task) ([]time.Duration, error) {
+	sleeper := iopool.SpawnContext(drv, ctx, "sleeper", func(t *iopool.Task) ([]time.Duration, error) {
 		var late []time.Duration
 		for i := 1; i <= ticks; i++ {
 			due := start.Add(time.Duration(i) * interval)
@@ -167,7 +167,7 @@ func demo(ctx context.Context, t *iopool.Task, interval time.Duration, ticks int
 		}
 		return late, nil
 	})
-	receiver := iopool.SpawnContext(ctx, drv, "eventfd", func(t *iopool.Task) ([]time.Duration, error) {
+	receiver := iopool.SpawnContext(drv, ctx, "eventfd", func(t *iopool.Task) ([]time.Duration, error) {
 		var handoff []time.Duration
 		for range ticks {
 			if err := eventWait.Wait(t); err != nil {
@@ -179,7 +179,7 @@ func demo(ctx context.Context, t *iopool.Task, interval time.Duration, ticks int
 		return handoff, nil
 	})
 
-	timerfd := iopool.SpawnContext(ctx, drv, "timerfd", func(t *iopool.Task) ([]time.Duration, error) {
+	timerfd := iopool.SpawnContext(drv, ctx, "timerfd", func(t *iopool.Task) ([]time.Duration, error) {
 		var lates []time.Duration
 		for i := 1; i <= ticks; i++ {
 			if err := timerWait.Wait(t); err != nil {

@@ -116,7 +116,7 @@ func startServer(path string) (*server, error) {
 	listening := make(chan error, 1)
 	go func() {
 		s.done <- p.Run(func(t *iopool.Task) error {
-			l, err := iopool.Listen(t.Driver(), "unix", path)
+			l, err := t.Driver().Listen("unix", path)
 			listening <- err
 			if err != nil {
 				return nil // reported by startServer
