@@ -182,17 +182,13 @@ func (d *Driver) Pool() *Pool { return d.p }
 
 // Run runs root as a task and drives the pool until root returns, then
 // returns root's error. The loop runs on the pool's own goroutine (locked to
-// its own OS thread with WithLockOSThread) while the caller waits.
-//
-// Run does not wait for the other tasks: those still running when root
-// returns stop where they are, stay in the pool and continue on the next
-// Run or Start, or are canceled by Close (their awaits return ErrCanceled). Join
-// them, or take them from a JoinSet, before root returns to have them
-// finish.
-//
-// A panic in root is re-raised by Run as a *PanicError;
-// if root calls runtime.Goexit (t.FailNow, require.* in a test), Run returns
-// an error wrapping ErrGoexit and the pool stays usable.
+// its own OS thread with WithLockOSThread) while the caller waits. Run does
+// not wait for the other tasks: those still running when root returns stop
+// where they are and go on at the next Run or Start, or are canceled by
+// Close; Join them (or drain a JoinSet) before root returns to have them
+// finish. A panic in root is re-raised by Run as a *PanicError; if root
+// calls runtime.Goexit (t.FailNow, require.* in a test), Run returns an
+// error wrapping ErrGoexit and the pool stays usable.
 //
 // Run returns ErrNilTask for a nil root, ErrClosed on a closed pool (or when
 // Close ends the run), and an error wrapping ErrRunning while another Run is
