@@ -48,7 +48,7 @@ func (p *Pool) resume(t *Task) {
 		}
 		c = p.takeCoroutine()
 		c.task, t.co = t, c
-		c.awaiting, c.polls, c.started = nil, 0, p.monoNow() // tasktable.go
+		c.polls = 0 // tasktable.go; awaiting was cleared when its last task ended
 	}
 	if p.current.Load() != t {
 		p.current.Store(t) // cleared by the loop before it takes its lock

@@ -176,7 +176,6 @@ type coroutine struct {
 	// For the task table (tasktable.go), of the task it runs; loop only.
 	awaiting any    // the future of the task's await in progress
 	polls    uint32 // times the task was resumed
-	started  int64  // pool clock ns of the task's first run
 }
 
 // body is the coroutine: it runs its task, and then the next one the loop

@@ -2,9 +2,10 @@ package iopool
 
 // The task table: Pool.Tasks lists a pool's live tasks with what each
 // waits on. Nothing is measured for it on the hot path: an await stores its
-// future (one field of the task's coroutine), a resume counts one poll, and
-// a task's first run reads the pool's clock. A task costs no memory for it:
-// the fields are the coroutine's, which a task has only while it runs. What the future waits on is put in words only when
+// future (one field of the task's coroutine) and a resume counts one poll.
+// A task costs no memory for it: the fields are the coroutine's, which a
+// task has only while it runs. Where and when a task was spawned is
+// recorded only WithSpawnSites. What the future waits on is put in words only when
 // the table is read, on the loop (futures describe themselves through
 // waitDescriber), so a future's own fields are read by their owner.
 
@@ -59,17 +60,18 @@ type TaskInfo struct {
 	// the task's function is defined, which for a function literal written
 	// in the Spawn call is the same line, followed by the function's name.
 	SpawnedAt string
-	// Age is how long ago the task first ran, on the pool's clock: a
-	// spawned task runs in the loop's next cycle; 0 until then.
+	// Age is how long ago the task was spawned, on the pool's clock,
+	// recorded with WithSpawnSites only: 0 without it (a clock read per
+	// spawn costs BenchmarkSpawnJoin measurably).
 	Age   time.Duration
 	Polls uint64 // times the loop resumed it
 }
 
-// WithSpawnSites records where each task is spawned (the caller of Spawn,
-// SpawnContext, JoinSet.Spawn, Run), for TaskInfo.SpawnedAt. It costs a
-// stack walk and an allocation per spawn (a few hundred nanoseconds), so it
-// is off by default; without it SpawnedAt names where the task's function
-// is defined.
+// WithSpawnSites records where and when each task is spawned (the caller
+// of Spawn, SpawnContext, JoinSet.Spawn, Run), for TaskInfo.SpawnedAt and
+// TaskInfo.Age. It costs a stack walk, a clock read and an allocation per
+// spawn (a few hundred nanoseconds), so it is off by default; without it
+// SpawnedAt names where the task's function is defined, and Age is 0.
 func WithSpawnSites() Option {
 	return func(o *options) error { o.spawnSites = true; return nil }
 }
@@ -78,12 +80,13 @@ func WithSpawnSites() Option {
 type spawnSite struct {
 	pcs [8]uintptr
 	n   int
+	at  int64 // pool clock ns of the spawn
 }
 
 // recordSpawnSite captures the spawn's call stack. Called while the task
 // is created, before it is queued.
 func (t *Task) recordSpawnSite() {
-	s := new(spawnSite)
+	s := &spawnSite{at: t.pool.monoNow()}
 	s.n = runtime.Callers(3, s.pcs[:]) // above recordSpawnSite and init
 	t.extra().site = s
 }
@@ -147,8 +150,8 @@ type taskTableRequest struct {
 // loop runs, the list is made by the loop between two cycles, so what each
 // task waits on is read by the goroutine that owns it; Tasks wakes the loop
 // for it and waits. If the loop does not answer within 50ms (a task
-// keeps it busy), Tasks lists each task without WaitingOn, Age and Polls,
-// and names the running task. From a task of the pool it lists directly, the
+// keeps it busy), Tasks lists each task without WaitingOn and Polls, and
+// names the running task. From a task of the pool it lists directly, the
 // caller as running.
 func (p *Pool) Tasks() []TaskInfo {
 	if callerPool() == p {
@@ -210,6 +213,9 @@ func (p *Pool) taskTableLocked(ownerView bool) []TaskInfo {
 	infos := make([]TaskInfo, 0, p.live.n)
 	for t := p.live.head; t != nil; t = t.nextLive {
 		info := TaskInfo{Name: t.name, SpawnedAt: t.spawnedAt()}
+		if e := t.ext.Load(); e != nil && e.site != nil {
+			info.Age = time.Duration(now - e.site.at)
+		}
 		switch {
 		case t == running:
 			info.State = TaskRunning
@@ -219,7 +225,7 @@ func (p *Pool) taskTableLocked(ownerView bool) []TaskInfo {
 			info.State = TaskWaiting
 		}
 		if c := t.co; ownerView && c != nil {
-			info.Age, info.Polls = time.Duration(now-c.started), uint64(c.polls)
+			info.Polls = uint64(c.polls)
 			if info.State == TaskWaiting {
 				info.WaitingOn = describeWait(p, c.awaiting)
 			}

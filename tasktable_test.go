@@ -91,7 +91,11 @@ func TestTasksFromAnotherGoroutine(t *testing.T) {
 			for name, info := range m {
 				require.True(t, strings.HasPrefix(info.SpawnedAt, site[name]), "%s spawned at %s, want %s", name, info.SpawnedAt, site[name])
 				require.GreaterOrEqual(t, info.Polls, uint64(1), name)
-				require.Positive(t, info.Age, name)
+				if sites {
+					require.Positive(t, info.Age, name)
+				} else {
+					require.Zero(t, info.Age, name)
+				}
 			}
 
 			// A read deadline shows; a woken reader leaves the table.
@@ -183,4 +187,21 @@ func TestTasksBetweenRuns(t *testing.T) {
 	require.Equal(t, TaskWaiting, tasks[0].State)
 	require.Equal(t, "timer in 1h0m0s", tasks[0].WaitingOn)
 	require.EqualValues(t, 1, tasks[0].Polls)
+}
+
+// BenchmarkSpawnJoinWithSpawnSites is BenchmarkSpawnJoin paying for
+// WithSpawnSites (a stack walk, a clock read and an allocation per spawn).
+func BenchmarkSpawnJoinWithSpawnSites(b *testing.B) {
+	b.ReportAllocs()
+	runBench(b, func(t *Task) error {
+		drv := t.Driver()
+		empty := func(*Task) (int, error) { return 0, nil }
+		b.ResetTimer()
+		for range b.N {
+			if _, err := Spawn(drv, "empty", empty).Join(t); err != nil {
+				return err
+			}
+		}
+		return nil
+	}, WithSpawnSites())
 }

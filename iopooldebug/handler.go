@@ -56,8 +56,8 @@ type Task struct {
 	State     string `json:"state"`
 	WaitingOn string `json:"waitingOn,omitempty"`
 	SpawnedAt string `json:"spawnedAt"`
-	Age       string `json:"age"`
-	AgeNanos  int64  `json:"ageNanos"`
+	Age       string `json:"age,omitempty"`      // with iopool.WithSpawnSites
+	AgeNanos  int64  `json:"ageNanos,omitempty"` // with iopool.WithSpawnSites
 	Polls     uint64 `json:"polls"`
 }
 
@@ -67,7 +67,10 @@ func snapshot(p *iopool.Pool) Pool {
 	for i, t := range infos {
 		sp.Tasks[i] = Task{
 			Name: t.Name, State: t.State.String(), WaitingOn: t.WaitingOn, SpawnedAt: t.SpawnedAt,
-			Age: t.Age.Round(time.Millisecond).String(), AgeNanos: int64(t.Age), Polls: t.Polls,
+			AgeNanos: int64(t.Age), Polls: t.Polls,
+		}
+		if t.Age != 0 {
+			sp.Tasks[i].Age = t.Age.Round(time.Millisecond).String()
 		}
 	}
 	return sp
@@ -90,7 +93,11 @@ func writeText(w io.Writer, pools []Pool) {
 			if t.WaitingOn != "" {
 				state += ": " + t.WaitingOn
 			}
-			fmt.Fprintf(w, "\ntask %q [%s] age %s, polls %d\n\tspawned at %s\n", t.Name, state, t.Age, t.Polls, t.SpawnedAt)
+			age := ""
+			if t.Age != "" {
+				age = " age " + t.Age + ","
+			}
+			fmt.Fprintf(w, "\ntask %q [%s]%s polls %d\n\tspawned at %s\n", t.Name, state, age, t.Polls, t.SpawnedAt)
 		}
 	}
 }
