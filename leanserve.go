@@ -2,7 +2,6 @@ package iopool
 
 import (
 	"errors"
-	"fmt"
 	"sync"
 )
 
@@ -167,7 +166,7 @@ func (srv *LeanServer) Add(s *Socket, h ConnHandler) error {
 	if srv.closed {
 		srv.mu.Unlock()
 		s.Close()
-		return fmt.Errorf("iopool: LeanServer.Add fd %d: %w", s.fd, ErrClosed)
+		return wrapError(ErrClosed, "LeanServer.Add fd %d", s.fd)
 	}
 	switch {
 	case srv.pool == nil:

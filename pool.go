@@ -162,7 +162,7 @@ func New(opts ...Option) (*Pool, error) {
 	}
 	p.drv.p = p
 	if err := p.be.open(); err != nil {
-		return nil, fmt.Errorf("iopool: New: %w", err)
+		return nil, wrapError(err, "New")
 	}
 	p.events = make([]unix.EpollEvent, p.opts.eventBuffer)
 	if p.opts.cpu >= 0 {

@@ -69,7 +69,7 @@ func (s *Signals) forward(poolClosed <-chan struct{}) {
 }
 
 // errSignalsStopped is Recv's error after Stop or the pool's Close.
-var errSignalsStopped = fmt.Errorf("iopool: signal delivery stopped: %w", ErrClosed)
+var errSignalsStopped = wrapError(ErrClosed, "signal delivery stopped")
 
 // Recv waits inside task t for the next signal. After Stop (or the pool's
 // Close) and once the signals already received are taken, it returns an

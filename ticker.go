@@ -39,7 +39,7 @@ func (d *Driver) NewTicker(period time.Duration) (*Ticker, error) {
 }
 
 // errTickerStopped is Next's error after Stop.
-var errTickerStopped = fmt.Errorf("iopool: ticker stopped: %w", ErrClosed)
+var errTickerStopped = wrapError(ErrClosed, "ticker stopped")
 
 // Poll is ready when the next tick is due, with the number of ticks
 // missed before it in Value (see Next), and it takes the tick: the ticker

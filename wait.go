@@ -45,7 +45,7 @@ func (w *Wait) Poll(cx *Context) (error, bool) {
 			return nil, false
 		}
 		if !w.fr.acquire() {
-			return fmt.Errorf("iopool: wait fd %d: %w", w.fd, ErrClosed), true
+			return wrapError(ErrClosed, "wait fd %d", w.fd), true
 		}
 		w.fr.ClearReady(SlotRead)
 		_, err := sys.Read(w.fd, w.buf[:w.readSize])
