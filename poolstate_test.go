@@ -95,9 +95,11 @@ func TestPoolStateIsReferencingOps(t *testing.T) {
 }
 
 // runPoolStateOps drives the state machine like the loop and its wakers do,
-// choosing each step from ops, and checks the invariants: at most one
-// eventfd write per sleep, a loop woken while running never sleeps, and a
-// sleep is always followed by Waking.
+// choosing each step from ops, and checks the invariants in both
+// directions: at most one eventfd write per sleep, and a sleeping loop that
+// is woken (by a wake, or by a timer earlier than its deadline) gets that
+// write; a loop woken while running never sleeps, and a sleep is always
+// followed by Waking.
 func runPoolStateOps(t *testing.T, ops []byte) {
 	var s poolState
 	writes := 0
@@ -106,9 +108,10 @@ func runPoolStateOps(t *testing.T, ops []byte) {
 		switch op % 6 {
 		case 0, 1: // another goroutine wakes the loop
 			wasSleeping := s.state == stateSleeping
-			if s.wake() {
+			signal := s.wake()
+			require.Equal(t, wasSleeping, signal, "a wake writes the eventfd if and only if the loop is Sleeping (lost wake-up when it does not)")
+			if signal {
 				writes++
-				require.True(t, wasSleeping, "only a sleeping loop gets an eventfd write")
 			}
 			if !s.isReferencingOps() {
 				woken = true
@@ -116,10 +119,11 @@ func runPoolStateOps(t *testing.T, ops []byte) {
 		case 2: // a timer is armed
 			d := int64(op)
 			before := s
-			if s.wakeForTimer(d) {
+			mustWake := before.state == stateSleeping && (!before.hasDeadline || before.deadline > d)
+			signal := s.wakeForTimer(d)
+			require.Equal(t, mustWake, signal, "wakeForTimer(%d) on %+v: a loop sleeping past the timer gets the write, no other", d, before)
+			if signal {
 				writes++
-				require.Equal(t, stateSleeping, before.state)
-				require.True(t, !before.hasDeadline || before.deadline > d)
 			}
 		case 3: // the loop ends its cycle: sleep if it can
 			if s.isReferencingOps() {

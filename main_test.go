@@ -1,0 +1,135 @@
+package iopool
+
+import (
+	"fmt"
+	"os"
+	"regexp"
+	"runtime"
+	"slices"
+	"testing"
+	"time"
+)
+
+// TestMain runs the package's tests under a lost-wake watchdog, so that a
+// lost wake-up fails the run within seconds whichever test it hangs (with
+// -run, -shuffle, or in a test that runs before the named wake tests of
+// backend_epoll_test.go notice it), instead of at go test's timeout.
+func TestMain(m *testing.M) {
+	stop := startWakeWatchdog()
+	code := m.Run()
+	if code == 0 {
+		stop() // after a failure, a pool left open by a failed test may be what hangs
+	}
+	os.Exit(code)
+}
+
+// watchdogProbeEvery and watchdogBound: the watchdog sends a probe to its
+// own sleeping pool this often, and gives up on an answer after this long.
+const (
+	watchdogProbeEvery = 200 * time.Millisecond
+	watchdogBound      = 10 * time.Second
+)
+
+// startWakeWatchdog starts a pool of its own whose root task answers
+// values sent on a Chan, and a goroutine that sends one every
+// watchdogProbeEvery. The pool is asleep between probes, so each probe is
+// a wake from another goroutine: if one goes unanswered for watchdogBound,
+// wakes are being lost, every test that waits on one hangs, and the
+// watchdog ends the process with a message saying so and every goroutine's
+// stack (the hung test's among them). It keeps two fds and two goroutines
+// for the whole run, created before the first test counts them.
+//
+// The returned function stops the watchdog and closes its pool.
+func startWakeWatchdog() (stop func()) {
+	p, err := New(WithName("wake-watchdog"))
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "wake watchdog: %v\n", err)
+		os.Exit(1)
+	}
+	probes := NewChan[int]()
+	answers := make(chan int, 1)
+	ran := make(chan error, 1)
+	go func() {
+		ran <- p.Run(func(tk *Task) error {
+			for {
+				v, err := probes.Recv(tk)
+				if err != nil {
+					return nil // the watchdog stopped
+				}
+				answers <- v
+			}
+		})
+	}()
+	// probe sends one value and waits for the answer; false if the pool's
+	// Run has ended.
+	probe := func(i int) bool {
+		if err := probes.Send(i); err != nil {
+			return false
+		}
+		select {
+		case <-answers:
+			return true
+		case err := <-ran:
+			fmt.Fprintf(os.Stderr, "wake watchdog: its pool's Run returned early (%v); watchdog off\n", err)
+			return false
+		case <-time.After(watchdogBound):
+			lostWake(p, "a Chan.Send from another goroutine did not wake the watchdog's sleeping pool")
+			return false
+		}
+	}
+	// The first probe, before any test runs, also makes sure the pool's
+	// loop goroutine exists: a test counting goroutines must not see it
+	// appear.
+	probe(0)
+	quit, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		tick := time.NewTicker(watchdogProbeEvery)
+		defer tick.Stop()
+		for i := 1; ; i++ {
+			select {
+			case <-quit:
+				return
+			case <-tick.C:
+			}
+			if !probe(i) {
+				return
+			}
+		}
+	}()
+	return func() {
+		close(quit)
+		<-stopped
+		probes.Close()
+		select {
+		case <-ran:
+		case <-time.After(watchdogBound):
+			lostWake(p, "closing the probe Chan did not wake the watchdog's sleeping pool at the end of the run")
+		}
+		_ = p.Close()
+	}
+}
+
+// lostWake ends the process: what failed, the tests hung on it, and every
+// goroutine's stack.
+func lostWake(p *Pool, what string) {
+	buf := make([]byte, 8<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	fmt.Fprintf(os.Stderr, "FAIL: wake watchdog (TestMain): lost wake-up: %s within %v (poolState.wake, epollBackend.wake); "+
+		"tests hung now: %v. Stats %+v. Goroutines:\n%s\n", what, watchdogBound, runningTests(buf), p.Stats(), buf)
+	os.Exit(1)
+}
+
+// runningTests names the tests, examples and fuzz targets in a goroutine
+// dump.
+func runningTests(stacks []byte) []string {
+	var names []string
+	for _, m := range testFrame.FindAllSubmatch(stacks, -1) {
+		if name := string(m[1]); name != "TestMain" && !slices.Contains(names, name) {
+			names = append(names, name)
+		}
+	}
+	return names
+}
+
+var testFrame = regexp.MustCompile(`iopool(?:_test)?\.((?:Test|Example|Fuzz)[A-Za-z0-9_]*)\(`)
