@@ -5,11 +5,15 @@ import (
 	"errors"
 	"io"
 	"os"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/iopool/iopool/internal/sys"
 )
 
 // FuzzSocketReadChunking: a peer writes a stream in chunks whose sizes come
@@ -82,15 +86,33 @@ func FuzzSocketReadChunking(f *testing.F) {
 // TestEAGAINStorm: while a peer streams data, another goroutine steals
 // reads from the same fd, so many wakes of the reading task find nothing
 // (EAGAIN). Every byte is read once by one side or the other, the task never
-// hangs, and the loop does not spin: it sleeps between edges.
+// hangs, and nothing spins: neither the loop (cycles) nor the task inside
+// Socket.Read (read system calls, counted at the fault seam: a Read that
+// does not forget the readiness after EAGAIN retries the syscall at once,
+// in a single cycle). Past the bound the seam fails the read, so a spin
+// ends the test at once instead of burning CPU until the writer is done.
 func TestEAGAINStorm(t *testing.T) {
+	const total, chunk = 10000, 10
+	const writes = total / chunk
+	// A wake of the task costs a read that gets data or EAGAIN, and one
+	// more to see EAGAIN after a short read; a deadline (every 20 ms)
+	// costs nothing. 4 per write leaves room for a few spurious edges.
+	const maxReads = 4 * writes
+	errSpin := errors.New("TestEAGAINStorm: too many read system calls")
+	var reads atomic.Int64
+	prev := sys.SetFaults(func(c sys.Call) error {
+		if c == sys.CallRead && reads.Add(1) > maxReads {
+			return errSpin
+		}
+		return nil
+	})
+	t.Cleanup(func() { sys.SetFaults(prev) })
 	runPool(t, func(tk *Task) error {
 		sp := socketpair(t)
 		defer unix.Close(sp[1])
 		s, err := tk.Driver().NewSocket(sp[0])
 		require.NoError(t, err)
 		defer s.Close()
-		const total = 10000
 		stolen := 0
 		stop, thiefDone := make(chan struct{}), make(chan struct{})
 		go func() {
@@ -110,11 +132,13 @@ func TestEAGAINStorm(t *testing.T) {
 		writerDone := make(chan struct{})
 		go func() {
 			defer close(writerDone)
-			for i := 0; i < total; i += 10 {
-				unix.Write(sp[1], make([]byte, 10))
+			for range writes {
+				unix.Write(sp[1], make([]byte, chunk))
 				time.Sleep(10 * time.Microsecond)
 			}
 		}()
+		stopThief := sync.OnceFunc(func() { close(stop); <-thiefDone })
+		defer func() { stopThief(); <-writerDone }()
 		mine := 0
 		buf := make([]byte, 64)
 		for writing := true; writing; {
@@ -125,13 +149,16 @@ func TestEAGAINStorm(t *testing.T) {
 			}
 			require.NoError(t, s.SetReadDeadline(time.Now().Add(20*time.Millisecond)))
 			n, err := s.Read(tk, buf)
+			if errors.Is(err, errSpin) {
+				t.Fatalf("the reading task spins in Socket.Read: more than %d read system calls for %d writes "+
+					"(is the readiness forgotten after EAGAIN? FdReady.ClearReady)", maxReads, writes)
+			}
 			if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
 				return err
 			}
 			mine += n
 		}
-		close(stop)
-		<-thiefDone
+		stopThief()
 		for { // what neither side took yet
 			n, err := unix.Read(sp[0], buf)
 			if err != nil {
@@ -141,7 +168,7 @@ func TestEAGAINStorm(t *testing.T) {
 		}
 		require.Equal(t, total, mine+stolen, "every byte was read exactly once")
 		st := tk.Driver().Pool().Stats()
-		t.Logf("read %d, stolen %d, stats %+v", mine, stolen, st)
+		t.Logf("read %d, stolen %d, read system calls %d for %d writes, stats %+v", mine, stolen, reads.Load(), writes, st)
 		require.Less(t, st.Cycles, uint64(4*total), "the loop does not spin on EAGAIN")
 		return nil
 	})
