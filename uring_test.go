@@ -18,14 +18,15 @@ import (
 )
 
 // requireUring returns the pool's ring, or skips the test when the kernel
-// refuses io_uring (a reason outside the code).
+// refuses io_uring (uring.Refused: a reason outside the code). Any other
+// error from the ring's setup fails the test.
 func requireUring(t testing.TB, drv *Driver) *Uring {
 	t.Helper()
 	u, err := drv.Uring()
-	if errors.Is(err, ErrUringUnavailable) && (errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EPERM) || errors.Is(err, unix.ENOMEM)) {
+	if errors.Is(err, ErrUringUnavailable) && uring.Refused(err) {
 		t.Skipf("the kernel refuses io_uring: %v", err)
 	}
-	require.NoError(t, err)
+	require.NoError(t, err, "io_uring setup failed, and not because the kernel refuses io_uring")
 	return u
 }
 

@@ -59,6 +59,16 @@ func Enter(fd int, toSubmit, minComplete, flags uint32) (int, error) {
 	return int(r), errnoErr(e)
 }
 
+// Refused reports whether err, from New (or wrapping New's error), is the
+// kernel refusing io_uring rather than a failure of the setup code: ENOSYS
+// (a kernel built without io_uring, or a seccomp filter answering ENOSYS),
+// EPERM (the kernel.io_uring_disabled sysctl, or seccomp) or EACCES (a
+// security module). These, and only these, are a reason outside the code
+// for a test to skip; any other setup error is a failure to report.
+func Refused(err error) bool {
+	return errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES)
+}
+
 // New sets up a ring with entries SQ entries and the given setup flags.
 func New(entries, flags uint32) (*Ring, error) {
 	if entries == 0 || entries > MaxEntries {

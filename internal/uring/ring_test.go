@@ -2,6 +2,7 @@ package uring
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"runtime"
 	"testing"
@@ -12,16 +13,38 @@ import (
 )
 
 // newRing sets up a ring or skips the test when the kernel refuses
-// io_uring (seccomp, io_uring_disabled, memlock): a reason outside the code.
+// io_uring (Refused: a reason outside the code); any other error fails it.
 func newRing(t testing.TB, entries uint32) *Ring {
 	t.Helper()
-	r, err := New(entries, 0)
-	if errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
-		t.Skipf("the kernel refuses io_uring: %v", err)
-	}
-	require.NoError(t, err)
+	r := newRingNoCleanup(t, entries)
 	t.Cleanup(func() { require.NoError(t, r.Close()) })
 	return r
+}
+
+// newRingNoCleanup is newRing for a test that closes the ring itself.
+func newRingNoCleanup(t testing.TB, entries uint32) *Ring {
+	t.Helper()
+	r, err := New(entries, 0)
+	if Refused(err) {
+		t.Skipf("the kernel refuses io_uring: %v", err)
+	}
+	require.NoError(t, err, "io_uring setup failed, and not because the kernel refuses io_uring")
+	return r
+}
+
+// Only the kernel's refusals are reasons to skip; the errors of the setup
+// code itself (bad entries, a failed mmap) are not.
+func TestRefusedOnlyOnTheKernelsRefusals(t *testing.T) {
+	for _, errno := range []unix.Errno{unix.ENOSYS, unix.EPERM, unix.EACCES} {
+		require.True(t, Refused(os.NewSyscallError("io_uring_setup", errno)), "%v", errno)
+		require.True(t, Refused(fmt.Errorf("wrapped: %w", errno)), "%v wrapped", errno)
+	}
+	for _, err := range []error{nil, unix.EINVAL, unix.ENOMEM, unix.EFAULT, os.NewSyscallError("mmap sq ring", unix.ENOMEM), errors.New("uring: 0 entries")} {
+		require.False(t, Refused(err), "%v", err)
+	}
+	_, err := New(0, 0)
+	require.Error(t, err)
+	require.False(t, Refused(err), "bad entries are the caller's error: %v", err)
 }
 
 func TestABILayout(t *testing.T) {
@@ -58,10 +81,7 @@ func countFds(t testing.TB) int {
 
 func TestNopRoundTripAndNoLeak(t *testing.T) {
 	before := countFds(t)
-	r, err := New(8, 0)
-	if err != nil {
-		t.Skipf("the kernel refuses io_uring: %v", err)
-	}
+	r := newRingNoCleanup(t, 8)
 	for i := range 32 {
 		sqe := r.NextSQE()
 		sqe.Opcode, sqe.UserData = OpNop, uint64(1000+i)
