@@ -80,6 +80,7 @@ func TestRemoteSpawnWhileSleeping(t *testing.T) {
 	stop := NewOneshot[struct{}]()
 	const n = 50
 	results := make(chan int, n)
+	sent := make(chan error, 1) // the goroutine's error, checked by the test's goroutine
 	go func() {
 		time.Sleep(2 * time.Millisecond) // let the loop go to sleep
 		var wg sync.WaitGroup
@@ -95,12 +96,14 @@ func TestRemoteSpawnWhileSleeping(t *testing.T) {
 			}()
 		}
 		wg.Wait()
-		require.NoError(t, stop.Send(struct{}{}))
+		// Send fails only on a closed oneshot, which ends the Recv below.
+		sent <- stop.Send(struct{}{})
 	}()
 	require.NoError(t, p.Run(func(tk *Task) error {
 		_, err := stop.Recv(tk)
 		return err
 	}))
+	require.NoError(t, <-sent)
 	close(results)
 	sum := 0
 	for v := range results {
@@ -456,15 +459,14 @@ func TestRegressionCallerLockedRunThenCloseElsewhere(t *testing.T) {
 	p, err := New()
 	require.NoError(t, err)
 	var h *Handle[int]
-	done := make(chan struct{})
+	ran := make(chan error, 1) // Run's result, checked by the test's goroutine
 	go func() {
-		defer close(done)
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
 		h = Spawn(p.Driver(), "leftover", func(t *Task) (int, error) { return 0, t.Sleep(time.Hour) })
-		require.NoError(t, p.Run(func(tk *Task) error { return tk.Yield() }))
+		ran <- p.Run(func(tk *Task) error { return tk.Yield() })
 	}()
-	<-done
+	require.NoError(t, <-ran)
 	require.NoError(t, p.Close())
 	_, err = h.Wait()
 	require.ErrorIs(t, err, ErrCanceled)

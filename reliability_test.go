@@ -2,6 +2,7 @@ package iopool
 
 import (
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"runtime"
@@ -96,6 +97,7 @@ func TestLostWakeupStress(t *testing.T) {
 	stop := time.Now().Add(stressDuration(t))
 
 	var wg sync.WaitGroup
+	sendErrs := make(chan error, producers) // checked by the test's goroutine
 	for g := range producers {
 		wg.Add(1)
 		go func() {
@@ -104,7 +106,10 @@ func TestLostWakeupStress(t *testing.T) {
 			for time.Now().Before(stop) {
 				switch rng.IntN(4) {
 				case 0:
-					require.NoError(t, ch.Send(1))
+					if err := ch.Send(1); err != nil {
+						sendErrs <- fmt.Errorf("producer %d: Send: %w", g, err)
+						return
+					}
 					sent.Add(1)
 				case 1:
 					spawned.Add(1)
@@ -153,6 +158,10 @@ func TestLostWakeupStress(t *testing.T) {
 		t.Fatal("deadlock: the pool stopped making progress")
 	}
 	<-producersDone
+	close(sendErrs)
+	for err := range sendErrs {
+		require.NoError(t, err)
+	}
 	require.Equal(t, sent.Load(), received, "every message sent is received")
 	require.Equal(t, spawned.Load(), joined.Load()+canceled.Load(), "every task finished")
 	st := p.Stats()

@@ -16,12 +16,13 @@ func TestSocketOptionsReadBack(t *testing.T) {
 		l, err := tk.Driver().Listen("tcp", "127.0.0.1:0")
 		require.NoError(t, err)
 		defer l.Close()
-		peer := make(chan net.Conn, 1)
+		peer, dialErr := make(chan net.Conn, 1), make(chan error, 1)
 		go func() {
 			c, err := net.Dial("tcp", l.Addr().String())
-			require.NoError(t, err)
+			dialErr <- err // checked by the test's goroutine
 			peer <- c
 		}()
+		require.NoError(t, <-dialErr)
 		s, err := l.Accept(tk)
 		require.NoError(t, err)
 		defer func() { (<-peer).Close() }()

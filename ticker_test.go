@@ -53,12 +53,18 @@ func TestTickerResetAndStop(t *testing.T) {
 		ticker, err := tk.Driver().NewTicker(time.Hour)
 		require.NoError(t, err)
 		// Reset from another goroutine wakes the waiting Next onto the new grid.
+		reset := make(chan error, 1) // Reset's result, checked by the test's goroutine
 		go func() {
 			time.Sleep(5 * time.Millisecond)
-			require.NoError(t, ticker.Reset(5*time.Millisecond))
+			err := ticker.Reset(5 * time.Millisecond)
+			if err != nil {
+				ticker.Stop() // or Next would wait an hour
+			}
+			reset <- err
 		}()
 		start := time.Now()
 		_, err = ticker.Next(tk)
+		require.NoError(t, <-reset)
 		require.NoError(t, err)
 		require.Less(t, time.Since(start), time.Minute)
 

@@ -201,20 +201,27 @@ func TestUringStartFromPlainGoroutine(t *testing.T) {
 		require.NoError(t, err)
 		defer f.Close()
 		buf := []byte("remote")
-		done := NewOneshot[int32]()
+		type result struct {
+			n   int32
+			err error
+		}
+		done := NewOneshot[result]() // the goroutine's result, checked by the test
 		go func() {
 			c, err := u.Start(func(s *SQE) {
 				s.Opcode, s.Fd = OpWrite, int32(f.Fd())
 				s.SetBuffer(buf)
 			}, buf)
-			require.NoError(t, err)
+			if err != nil {
+				_ = done.Send(result{err: fmt.Errorf("Start: %w", err)})
+				return
+			}
 			n, err := c.Wait()
-			require.NoError(t, err)
-			_ = done.Send(n)
+			_ = done.Send(result{n, err})
 		}()
-		n, err := done.Recv(tk)
+		r, err := done.Recv(tk)
 		require.NoError(t, err)
-		require.EqualValues(t, len(buf), n)
+		require.NoError(t, r.err)
+		require.EqualValues(t, len(buf), r.n)
 		return nil
 	})
 }
