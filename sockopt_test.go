@@ -66,3 +66,24 @@ func TestSocketOptionsReadBack(t *testing.T) {
 		return nil
 	})
 }
+
+// A TCP socket from Dial has TCP_NODELAY set, as package net's dialer
+// sets it: small writes (a request, a handshake record) go out at once
+// instead of waiting up to 40 ms for the peer's delayed ACK (Nagle). Each
+// address family that Dial makes a TCP socket for is checked.
+func TestDialedTCPHasNoDelay(t *testing.T) {
+	runPool(t, func(tk *Task) error {
+		for _, network := range []string{"tcp", "tcp4"} {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			require.NoError(t, err)
+			defer ln.Close()
+			s, err := Dial(tk, network, ln.Addr().String())
+			require.NoError(t, err, network)
+			v, err := unix.GetsockoptInt(s.Fd(), unix.IPPROTO_TCP, unix.TCP_NODELAY)
+			require.NoError(t, s.Close())
+			require.NoError(t, err, network)
+			require.Equal(t, 1, v, "%s: a dialed TCP socket has TCP_NODELAY", network)
+		}
+		return nil
+	})
+}
