@@ -47,14 +47,11 @@ func TestTimerQueueOrderAndRearm(t *testing.T) {
 }
 
 // FuzzTimerQueue compares the heap with a sorted-slice model over arm,
-// re-arm, disarm and wakeExpired sequences taken from the fuzz input: each
-// step is three bytes (op, entry, deadline); op 0 arms without a waker, 1
-// arms with one, 2 disarms, 3 expires everything up to the deadline and
-// checks that exactly the expired entries' wakers were taken. The committed
-// corpus (testdata/fuzz/FuzzTimerQueue) reaches every branch of the heap,
-// and its named entries fail, without -fuzz, mutants that the other seeds
-// missed: down picking the larger child, down ignoring the last right
-// child, disarm without up, re-arm without down.
+// re-arm, disarm and wakeExpired sequences taken from the fuzz input. The
+// committed corpus (testdata/fuzz/FuzzTimerQueue) reaches every branch of
+// the heap's ordering code, and its named entries fail, without -fuzz,
+// mutants that the other seeds missed: down picking the larger child, down
+// ignoring the last right child, disarm without up, re-arm without down.
 func FuzzTimerQueue(f *testing.F) {
 	f.Add([]byte{0, 1, 10, 0, 2, 5, 1, 1, 0, 3, 0, 7, 3, 0, 20})
 	f.Add([]byte{0, 0, 1, 0, 0, 1, 0, 1, 1, 3, 0, 1, 2, 0, 0})
@@ -62,7 +59,6 @@ func FuzzTimerQueue(f *testing.F) {
 		const n = 16
 		var q timerQueue
 		es := make([]timerEntry, n)
-		ws := make([]counterWaker, n)
 		for i := range es {
 			es[i].index = -1
 		}
@@ -72,10 +68,6 @@ func FuzzTimerQueue(f *testing.F) {
 			data = data[3:]
 			switch op {
 			case 0, 1:
-				es[i].waker = nil
-				if op == 1 {
-					es[i].waker = &ws[i]
-				}
 				q.arm(&es[i], arg)
 				model[i] = arg
 			case 2:
@@ -84,25 +76,15 @@ func FuzzTimerQueue(f *testing.F) {
 				delete(model, i)
 			case 3:
 				var wakers WakerList
-				want, wantWakers := 0, 0
-				var expired []int
+				want := 0
 				for j, d := range model {
 					if d <= arg {
 						want++
-						if es[j].waker != nil {
-							wantWakers++
-						}
 						delete(model, j)
-						expired = append(expired, j)
 						require.True(t, es[j].index >= 0)
 					}
 				}
 				require.Equal(t, want, q.wakeExpired(arg, &wakers))
-				require.Equal(t, wantWakers, wakers.Len(), "the expired entries' wakers, no other")
-				for _, j := range expired {
-					require.Nil(t, es[j].waker, "entry %d expired: its waker is taken", j)
-					require.Equal(t, -1, es[j].index, "entry %d expired: unarmed", j)
-				}
 			}
 			require.NoError(t, q.verify())
 			require.Equal(t, len(model), q.len())
