@@ -104,7 +104,7 @@ func TestTimerArmedFromAnotherGoroutineWakesSleepingLoop(t *testing.T) {
 			return err
 		})
 	}()
-	tm := NewTimer(p.Driver())
+	tm := p.Driver().NewTimer()
 	fired := make(chan struct{}, 1)
 	cx := NewContext(WakerFunc(func() {
 		select {
