@@ -6,12 +6,16 @@ import "time"
 type SelectCase interface {
 	// poll polls the future and, when it is ready, stores its value.
 	poll(cx *Context) bool
+	// future returns the case's future, for the task table (tasktable.go).
+	future() any
 }
 
 type selectCase[T any] struct {
 	fut Future[T]
 	dst *T
 }
+
+func (c selectCase[T]) future() any { return c.fut }
 
 func (c selectCase[T]) poll(cx *Context) bool {
 	v, ok := c.fut.Poll(cx)
@@ -53,18 +57,24 @@ func Select(t *Task, cases ...SelectCase) (int, error) {
 	if len(cases) == 0 {
 		panic("iopool: Select called with no cases")
 	}
-	i, err := Await[int](t, PollFunc[int](func(cx *Context) (int, bool) {
-		for i, c := range cases {
-			if c.poll(cx) {
-				return i, true
-			}
-		}
-		return -1, false
-	}))
+	i, err := Await[int](t, selectFuture(cases))
 	if err != nil {
 		return -1, err
 	}
 	return i, nil
+}
+
+// selectFuture is Select's future: ready with the index of the first
+// ready case.
+type selectFuture []SelectCase
+
+func (f selectFuture) Poll(cx *Context) (int, bool) {
+	for i, c := range f {
+		if c.poll(cx) {
+			return i, true
+		}
+	}
+	return -1, false
 }
 
 // After returns a timer of drv's pool armed to fire d from now: a case of

@@ -307,6 +307,14 @@ func (f *writeWait) waitingOn(*Pool) string  { return fmt.Sprintf("writable fd %
 func (f *batchWait) waitingOn(*Pool) string  { return "io_uring Batch" }
 func (f PollFunc[T]) waitingOn(*Pool) string { return "PollFunc (Select or a poll function)" }
 
+func (f selectFuture) waitingOn(p *Pool) string {
+	cases := make([]string, len(f))
+	for i, c := range f {
+		cases[i] = describeWait(p, c.future())
+	}
+	return "Select: " + strings.Join(cases, " | ")
+}
+
 func (w *opWait) waitingOn(*Pool) string {
 	if w.opcode == uring.OpNop {
 		return "io_uring nop"

@@ -173,9 +173,18 @@ func TestTasksBetweenRuns(t *testing.T) {
 	defer p.Close()
 	require.NoError(t, p.Run(func(tk *Task) error {
 		Spawn(tk.Driver(), "left", func(t *Task) (int, error) { return 0, t.Sleep(time.Hour) })
+		ch := NewChan[int]()
+		defer ch.Close()
+		Spawn(tk.Driver(), "selecting", func(t *Task) (int, error) {
+			tm := t.Driver().After(time.Minute)
+			defer tm.Stop()
+			return Select(t, Case[Result[int]](ch, nil), Case[time.Time](tm, nil))
+		})
 		require.NoError(t, tk.Yield())
 		tasks := tk.Driver().Pool().Tasks()
-		require.Len(t, tasks, 2)
+		require.Len(t, tasks, 3)
+		require.Equal(t, "Select: Chan.Recv | timer in 1m0s", tasks[2].WaitingOn)
+		tasks = tasks[:2]
 		require.Equal(t, "root", tasks[0].Name)
 		require.Equal(t, TaskRunning, tasks[0].State)
 		require.Equal(t, "left", tasks[1].Name)
@@ -183,25 +192,12 @@ func TestTasksBetweenRuns(t *testing.T) {
 		return nil
 	}))
 	tasks := p.Tasks()
-	require.Len(t, tasks, 1)
+	require.Len(t, tasks, 2)
+	require.Equal(t, "left", tasks[0].Name)
 	require.Equal(t, TaskWaiting, tasks[0].State)
 	require.Equal(t, "timer in 1h0m0s", tasks[0].WaitingOn)
 	require.EqualValues(t, 1, tasks[0].Polls)
-}
-
-// BenchmarkSpawnJoinWithSpawnSites is BenchmarkSpawnJoin paying for
-// WithSpawnSites (a stack walk, a clock read and an allocation per spawn).
-func BenchmarkSpawnJoinWithSpawnSites(b *testing.B) {
-	b.ReportAllocs()
-	runBench(b, func(t *Task) error {
-		drv := t.Driver()
-		empty := func(*Task) (int, error) { return 0, nil }
-		b.ResetTimer()
-		for range b.N {
-			if _, err := Spawn(drv, "empty", empty).Join(t); err != nil {
-				return err
-			}
-		}
-		return nil
-	}, WithSpawnSites())
+	require.Equal(t, "selecting", tasks[1].Name)
+	require.Equal(t, TaskReady, tasks[1].State, "woken by the Chan's Close, not run: Run has returned")
+	require.Empty(t, tasks[1].WaitingOn)
 }
