@@ -3,19 +3,12 @@ package iopool
 import (
 	"bufio"
 	"io"
-	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
-	"sync/atomic"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
-
-	"github.com/iopool/iopool/internal/sys"
 )
 
 // runPool runs fn as the root task of a new pool, closes the pool, and
@@ -82,190 +75,6 @@ func TestSocketEchoOverTCPAndUnix(t *testing.T) {
 	}
 }
 
-func TestReadinessOfEachFdKind(t *testing.T) {
-	runPool(t, func(tk *Task) error {
-		drv := tk.Driver()
-		check := func(name string, fd int, trigger func()) {
-			fr, err := drv.NewFdReady(fd)
-			require.NoError(t, err, name)
-			defer fr.Close()
-			go trigger()
-			ev, err := fr.WaitReady(tk, SlotRead, PollIn)
-			require.NoError(t, err, name)
-			require.NotZero(t, ev&PollIn, "%s: %v", name, ev)
-		}
-		var p [2]int
-		require.NoError(t, unix.Pipe2(p[:], unix.O_NONBLOCK|unix.O_CLOEXEC))
-		check("pipe", p[0], func() { unix.Write(p[1], []byte("x")) })
-		unix.Close(p[0])
-		unix.Close(p[1])
-
-		sp := socketpair(t)
-		check("socketpair", sp[0], func() { unix.Write(sp[1], []byte("x")) })
-		unix.Close(sp[0])
-		unix.Close(sp[1])
-
-		efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
-		require.NoError(t, err)
-		check("eventfd", efd, func() { sys.EventfdSignal(efd) })
-		unix.Close(efd)
-
-		tfd, err := unix.TimerfdCreate(unix.CLOCK_MONOTONIC, unix.TFD_NONBLOCK|unix.TFD_CLOEXEC)
-		require.NoError(t, err)
-		check("timerfd", tfd, func() {
-			spec := unix.ItimerSpec{Value: unix.NsecToTimespec(int64(time.Millisecond))}
-			unix.TimerfdSettime(tfd, 0, &spec, nil)
-		})
-		unix.Close(tfd)
-
-		// The write slot of a fresh socket is ready at once.
-		fresh := socketpair(t)
-		fr, err := drv.NewFdReady(fresh[0])
-		require.NoError(t, err)
-		ev, err := fr.WaitReady(tk, SlotWrite, PollOut)
-		require.NoError(t, err)
-		require.NotZero(t, ev&PollOut)
-		require.NoError(t, fr.Close())
-		unix.Close(fresh[0])
-		unix.Close(fresh[1])
-		return nil
-	})
-}
-
-// Seed scenario: an eventfd signaled from another goroutine wakes a task
-// waiting on it.
-func TestWaitOnEventfdSignaledFromAnotherGoroutine(t *testing.T) {
-	runPool(t, func(tk *Task) error {
-		efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
-		require.NoError(t, err)
-		defer unix.Close(efd)
-		w, err := tk.Driver().NewWait(efd, 8)
-		require.NoError(t, err)
-		defer w.Close()
-		for range 3 {
-			go func() {
-				time.Sleep(time.Millisecond)
-				sys.EventfdSignal(efd)
-			}()
-			require.NoError(t, w.Wait(tk))
-		}
-		require.False(t, w.Cancel())
-		// The signal was consumed: the counter is zero again.
-		_, err = unix.Read(efd, make([]byte, 8))
-		require.ErrorIs(t, err, unix.EAGAIN)
-		_, err = tk.Driver().NewWait(efd, 9)
-		require.ErrorContains(t, err, "readSize 9")
-		return nil
-	})
-}
-
-func TestNewFdReadyBadInput(t *testing.T) {
-	runPool(t, func(tk *Task) error {
-		drv := tk.Driver()
-		_, err := drv.NewFdReady(987654)
-		require.ErrorIs(t, err, unix.EBADF)
-		require.ErrorContains(t, err, "fd 987654")
-
-		sp := socketpair(t)
-		defer unix.Close(sp[0])
-		defer unix.Close(sp[1])
-		fr, err := drv.NewFdReady(sp[0])
-		require.NoError(t, err)
-		defer fr.Close()
-		_, err = drv.NewFdReady(sp[0])
-		require.ErrorIs(t, err, unix.EEXIST)
-		require.ErrorContains(t, err, "fd "+strconv.Itoa(sp[0]))
-
-		f, err := os.CreateTemp(t.TempDir(), "regular")
-		require.NoError(t, err)
-		defer f.Close()
-		_, err = drv.NewFdReady(int(f.Fd()))
-		require.ErrorIs(t, err, unix.EPERM)
-		require.ErrorContains(t, err, "fd "+strconv.Itoa(int(f.Fd())))
-
-		// The pool keeps running.
-		require.NoError(t, tk.Sleep(time.Millisecond))
-		require.EqualValues(t, 1, tk.Driver().Pool().Stats().FdsRegistered)
-		return nil
-	})
-}
-
-// Closing an fd before its FdReady must not remove the registration of the
-// file that reuses its number.
-func TestRegressionStaleFdReadyCloseKeepsReusedRegistration(t *testing.T) {
-	runPool(t, func(tk *Task) error {
-		drv := tk.Driver()
-		a := socketpair(t)
-		stale, err := drv.NewFdReady(a[0])
-		require.NoError(t, err)
-		unix.Close(a[0]) // the caller bug: fd closed first (a[1] keeps the pair alive)
-
-		b := socketpair(t) // reuses a[0]'s number
-		defer unix.Close(b[1])
-		defer unix.Close(b[0])
-		require.Equal(t, a[0], b[0], "the fd number is reused")
-		fresh, err := drv.NewFdReady(b[0])
-		require.NoError(t, err)
-		defer fresh.Close()
-
-		err = stale.Close()
-		require.ErrorIs(t, err, ErrFdClosedFirst)
-		require.ErrorContains(t, err, "fd "+strconv.Itoa(a[0]))
-
-		_, err = unix.Write(b[1], []byte("still here"))
-		require.NoError(t, err)
-		ev, err := fresh.WaitReady(tk, SlotRead, PollIn)
-		require.NoError(t, err)
-		require.NotZero(t, ev&PollIn, "the new registration still receives events")
-		unix.Close(a[1])
-		return nil
-	})
-}
-
-func TestSocketDeadlines(t *testing.T) {
-	runPool(t, func(tk *Task) error {
-		sp := socketpair(t)
-		defer unix.Close(sp[1])
-		s, err := tk.Driver().NewSocket(sp[0])
-		require.NoError(t, err)
-		defer s.Close()
-		buf := make([]byte, 8)
-
-		require.NoError(t, s.SetReadDeadline(time.Now().Add(5*time.Millisecond)))
-		start := time.Now()
-		_, err = s.Read(tk, buf)
-		require.ErrorIs(t, err, os.ErrDeadlineExceeded)
-		require.GreaterOrEqual(t, time.Since(start), 5*time.Millisecond)
-
-		// Past deadline: fails at once even with data waiting.
-		unix.Write(sp[1], []byte("data"))
-		_, err = s.Read(tk, buf)
-		require.ErrorIs(t, err, os.ErrDeadlineExceeded)
-
-		// A new deadline (or none) makes the socket usable again.
-		require.NoError(t, s.SetDeadline(time.Time{}))
-		n, err := s.Read(tk, buf)
-		require.NoError(t, err)
-		require.Equal(t, "data", string(buf[:n]))
-
-		// A deadline moved earlier from another goroutine wakes the reader.
-		require.NoError(t, s.SetReadDeadline(time.Now().Add(time.Hour)))
-		go func() {
-			time.Sleep(3 * time.Millisecond)
-			s.SetReadDeadline(time.Now())
-		}()
-		_, err = s.Read(tk, buf)
-		require.ErrorIs(t, err, os.ErrDeadlineExceeded)
-
-		// Write deadline: fill the buffer until it expires.
-		require.NoError(t, s.SetWriteDeadline(time.Now().Add(5*time.Millisecond)))
-		big := make([]byte, 1<<20)
-		_, err = s.Write(tk, big)
-		require.ErrorIs(t, err, os.ErrDeadlineExceeded)
-		return nil
-	})
-}
-
 func TestSocketResetAndEOF(t *testing.T) {
 	runPool(t, func(tk *Task) error {
 		l, err := tk.Driver().Listen("tcp4", "127.0.0.1:0")
@@ -284,76 +93,6 @@ func TestSocketResetAndEOF(t *testing.T) {
 		require.ErrorIs(t, err, syscall.ECONNRESET)
 		require.NoError(t, srv.Close(), "Close twice is a no-op")
 		return nil
-	})
-}
-
-func TestAcceptBacksOffUnderEMFILE(t *testing.T) {
-	var failures atomic.Int32
-	sys.SetFaults(func(c sys.Call) error {
-		if c == sys.CallAccept && failures.Add(1) <= 3 {
-			return unix.EMFILE
-		}
-		return nil
-	})
-	defer func() { sys.SetFaults(nil) }()
-	runPool(t, func(tk *Task) error {
-		l, err := tk.Driver().Listen("tcp", "127.0.0.1:0")
-		require.NoError(t, err)
-		defer l.Close()
-		accepted := Spawn(tk.Driver(), "accept", func(t *Task) (*Socket, error) { return l.Accept(t) })
-		c, err := Dial(tk, "tcp", l.Addr().String())
-		require.NoError(t, err)
-		defer c.Close()
-		s, err := accepted.Join(tk)
-		require.NoError(t, err, "the listener keeps working after EMFILE")
-		require.NoError(t, s.Close())
-		require.GreaterOrEqual(t, failures.Load(), int32(4))
-		return nil
-	})
-}
-
-func TestListenAndDialErrorsNameTheAddress(t *testing.T) {
-	runPool(t, func(tk *Task) error {
-		l, err := tk.Driver().Listen("tcp", "127.0.0.1:0")
-		require.NoError(t, err)
-		defer l.Close()
-		_, err = tk.Driver().Listen("tcp", l.Addr().String())
-		require.ErrorIs(t, err, unix.EADDRINUSE)
-		require.ErrorContains(t, err, l.Addr().String())
-		_, err = tk.Driver().Listen("udp", "127.0.0.1:0")
-		require.ErrorContains(t, err, `unsupported network "udp"`)
-		_, err = Dial(tk, "unix", filepath.Join(t.TempDir(), "nobody.sock"))
-		require.ErrorIs(t, err, unix.ENOENT)
-		return nil
-	})
-}
-
-func TestWaitProcess(t *testing.T) {
-	runPool(t, func(tk *Task) error {
-		var ticks atomic.Int32
-		ticker := Spawn(tk.Driver(), "ticker", func(t *Task) (int, error) {
-			for !t.Canceled() {
-				if err := t.Sleep(time.Millisecond); err != nil {
-					return 0, nil
-				}
-				ticks.Add(1)
-			}
-			return 0, nil
-		})
-		for _, tc := range []struct {
-			args []string
-			code int
-		}{{[]string{"true"}, 0}, {[]string{"sh", "-c", "exit 3"}, 3}, {[]string{"sleep", "0.05"}, 0}} {
-			cmd := exec.Command(tc.args[0], tc.args[1:]...)
-			require.NoError(t, cmd.Start())
-			st, err := WaitProcess(tk, cmd.Process)
-			require.NoError(t, err, "%v", tc.args)
-			require.Equal(t, tc.code, st.ExitCode(), "%v", tc.args)
-		}
-		require.Greater(t, ticks.Load(), int32(10), "the pool kept running while waiting")
-		ticker.Cancel()
-		_, err := ticker.Join(tk)
-		return err
 	})
 }
 
@@ -503,29 +242,4 @@ func BenchmarkRawSequentialPingPong(b *testing.B) {
 			unix.EpollWait(epfd, events, -1)
 		}
 	}
-}
-
-func TestRegressionFdReadyCloseAfterPoolClose(t *testing.T) {
-	requireNoLeaks(t)
-	p, err := New()
-	require.NoError(t, err)
-	sp := socketpair(t)
-	defer unix.Close(sp[0])
-	defer unix.Close(sp[1])
-	fr, err := p.Driver().NewFdReady(sp[0])
-	require.NoError(t, err)
-	require.NoError(t, p.Close())
-
-	// A new pool likely reuses the old epoll fd's number; register the same
-	// fd there and check that closing the stale FdReady leaves it alone.
-	q := newTestPool(t)
-	fresh, err := q.Driver().NewFdReady(sp[0])
-	require.NoError(t, err)
-	defer fresh.Close()
-	require.NoError(t, fr.Close())
-	require.NoError(t, q.Run(func(tk *Task) error {
-		unix.Write(sp[1], []byte("x"))
-		_, err := fresh.WaitReady(tk, SlotRead, PollIn)
-		return err
-	}))
 }
