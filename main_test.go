@@ -77,10 +77,22 @@ func startWakeWatchdog() (stop func()) {
 			return false
 		}
 	}
-	// The first probe, before any test runs, also makes sure the pool's
-	// loop goroutine exists: a test counting goroutines must not see it
-	// appear.
-	probe(0)
+	// Before any test runs, the pool's loop goroutine must exist (a test
+	// counting goroutines must not see it appear): wait until the loop
+	// sleeps. Not a probe: with wakes lost, that would hold every test
+	// back for watchdogBound, and the named wake tests of
+	// backend_epoll_test.go say it in half the time.
+	for deadline := time.Now().Add(watchdogBound); ; time.Sleep(100 * time.Microsecond) {
+		p.mu.Lock()
+		asleep := p.state.state == stateSleeping
+		p.mu.Unlock()
+		if asleep {
+			break
+		}
+		if time.Now().After(deadline) {
+			lostWake(p, "the watchdog's pool did not go to sleep")
+		}
+	}
 	quit, stopped := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(stopped)
