@@ -1,8 +1,8 @@
 package iopool
 
-// The io_uring submitter: the ring, the op table and its states, and the
-// loop's side (push, enter, flush, drain, close). The operations are in
-// uring_ops.go, Start and Completion (any goroutine) in uring_remote.go,
+// The io_uring submitter: the ring and the loop's side (push, enter, flush,
+// drain, close). The op table and its states are in uring_optable.go, the
+// operations in uring_ops.go, Start and Completion (any goroutine) in uring_remote.go,
 // Batch in uring_batch.go.
 //
 // Ownership. The ring fd and its mappings belong to the Uring, created under
@@ -17,7 +17,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,10 +31,22 @@ const defaultUringEntries = 64
 
 // SQE is an io_uring submission queue entry (struct io_uring_sqe), filled by
 // the function given to Uring.Submit, Uring.Start or Batch.Submit. Its
-// SetBuffer, SetIovecs, SetPath, SetStatx, SetTimespec and SetSockaddr
-// methods store the address of Go memory; that memory must be listed in the
-// call's keep arguments (or otherwise stay reachable and pinned) until the
-// operation completes.
+// fields are the kernel's (Opcode, Flags, Ioprio, Fd, Off, Addr, Len,
+// OpFlags, UserData, BufIndex, Personality, FileIndex, Addr3); UserData is
+// the pool's and is overwritten. Its setters store the address of Go memory in the entry:
+// SetBuffer(b []byte) (addr, len), SetIovecs([]unix.Iovec) (addr, len),
+// SetPath(*byte) (addr), SetStatx(*unix.Statx_t) (off), SetTimespec
+// (addr, len 1) and SetSockaddr(*unix.RawSockaddrAny, n) (addr, off).
+//
+// Memory rule: the call pins and keeps reachable only the []byte buffers
+// listed in its keep arguments, until the operation's final completion
+// (which, after a cancel, may come after the call returned). Any other
+// memory a setter points the kernel at (an iovec array and the buffers it
+// names, a path, a Statx_t, a Timespec, a sockaddr) is the caller's to keep
+// allocated on the heap, pinned with a runtime.Pinner and reachable until
+// that final completion; a stack variable may move. The Uring methods for
+// those operations (Readv, Writev, Openat, Statx, Timeout, Connect) pin
+// everything themselves.
 type SQE = uring.SQE
 
 // Opcodes for Uring.Submit and Uring.Probe (enum io_uring_op).
@@ -106,71 +117,6 @@ type Uring struct {
 	remote    []remoteEntry // mu: queued by Start, not yet in the ring
 	spare     []remoteEntry // loop only: remote's previous array, reused
 	hasRemote atomic.Bool   // remote is non-empty
-}
-
-// cancelUserData marks the SQEs whose completions are ignored (cancels).
-const cancelUserData = 0
-
-// opState is the state of one slot of the op table.
-//
-//	state      meaning                                           the waiter
-//	free       on u.free; nothing pinned                         none
-//	inKernel   its SQE is in the SQ or in the kernel; the memory  a task (run), a batch entry,
-//	           it lends is pinned                                 or a Completion (Start)
-//	abandoned  in the kernel, nobody waits: a cancel is queued   none
-//	leaked     the kernel kept it past Close's deadline; kept     none
-//	           pinned and reachable for the life of the process
-//
-//	transition            caller                       what happens
-//	free → inKernel       take, then push (loop)       buffers pinned, then the SQE goes into the SQ
-//	inKernel → abandoned  abandon (loop): the waiter   IORING_OP_ASYNC_CANCEL queued
-//	                      gave up (its task canceled)
-//	inKernel → free       finish, at the final CQE     unpin; the result goes to the waiter, woken
-//	abandoned → free      finish, at the final CQE     unpin; a new fd in the result (openat,
-//	                                                   accept) is closed: nobody takes it
-//	inKernel, abandoned   close, after its deadline    remote waiters see ErrClosed
-//	  → leaked
-//
-// A CQE with IORING_CQE_F_MORE is not final: the op stays in the kernel
-// (the submitting calls refuse multishot SQEs, so this is a safety net). An
-// operation started with Start is queued on u.remote (under u.mu) until the
-// loop takes a slot for it. "Completed" is the waiter's state, not the
-// slot's: finish writes the result into the waiter's opResult (done) and
-// frees the slot at once, so an operation nobody waits for holds nothing.
-type opState uint8
-
-const (
-	opFree opState = iota
-	opInKernel
-	opAbandoned
-	opLeaked
-)
-
-// uringOp is one slot of the op table. Every field is the loop's.
-type uringOp struct {
-	state    opState
-	index    uint32         // u.ops[index] == op; user_data is index+1; fixed
-	closesFd bool           // the result is a new fd (openat, accept): closed if abandoned
-	remote   bool           // result is a Completion's: written under u.mu
-	result   *opResult      // the waiter of a task's op or of a Completion; nil otherwise
-	batch    *Batch         // the waiter of a batch entry; nil otherwise
-	entry    int            // the entry's index in batch
-	pinner   runtime.Pinner // buffers, iovecs, paths, sockaddrs lent to the kernel
-	iov      []unix.Iovec   // Readv/Writev's iovecs, reused
-	ts       unix.Timespec  // Timeout's time
-	sa       unix.RawSockaddrAny
-}
-
-// opResult receives an operation's result. For a task's operation it is
-// the task's (taskExt.uringRes, loop only); for a Completion it is the
-// Completion's (under u.mu).
-type opResult struct {
-	res    int32
-	done   bool  // the final CQE was consumed: res holds its result
-	closed bool  // Close canceled the operation (Completions only)
-	opcode uint8 // the operation's opcode, for the task table (tasks only)
-	fd     int32 // the operation's fd, for the task table (tasks only)
-	waker  Waker // woken when done
 }
 
 // Uring returns the pool's io_uring, creating it on first use: default 64
@@ -266,92 +212,10 @@ func newUring(p *Pool) (*Uring, error) {
 // Probe reports whether the kernel supports an io_uring opcode.
 func (u *Uring) Probe(op uint8) bool { return u.probe.Supported(op) }
 
-// take moves a free op to inKernel for an SQE with opcode; the caller pins
-// the op's memory and pushes its SQE before anything can fail. Loop only.
-func (u *Uring) take(opcode uint8) *uringOp {
-	var op *uringOp
-	if n := len(u.free); n > 0 {
-		op = u.free[n-1]
-		u.free[n-1] = nil
-		u.free = u.free[:n-1]
-	} else {
-		op = &uringOp{index: uint32(len(u.ops))}
-		u.ops = append(u.ops, op)
-	}
-	op.state = opInKernel
-	op.closesFd = returnsFd(opcode)
-	u.inflight++
-	return op
-}
-
-// returnsFd reports whether an opcode's result is a new fd.
-func returnsFd(opcode uint8) bool {
-	switch opcode {
-	case uring.OpOpenat, uring.OpOpenat2, uring.OpAccept, uring.OpSocket:
-		return true
-	}
-	return false
-}
-
-// pin pins b's memory for the kernel until the op's final completion.
-func (op *uringOp) pin(b []byte) {
-	if len(b) > 0 {
-		op.pinner.Pin(&b[0])
-	}
-}
-
 // push puts op's SQE into the SQ. Loop only.
 func (u *Uring) push(op *uringOp, sqe *uring.SQE) {
 	sqe.UserData = uint64(op.index) + 1
 	u.pushSQE(sqe)
-}
-
-// finish is the final completion of op: the one place where the memory an
-// op lent to the kernel is unpinned and its slot freed. The result goes to
-// the waiter, whose waker is collected; an abandoned op's new fd is closed.
-// Loop only.
-func (u *Uring) finish(op *uringOp, res int32, wakers *WakerList) {
-	op.pinner.Unpin()
-	clear(op.iov)
-	op.iov = op.iov[:0]
-	switch {
-	case op.state == opAbandoned:
-		if op.closesFd && res >= 0 {
-			// Nobody takes the fd: its number is ours to close.
-			unix.Close(int(res))
-		}
-	case op.state != opInKernel:
-		panic(fmt.Sprintf("iopool: io_uring completion for op %d in state %d", op.index, op.state))
-	case op.batch != nil:
-		op.batch.complete(op.entry, res, wakers)
-	case op.remote:
-		u.mu.Lock()
-		r := op.result
-		r.res, r.done = res, true
-		w := r.waker
-		r.waker = nil
-		u.mu.Unlock()
-		wakers.Add(w)
-	default:
-		r := op.result
-		r.res, r.done = res, true
-		wakers.Add(r.waker)
-		r.waker = nil
-	}
-	op.state, op.closesFd, op.remote, op.result, op.batch, op.entry = opFree, false, false, nil, nil, 0
-	u.free = append(u.free, op)
-	u.inflight--
-}
-
-// abandon detaches op from its waiter, which gave up, and cancels it in the
-// kernel; finish releases it at its completion. Loop only. The cancel names
-// the op by its user_data, which cannot mean another operation by the time
-// the kernel reads it: the slot is freed only at the op's final CQE, and an
-// SQE that reuses it is queued after the cancel, which the kernel handles
-// at submission, in order.
-func (u *Uring) abandon(op *uringOp) {
-	op.state, op.result, op.batch, op.entry = opAbandoned, nil, nil, 0
-	u.pushSQE(&uring.SQE{Opcode: uring.OpAsyncCancel, Addr: uint64(op.index) + 1, UserData: cancelUserData})
 }
 
 // pushSQE copies an SQE into the ring; the caller runs on the loop
@@ -474,10 +338,11 @@ func (u *Uring) close() error {
 		if u.inflight == 0 || left <= 0 {
 			break
 		}
-		// Wait for the ring fd to have completions, at most a millisecond
-		// at a time (EINTR is as good as a timeout here).
+		// Wait for the ring fd to have completions, one millisecond at a
+		// time (left > 0 rounds up to poll's whole millisecond; EINTR is as
+		// good as a timeout here).
 		fds := []unix.PollFd{{Fd: int32(u.ring.Fd()), Events: unix.POLLIN}}
-		_, _ = unix.Poll(fds, int(min(left, time.Millisecond)/time.Millisecond)+1)
+		_, _ = unix.Poll(fds, int((min(left, time.Millisecond)+time.Millisecond-1)/time.Millisecond))
 	}
 	// Whatever the kernel still holds stays pinned and reachable forever.
 	for _, op := range u.ops {

@@ -358,7 +358,7 @@ func (u *Uring) Timeout(t *Task, d time.Duration) error {
 
 // Submit runs any operation inside task t: prep fills the SQE (user_data is
 // set by Submit), keep lists the buffers the kernel will use, pinned until
-// the completion. It returns the CQE's result, or an error for a negative
+// the completion (other memory the SQE points at: see SQE). It returns the CQE's result, or an error for a negative
 // one. An SQE that would post several completions or none (multishot
 // variants, IOSQE_IO_LINK, IOSQE_IO_HARDLINK, IOSQE_CQE_SKIP_SUCCESS) is
 // refused with an error wrapping ErrUnsupportedSQE. A nil prep panics.
