@@ -50,10 +50,8 @@ func main() {
 	if err != nil {
 		fatal(err)
 	}
-	if !*keep {
-		defer os.RemoveAll(scratch)
-	}
 	if err := copyTree(root, scratch); err != nil {
+		os.RemoveAll(scratch)
 		fatal(err)
 	}
 	fmt.Printf("scratch copy: %s; bound %v of test time per mutant\n", scratch, *bound)
@@ -62,6 +60,9 @@ func main() {
 		r := runMutant(scratch, m, *bound)
 		fmt.Printf("%-28s %-8s %-55s %s\n", m.name, r.verdict, r.test, r.elapsed())
 		results = append(results, r)
+	}
+	if !*keep {
+		os.RemoveAll(scratch) // here, not deferred: the exits below skip defers
 	}
 	fmt.Println()
 	fmt.Println("| mutation | file | first failing test | time to fail | verdict |")
