@@ -17,13 +17,19 @@ import (
 // bookkeeping and the short-read rule. The caller says only how to wait
 // (see waiter): Socket's methods pass their task, the net adapters
 // (NetConn, NetListener, NetPacketConn) their goroutine's parkWaker,
-// TryRead and TryWrite nobody. Errors leave these functions bare (an
+// TryRead and TryWrite nobody. Socket.Read and Socket.Write pass nobody
+// too and wait themselves (ioWait.wait) when told ErrWouldBlock: a task
+// suspended there keeps a shallower stack (see Socket.Read). Errors leave these functions bare (an
 // *os.SyscallError, ErrClosed, os.ErrDeadlineExceeded, ErrCanceled, io.EOF,
 // ErrWouldBlock); each caller wraps them in the *net.OpError it reports.
 //
-// A task makes a syscall only while the side's readiness is recorded: a
-// new socket starts ready on both sides (assumeReady), and after EAGAIN
-// (or a short read, see doRead) the side waits for the kernel's next edge.
+// A task makes a syscall only while the side's readiness is recorded, or
+// as the side's first call (ioWait.untried: a new socket may well have
+// data or room, and the registration's first edge would cost a loop cycle
+// to arrive); after EAGAIN (or a short read, see doRead) the side waits
+// for the kernel's next edge. That first try is the syscall path's alone:
+// it is not recorded as readiness, so a wait without a syscall
+// (WaitReadable) waits for the kernel's word.
 // A task runs on the loop, which records the edges, so its record is
 // current. A goroutine tries the syscall once before it waits: the
 // record is the loop's, a cycle behind the kernel, and that loop may be
@@ -39,7 +45,11 @@ import (
 // the side's readiness before each try. It returns call's error as the
 // kernel gave it (a unix.Errno), or why it could not make the call.
 func (s *Socket) ioLoop(w *ioWait, how waiter, call func(fd int) error) error {
-	for try := how.park != nil; ; try = false {
+	try := how.park != nil
+	if !try && w.untried {
+		w.untried, try = false, true
+	}
+	for ; ; try = false {
 		if err := w.await(how, try); err != nil {
 			return err
 		}

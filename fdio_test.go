@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"testing"
 	"time"
 
@@ -142,4 +143,135 @@ func TestTryReadTryWriteNeverWait(t *testing.T) {
 		require.Equal(t, len(big), sent)
 		return nil
 	})
+}
+
+// Regression: a new Socket started with its readiness assumed recorded,
+// so WaitReadable on a freshly accepted connection returned at once,
+// without data, and a server that takes a read buffer only for a ready
+// connection took one per connection at accept. WaitReadable now waits
+// for the kernel's word: it stays pending through the connection's
+// data-less edges (the registration's writable edge, the peer's writes
+// of nothing) and loop cycles, and returns once the peer writes.
+func TestRegressionWaitReadableOnNewSocketWaitsForData(t *testing.T) {
+	runPool(t, func(tk *Task) error {
+		l, err := tk.Driver().Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		defer l.Close()
+		c, err := Dial(tk, "tcp", l.Addr().String())
+		require.NoError(t, err)
+		defer c.Close()
+		srv, err := l.Accept(tk)
+		require.NoError(t, err)
+		defer srv.Close()
+
+		woke := false
+		h := Spawn(tk.Driver(), "wait", func(t *Task) (struct{}, error) {
+			err := srv.WaitReadable(t)
+			woke = true
+			return struct{}{}, err
+		})
+		n, err := c.Write(tk, nil) // a write of nothing: no data, no edge of data
+		require.NoError(t, err)
+		require.Zero(t, n)
+		for range 50 { // loop cycles: the registration's edges are delivered
+			require.NoError(t, tk.Yield())
+		}
+		require.False(t, woke, "WaitReadable returned on a new socket without data")
+
+		_, err = c.Write(tk, []byte("x"))
+		require.NoError(t, err)
+		_, err = h.Join(tk)
+		require.NoError(t, err)
+		require.True(t, woke)
+		buf := make([]byte, 4)
+		n, err = srv.TryRead(buf)
+		require.NoError(t, err)
+		require.Equal(t, "x", string(buf[:n]))
+
+		// Data queued before the socket was registered is known at the
+		// loop's next cycle (the registration's first edge).
+		a, b := socketpairSockets(t, tk)
+		defer a.Close()
+		defer b.Close()
+		_, err = b.Write(tk, []byte("y"))
+		require.NoError(t, err)
+		require.NoError(t, a.WaitReadable(tk))
+		n, err = a.TryRead(buf)
+		require.NoError(t, err)
+		require.Equal(t, "y", string(buf[:n]))
+		return nil
+	})
+}
+
+// stackPerSuspendedTask returns the goroutine stack bytes per task of n
+// tasks, each on a socketpair of its own, suspended in body.
+func stackPerSuspendedTask(t *testing.T, n int, body func(tk *Task, s *Socket) error) float64 {
+	stacks := func() uint64 {
+		runtime.GC()
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.StackInuse
+	}
+	var per float64
+	runPool(t, func(tk *Task) error {
+		socks := make([]*Socket, 0, 2*n)
+		defer func() {
+			for _, s := range socks {
+				s.Close()
+			}
+		}()
+		for range n {
+			a, b := socketpairSockets(t, tk)
+			socks = append(socks, a, b)
+		}
+		before := stacks()
+		started := 0
+		for i := 0; i < len(socks); i += 2 {
+			s := socks[i]
+			Spawn(tk.Driver(), "idle", func(tk *Task) (struct{}, error) {
+				started++
+				return struct{}{}, body(tk, s)
+			})
+		}
+		for started < n { // each ran until it suspended in body
+			require.NoError(t, tk.Yield())
+		}
+		per = float64(stacks()-before) / float64(n)
+		return nil
+	})
+	return per
+}
+
+// Regression: with the wait passed down the one I/O path, a task
+// suspended in Socket.Read sat about 270 bytes deeper, past what a
+// goroutine's smallest stack (2 KiB) holds: each idle connection of a
+// task-per-connection server cost a 4 KiB stack. Tasks suspended in Read
+// (as BenchmarkIdleConnMemory's task layer: a deferred Close, a one-byte
+// buffer) and in WaitReadable then Read (the conns tool's iopool-task
+// server) must keep the 2 KiB stack. Not under the race detector, which
+// makes every frame bigger.
+func TestRegressionTaskInReadFitsTheSmallestStack(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector's instrumentation changes frame sizes")
+	}
+	const n = 500
+	inRead := stackPerSuspendedTask(t, n, func(tk *Task, s *Socket) error {
+		defer s.Close()
+		var buf [1]byte
+		_, err := s.Read(tk, buf[:])
+		return err
+	})
+	require.Less(t, inRead, 3072.0, "stack bytes per task suspended in Read")
+	inWait := stackPerSuspendedTask(t, n, func(tk *Task, s *Socket) error {
+		defer s.Close()
+		if err := s.WaitReadable(tk); err != nil {
+			return err
+		}
+		var buf [16]byte
+		_, err := s.Read(tk, buf[:])
+		return err
+	})
+	require.Less(t, inWait, 3072.0, "stack bytes per task suspended in WaitReadable")
+	require.Greater(t, inWait, 1024.0, "the tasks hold their stacks (the measure measures)")
 }

@@ -292,17 +292,6 @@ func (fr *FdReady) withFd(f func(fd int) error) error {
 	return f(fr.fd)
 }
 
-// assumeReady records ev in both slots as if the kernel had reported it,
-// so that a new Socket's first read and write make their syscall at once
-// instead of waiting for the loop to deliver the registration's first edge
-// (a wrong guess costs one EAGAIN, after which the side waits).
-func (fr *FdReady) assumeReady(ev PollEvents) {
-	var none WakerList // nobody waits on a new registration
-	fr.op.mu.Lock()
-	fr.op.interests.wakeReady(ev, &none)
-	fr.op.mu.Unlock()
-}
-
 // closing reports whether Close has begun.
 func (fr *FdReady) closing() bool { return fr.ref.closing() }
 

@@ -13,7 +13,8 @@ import (
 // deadline, and how a call on it waits for them. Each socket operation
 // (fdio.go) waits through await, whoever calls it:
 //
-//	a task        awaits (Await: the task is suspended, the loop runs on)
+//	a task        awaits (wait: the task is suspended, the loop runs on;
+//	              Socket.Read and Write call wait themselves, see Read)
 //	a goroutine   parks on a parkWaker (NetConn, NetListener, NetPacketConn)
 //	nobody        does not wait: ErrWouldBlock (TryRead, TryWrite)
 //
@@ -32,8 +33,18 @@ type ioWait struct {
 	// what the fd is, for addresses and errors. Both are decided once,
 	// when the Socket is made, the same on both sides; they sit in the
 	// padding after slot, costing no memory per connection.
-	tcp      bool
-	kind     sockKind
+	tcp  bool
+	kind sockKind
+	// untried: the side has made no system call yet, so its first call
+	// makes it at once instead of waiting for the loop to deliver the
+	// registration's first edge (see ioLoop). Only the syscall path reads
+	// it: the readiness record holds only what the kernel reported, so
+	// WaitReadable on a new socket waits for data. Set when the Socket is
+	// made; cleared by the first try of a task or of TryRead/TryWrite
+	// (never by a goroutine, which tries first anyway), so it is touched
+	// only by the side's one reader or writer at a time. In the padding
+	// after kind, like tcp and kind.
+	untried  bool
 	events   PollEvents
 	deadline atomic.Int64 // pool clock ns; 0 = none; set from any goroutine
 
@@ -66,11 +77,7 @@ func (w *ioWait) await(how waiter, try bool) error {
 	case try:
 		return nil
 	case how.t != nil:
-		err, cerr := Await[error](how.t, w)
-		if cerr != nil {
-			return cerr
-		}
-		return err // nil, or the deadline; a Close is seen by the syscall's door
+		return w.wait(how.t)
 	case how.park != nil:
 		return w.park(how.park)
 	}
@@ -79,6 +86,17 @@ func (w *ioWait) await(how waiter, try bool) error {
 		return nil
 	}
 	return ErrWouldBlock
+}
+
+// wait suspends task t until the side is ready (nil), its deadline passes,
+// or t is canceled. A Close makes the side ready: the caller's next try
+// sees it at the syscall's door.
+func (w *ioWait) wait(t *Task) error {
+	err, cerr := Await[error](t, w)
+	if cerr != nil {
+		return cerr
+	}
+	return err
 }
 
 // Poll is ready with nil when the fd is ready, or with an error when the

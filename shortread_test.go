@@ -172,6 +172,10 @@ func TestTCPShortReadWaitsWithoutAnotherSyscall(t *testing.T) {
 				defer s.Close()
 				_, err = c.Write(tk, []byte("ping"))
 				require.NoError(t, err)
+				// The data's edge recorded first: a new socket's first
+				// Read tries without it, and an edge the loop harvests
+				// after that read has found nothing left to report.
+				require.NoError(t, s.WaitReadable(tk))
 				buf := make([]byte, 64)
 				n, err := s.Read(tk, buf)
 				require.NoError(t, err)

@@ -63,9 +63,9 @@ func probeSocket(fd int) (kind sockKind, tcp bool) {
 
 // newSocket is NewSocket for a caller that knows what fd is (Listen,
 // Accept, Dial and ListenPacket made it), sparing the getsockopt calls.
-// The socket starts with the readiness ready assumed (see assumeReady):
-// both sides for an fd that may have data or room, none of PollOut for a
-// connect in progress, whose first edge says it is done.
+// The sides in ready make their first call at once (ioWait.untried): both
+// for an fd that may have data or room, not the write side of a connect
+// in progress, whose first edge says it is done.
 func newSocket(drv *Driver, fd int, tcp bool, kind sockKind, ready PollEvents) (*Socket, error) {
 	if err := unix.SetNonblock(fd, true); err != nil {
 		return nil, wrapError(os.NewSyscallError("fcntl", err), "NewSocket fd %d", fd)
@@ -74,10 +74,9 @@ func newSocket(drv *Driver, fd int, tcp bool, kind sockKind, ready PollEvents) (
 	if err != nil {
 		return nil, err
 	}
-	fr.assumeReady(ready)
 	s := &Socket{fd: fd, fr: fr}
-	s.read = ioWait{fr: fr, slot: SlotRead, tcp: tcp, kind: kind, events: PollIn | PollRdHup}
-	s.write = ioWait{fr: fr, slot: SlotWrite, tcp: tcp, kind: kind, events: PollOut}
+	s.read = ioWait{fr: fr, slot: SlotRead, tcp: tcp, kind: kind, untried: ready&PollIn != 0, events: PollIn | PollRdHup}
+	s.write = ioWait{fr: fr, slot: SlotWrite, tcp: tcp, kind: kind, untried: ready&PollOut != 0, events: PollOut}
 	return s, nil
 }
 
@@ -96,8 +95,21 @@ func (s *Socket) Fd() int { return s.fd }
 // so the read after it returns EOF at once. Every other fd reads until
 // EAGAIN, and so does a TCP socket once it has signaled urgent data.
 func (s *Socket) Read(t *Task, p []byte) (int, error) {
-	n, err := s.doRead(waiter{t: t}, p)
-	return n, s.opError("read", err)
+	// The one I/O path without a waiter (as TryRead), and the wait here,
+	// at the top: a task suspended in Read keeps every frame between its
+	// function and the suspension on its goroutine stack, and a waiter
+	// passed down would suspend it below doRead and ioLoop (about 270
+	// bytes deeper), past what the smallest stack (2 KiB) holds.
+	// TestRegressionTaskInReadFitsTheSmallestStack pins it.
+	for {
+		n, err := s.doRead(waiter{}, p)
+		if err == ErrWouldBlock {
+			if err = s.read.wait(t); err == nil {
+				continue
+			}
+		}
+		return n, s.opError("read", err)
+	}
 }
 
 // TryRead reads up to len(p) bytes into p without waiting, from any
@@ -114,7 +126,9 @@ func (s *Socket) TryRead(p []byte) (int, error) {
 
 // WaitReadable suspends task t until the socket has data (or a hang-up or
 // error) to read, without a buffer: a server can wait on many idle
-// connections and take a read buffer only for the one that is ready.
+// connections and take a read buffer only for the one that is ready. It
+// makes no system call: on a new socket it waits for the kernel to report
+// data (at the loop's next cycle, if data is there already).
 func (s *Socket) WaitReadable(t *Task) error {
 	return s.opError("read", s.read.await(waiter{t: t}, false))
 }
@@ -125,8 +139,17 @@ func (s *Socket) WaitReadable(t *Task) error {
 // a short write means the send buffer filled, and the next write waits for
 // room.
 func (s *Socket) Write(t *Task, p []byte) (int, error) {
-	n, err := s.doWrite(waiter{t: t}, p)
-	return n, s.opError("write", err)
+	done := 0
+	for { // waits at the top, as Read does
+		n, err := s.doWrite(waiter{}, p[done:])
+		done += n
+		if err == ErrWouldBlock {
+			if err = s.write.wait(t); err == nil {
+				continue
+			}
+		}
+		return done, s.opError("write", err)
+	}
 }
 
 // TryWrite writes as much of p as the socket takes now, without waiting:
