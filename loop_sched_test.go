@@ -24,7 +24,10 @@ func TestRegressionLockedLoopPassesTheSchedulerBeforeSleeping(t *testing.T) {
 		p := newTestPool(t, opts...)
 		start := p.monoNow()
 		require.NoError(t, p.Run(func(t *Task) error {
-			for p.monoNow()-start < 3*schedulerPassEvery {
+			// Locked, sleep until the first pass (bounded): on a loaded
+			// machine a 200 µs sleep may have expired before the loop gets
+			// to sleep, and only a loop that sleeps passes.
+			for p.monoNow()-start < 3*schedulerPassEvery || (locked && p.passed == 0 && p.monoNow()-start < int64(5*time.Second)) {
 				if err := t.Sleep(200 * time.Microsecond); err != nil {
 					return err
 				}
@@ -47,21 +50,33 @@ func TestRegressionLockedLoopPassesTheSchedulerBeforeSleeping(t *testing.T) {
 // poll layer's) causes no pass.
 func TestRegressionLockedLoopHandsOverWokenGoroutinesBeforeSleeping(t *testing.T) {
 	p := newTestPool(t, WithLockOSThread())
+	// The record of the last pass is set an hour ahead, so that no
+	// periodic pass falls due during the test however long the loop is
+	// descheduled on a loaded machine: only a goroutine wake can cause one.
 	var before int64
 	woken := make(chan struct{}, 1)
 	require.NoError(t, p.Run(func(t *Task) error {
-		before = p.monoNow()
-		p.passed = before // no pass is due for schedulerPassEvery
+		before = p.monoNow() + int64(time.Hour)
+		p.passed = before
 		// A waker that runs on the loop: no pass.
 		onLoop := t.Driver().NewTimer()
 		defer onLoop.Stop()
-		if _, fired := onLoop.PollTimer(NewContext(WakerFunc(func() { woken <- struct{}{} })), time.Now().Add(200*time.Microsecond)); fired {
+		if _, fired := onLoop.PollTimer(NewContext(WakerFunc(func() {
+			select { // never block the loop, should the waker run twice
+			case woken <- struct{}{}:
+			default:
+			}
+		})), time.Now().Add(200*time.Microsecond)); fired {
 			return nil
 		}
 		if err := t.Sleep(time.Millisecond); err != nil {
 			return err
 		}
-		<-woken
+		select {
+		case <-woken:
+		default: // its deadline came before the sleep's: it has run by now
+			return fmt.Errorf("the loop's timer waker did not run before a later sleep ended")
+		}
 		if p.passed != before {
 			return fmt.Errorf("a pass after a waker that runs on the loop (passed %d, before %d)", p.passed, before)
 		}
@@ -72,7 +87,16 @@ func TestRegressionLockedLoopHandsOverWokenGoroutinesBeforeSleeping(t *testing.T
 		if _, fired := goroutine.PollTimer(NewContext(park), time.Now().Add(200*time.Microsecond)); fired {
 			return nil
 		}
-		return t.Sleep(time.Millisecond) // the timer fires and the loop sleeps again
+		// The timer fires and wakes the goroutine's waker; the loop's next
+		// sleep passes. Sleep until it has (a loaded machine may run both
+		// timers in one cycle, with no sleep in between), within a bound:
+		// no periodic pass can be due, so only the wake can cause it.
+		for deadline := time.Now().Add(5 * time.Second); p.passed == before && time.Now().Before(deadline); {
+			if err := t.Sleep(time.Millisecond); err != nil {
+				return err
+			}
+		}
+		return nil
 	}))
-	require.Greater(t, p.passed, before, "no pass through the scheduler after waking a goroutine")
+	require.NotEqual(t, before, p.passed, "no pass through the scheduler after waking a goroutine")
 }
