@@ -38,6 +38,7 @@ package iopool
 // is not waiting, next to a syscall that costs a few hundred nanoseconds.
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"os"
@@ -58,24 +59,27 @@ type epollBackend struct {
 	closed bool         // guard: close has begun; calls return ErrClosed
 	epfd   int          // the epoll instance
 	wakefd int          // eventfd that wakes a sleeping loop
+	faults *sys.Faults  // the pool's fault hook, nil outside tests; set by open
 }
 
 // open creates the epoll instance and the wake eventfd and registers the
 // eventfd, edge-triggered: the loop drains it each time it sees the token.
-func (b *epollBackend) open() error {
-	b.epfd, b.wakefd = -1, -1
+// faults is the pool's fault hook (nil: sys.ForNewPools), consulted by every
+// system call made on the pool's behalf.
+func (b *epollBackend) open(faults *sys.Faults) error {
+	b.epfd, b.wakefd, b.faults = -1, -1, cmp.Or(faults, sys.ForNewPools())
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return os.NewSyscallError("epoll_create1", err)
 	}
-	wakefd, err := sys.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	wakefd, err := sys.Eventfd(b.faults, 0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
 	if err != nil {
 		unix.Close(epfd)
 		return os.NewSyscallError("eventfd", err)
 	}
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET}
 	setEventData(&ev, tokenWake)
-	if err := sys.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wakefd, &ev); err != nil {
+	if err := sys.EpollCtl(b.faults, epfd, unix.EPOLL_CTL_ADD, wakefd, &ev); err != nil {
 		unix.Close(wakefd)
 		unix.Close(epfd)
 		return fmt.Errorf("registering the wake eventfd: %w", os.NewSyscallError("epoll_ctl", err))
@@ -93,7 +97,7 @@ func (b *epollBackend) add(fd int, events uint32, token uint64) error {
 	if b.closed {
 		return ErrClosed
 	}
-	if err := sys.EpollCtl(b.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+	if err := sys.EpollCtl(b.faults, b.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		return os.NewSyscallError("epoll_ctl", err)
 	}
 	return nil
@@ -107,7 +111,7 @@ func (b *epollBackend) del(fd int) error {
 	if b.closed {
 		return ErrClosed
 	}
-	if err := sys.EpollCtl(b.epfd, unix.EPOLL_CTL_DEL, fd, nil); err != nil {
+	if err := sys.EpollCtl(b.faults, b.epfd, unix.EPOLL_CTL_DEL, fd, nil); err != nil {
 		return os.NewSyscallError("epoll_ctl", err)
 	}
 	return nil
@@ -123,13 +127,13 @@ func (b *epollBackend) wake() error {
 	}
 	// Only EBADF could fail here, and the guard rules it out; EAGAIN (the
 	// counter at its maximum) is success, the fd is readable either way.
-	return sys.EventfdSignal(b.wakefd)
+	return sys.EventfdSignal(b.faults, b.wakefd)
 }
 
 // wait fetches events into events, for at most timeoutNs. Loop only; see
 // the top of the file for why it needs no guard.
 func (b *epollBackend) wait(events []unix.EpollEvent, timeoutNs int64) (int, error) {
-	return sys.EpollWait(b.epfd, events, timeoutNs)
+	return sys.EpollWait(b.faults, b.epfd, events, timeoutNs)
 }
 
 // drain resets the eventfd after the loop saw its token. Loop only, like

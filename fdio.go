@@ -92,7 +92,7 @@ func (s *Socket) doRead(how waiter, p []byte) (int, error) {
 	}
 	var n int
 	err := s.ioLoop(&s.read, how, func(fd int) (err error) {
-		n, err = sys.Read(fd, p)
+		n, err = sys.Read(s.fr.p.be.faults, fd, p)
 		return err
 	})
 	switch {
@@ -122,7 +122,7 @@ func (s *Socket) doWrite(how waiter, p []byte) (int, error) {
 	for done < len(p) {
 		var n int
 		err := s.ioLoop(&s.write, how, func(fd int) (err error) {
-			n, err = sys.Write(fd, p[done:])
+			n, err = sys.Write(s.fr.p.be.faults, fd, p[done:])
 			return err
 		})
 		if err != nil {
@@ -146,7 +146,7 @@ func (s *Socket) doAccept(how waiter, addr net.Addr) (*Socket, error) {
 	for {
 		var nfd int
 		err := s.ioLoop(&s.read, how, func(fd int) (err error) {
-			nfd, _, err = sys.Accept4(fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+			nfd, _, err = sys.Accept4(s.fr.p.be.faults, fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
 			return err
 		})
 		switch err {
@@ -195,7 +195,7 @@ func (s *Socket) doConnectWait(how waiter) error {
 // return the datagram's real length; n > len(p) means it was cut.
 func (s *Socket) doRecvFrom(how waiter, p []byte) (n int, from unix.Sockaddr, err error) {
 	err = s.ioLoop(&s.read, how, func(fd int) (err error) {
-		n, from, err = sys.Recvfrom(fd, p, unix.MSG_TRUNC)
+		n, from, err = sys.Recvfrom(s.fr.p.be.faults, fd, p, unix.MSG_TRUNC)
 		return err
 	})
 	return n, from, syscallErr("recvfrom", err)
@@ -204,7 +204,7 @@ func (s *Socket) doRecvFrom(how waiter, p []byte) (n int, from unix.Sockaddr, er
 // doSendTo sends p as one datagram to sa.
 func (s *Socket) doSendTo(how waiter, p []byte, sa unix.Sockaddr) error {
 	err := s.ioLoop(&s.write, how, func(fd int) error {
-		return sys.Sendto(fd, p, 0, sa)
+		return sys.Sendto(s.fr.p.be.faults, fd, p, 0, sa)
 	})
 	return syscallErr("sendto", err)
 }

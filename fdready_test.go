@@ -37,7 +37,7 @@ func TestReadinessOfEachFdKind(t *testing.T) {
 
 		efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
 		require.NoError(t, err)
-		check("eventfd", efd, func() { sys.EventfdSignal(efd) })
+		check("eventfd", efd, func() { sys.EventfdSignal(nil, efd) })
 		unix.Close(efd)
 
 		tfd, err := unix.TimerfdCreate(unix.CLOCK_MONOTONIC, unix.TFD_NONBLOCK|unix.TFD_CLOEXEC)
@@ -159,10 +159,11 @@ func TestRegressionNewFdReadyRacingCloseSparesNextPool(t *testing.T) {
 	pair := socketpair(t)
 	defer unix.Close(pair[0])
 	defer unix.Close(pair[1])
-	p, err := New()
+	fs := new(sys.Faults)
+	p, err := New(withFaults(fs))
 	require.NoError(t, err)
 	epfd := poolEpollFd(p)
-	pa := pauseFirst(t, sys.CallEpollCtl)
+	pa := pauseFirst(t, fs, sys.CallEpollCtl)
 	type result struct {
 		fr  *FdReady
 		err error
@@ -201,12 +202,13 @@ func TestRegressionFdReadyCloseRacingPoolCloseSparesNextPool(t *testing.T) {
 	pair := socketpair(t)
 	defer unix.Close(pair[0])
 	defer unix.Close(pair[1])
-	p, err := New()
+	fs := new(sys.Faults)
+	p, err := New(withFaults(fs))
 	require.NoError(t, err)
 	epfd := poolEpollFd(p)
 	fr, err := p.Driver().NewFdReady(pair[0])
 	require.NoError(t, err)
-	pa := pauseFirst(t, sys.CallEpollCtl)
+	pa := pauseFirst(t, fs, sys.CallEpollCtl)
 	frClosed := make(chan error, 1)
 	go func() { frClosed <- fr.Close() }()
 	pa.waitReached(t)

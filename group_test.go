@@ -392,14 +392,14 @@ func runSteering(t *testing.T, prog []unix.SockFilter, cpu int) uint32 {
 func TestNewGroupFailureClosesThePoolsMade(t *testing.T) {
 	requireNoLeaks(t)
 	var calls atomic.Int32
-	prev := sys.SetFaults(func(c sys.Call) error {
+	fs := new(sys.Faults)
+	fs.Set(func(c sys.Call) error {
 		if c == sys.CallEventfd && calls.Add(1) == 3 {
 			return unix.EMFILE
 		}
 		return nil
 	})
-	defer func() { sys.SetFaults(prev) }()
-	_, err := NewGroup(4)
+	_, err := NewGroup(4, withFaults(fs))
 	require.ErrorIs(t, err, unix.EMFILE)
 	require.ErrorContains(t, err, "NewGroup: pool 2")
 }

@@ -67,6 +67,7 @@ func (c *leanTestConn) ServeReady(t *Task, s *Socket, buf []byte) error {
 // other ends are the peers.
 type leanHarness struct {
 	p       *Pool
+	faults  *sys.Faults // p's fault hook
 	srv     *LeanServer
 	peers   []net.Conn
 	conns   []*leanTestConn
@@ -85,9 +86,10 @@ type leanEnded struct {
 func startLean(t *testing.T, n int, configure func(*LeanServer)) *leanHarness {
 	t.Helper()
 	requireNoLeaks(t)
-	p, err := New()
+	fs := new(sys.Faults)
+	p, err := New(withFaults(fs))
 	require.NoError(t, err)
-	h := &leanHarness{p: p, ended: make(chan leanEnded, n), holding: make(chan int, n),
+	h := &leanHarness{p: p, faults: fs, ended: make(chan leanEnded, n), holding: make(chan int, n),
 		hold: NewOneshot[struct{}](), stop: NewOneshot[struct{}](), done: make(chan error, 1)}
 	h.srv = &LeanServer{BufferSize: 64, ConnClosed: func(hd ConnHandler, err error) {
 		h.ended <- leanEnded{hd.(*leanTestConn).id, err}
@@ -420,14 +422,14 @@ func TestLeanServerCloseWhileHandlerInReadSyscall(t *testing.T) {
 	h.echo(t, 0, "warm")
 	var armed atomic.Bool
 	inRead, release := make(chan struct{}), make(chan struct{})
-	prev := sys.SetFaults(func(c sys.Call) error {
+	prev := h.faults.Set(func(c sys.Call) error {
 		if c == sys.CallRead && armed.CompareAndSwap(true, false) {
 			close(inRead)
 			<-release
 		}
 		return nil
 	})
-	t.Cleanup(func() { sys.SetFaults(prev) })
+	t.Cleanup(func() { h.faults.Set(prev) })
 	armed.Store(true)
 	_, err := h.peers[0].Write([]byte("data"))
 	require.NoError(t, err)

@@ -13,13 +13,13 @@ import (
 
 func TestAcceptBacksOffUnderEMFILE(t *testing.T) {
 	var failures atomic.Int32
-	sys.SetFaults(func(c sys.Call) error {
+	fs := new(sys.Faults)
+	fs.Set(func(c sys.Call) error {
 		if c == sys.CallAccept && failures.Add(1) <= 3 {
 			return unix.EMFILE
 		}
 		return nil
 	})
-	defer func() { sys.SetFaults(nil) }()
 	runPool(t, func(tk *Task) error {
 		l, err := tk.Driver().Listen("tcp", "127.0.0.1:0")
 		require.NoError(t, err)
@@ -33,7 +33,7 @@ func TestAcceptBacksOffUnderEMFILE(t *testing.T) {
 		require.NoError(t, s.Close())
 		require.GreaterOrEqual(t, failures.Load(), int32(4))
 		return nil
-	})
+	}, withFaults(fs))
 }
 
 func TestListenAndDialErrorsNameTheAddress(t *testing.T) {

@@ -33,9 +33,9 @@ func servePool(t *testing.T, p *Pool) {
 }
 
 // netConnPair returns two NetConns over a socketpair on a running pool.
-func netConnPair(t *testing.T) (*Pool, *NetConn, *NetConn) {
+func netConnPair(t *testing.T, opts ...Option) (*Pool, *NetConn, *NetConn) {
 	t.Helper()
-	p := newTestPool(t)
+	p := newTestPool(t, opts...)
 	servePool(t, p)
 	sp := socketpair(t)
 	a, err := p.Driver().NewNetConn(sp[0])

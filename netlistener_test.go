@@ -223,18 +223,19 @@ func (w *signalWriter) Write(p []byte) (int, error) {
 // log line of the 1 s pause says the Accept is in it.)
 func TestRegressionCloseEndsNetListenerEMFILEBackoff(t *testing.T) {
 	logged := &signalWriter{want: "pause=1s", seen: make(chan struct{})}
-	p := newTestPool(t, WithLogger(slog.New(slog.NewTextHandler(logged, nil))))
+	fs := new(sys.Faults)
+	p := newTestPool(t, WithLogger(slog.New(slog.NewTextHandler(logged, nil))), withFaults(fs))
 	servePool(t, p)
 	l, err := p.Driver().Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	nl := l.NetListener()
-	prev := sys.SetFaults(func(c sys.Call) error {
+	prev := fs.Set(func(c sys.Call) error {
 		if c == sys.CallAccept {
 			return unix.EMFILE
 		}
 		return nil
 	})
-	t.Cleanup(func() { sys.SetFaults(prev) })
+	t.Cleanup(func() { fs.Set(prev) })
 	accepted := make(chan error, 1)
 	go func() {
 		_, err := nl.Accept()

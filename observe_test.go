@@ -93,7 +93,8 @@ func TestStatsMarshalJSON(t *testing.T) {
 func TestLoggerRecordsAcceptBackoff(t *testing.T) {
 	var buf syncBuffer
 	logger := slog.New(slog.NewTextHandler(&buf, nil))
-	p := newTestPool(t, WithName("acceptor"), WithLogger(logger))
+	fs := new(sys.Faults)
+	p := newTestPool(t, WithName("acceptor"), WithLogger(logger), withFaults(fs))
 	servePool(t, p)
 	l, err := p.Driver().Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -101,13 +102,13 @@ func TestLoggerRecordsAcceptBackoff(t *testing.T) {
 	defer nl.Close()
 
 	var failed atomic.Int32
-	sys.SetFaults(func(c sys.Call) error {
+	fs.Set(func(c sys.Call) error {
 		if c == sys.CallAccept && failed.Add(1) <= 2 {
 			return unix.EMFILE
 		}
 		return nil
 	})
-	defer func() { sys.SetFaults(nil) }()
+	defer func() { fs.Set(nil) }()
 	dialed := make(chan struct{})
 	go func() {
 		defer close(dialed)

@@ -86,12 +86,13 @@ type pause struct {
 	once    sync.Once
 }
 
-// pauseFirst stops the first call of kind c from now on before it reaches
-// the kernel, until the test calls release (or ends).
-func pauseFirst(t *testing.T, c sys.Call) *pause {
+// pauseFirst stops the first call of kind c that consults fs from now on
+// (the calls of the pool made with withFaults(fs)) before it reaches the
+// kernel, until the test calls release (or ends).
+func pauseFirst(t *testing.T, fs *sys.Faults, c sys.Call) *pause {
 	pa := &pause{reached: make(chan struct{}), release: make(chan struct{})}
 	var taken atomic.Bool
-	old := sys.SetFaults(func(got sys.Call) error {
+	old := fs.Set(func(got sys.Call) error {
 		if got == c && taken.CompareAndSwap(false, true) {
 			close(pa.reached)
 			<-pa.release
@@ -100,7 +101,7 @@ func pauseFirst(t *testing.T, c sys.Call) *pause {
 	})
 	t.Cleanup(func() {
 		pa.let()
-		sys.SetFaults(old)
+		fs.Set(old)
 	})
 	return pa
 }
@@ -277,9 +278,10 @@ func TestRegressionCloseWriteAfterCloseDoesNotShutDownReusedFd(t *testing.T) {
 // connection or nothing; it used to shut down the connection that took the
 // number, since CloseWrite held nothing that Close waits for.
 func TestRegressionNetConnCloseWriteRacingCloseSparesReusedFd(t *testing.T) {
-	_, a, _ := netConnPair(t)
+	fs := new(sys.Faults)
+	_, a, _ := netConnPair(t, withFaults(fs))
 	num := a.Fd()
-	pa := pauseFirst(t, sys.CallShutdown)
+	pa := pauseFirst(t, fs, sys.CallShutdown)
 	cwDone := make(chan error, 1)
 	go func() { cwDone <- a.CloseWrite() }()
 	pa.waitReached(t)
@@ -344,7 +346,8 @@ func epollTargets(t *testing.T, epfd int) []int {
 // into the new eventfd. It used to add one to its counter.
 func TestRegressionWakeAfterCloseDoesNotWriteReusedEventfd(t *testing.T) {
 	requireNoLeaks(t)
-	p, err := New()
+	fs := new(sys.Faults)
+	p, err := New(withFaults(fs))
 	require.NoError(t, err)
 	wakefd := poolWakeFd(p)
 	ran := make(chan error, 1)
@@ -357,7 +360,7 @@ func TestRegressionWakeAfterCloseDoesNotWriteReusedEventfd(t *testing.T) {
 			}
 		})
 	}()
-	pa := pauseFirst(t, sys.CallEventfdWrite)
+	pa := pauseFirst(t, fs, sys.CallEventfdWrite)
 	spawned := make(chan struct{})
 	go func() { // wakes a sleeping loop: the first eventfd write is held
 		defer close(spawned)

@@ -126,7 +126,8 @@ func TestPacketSocketBadInput(t *testing.T) {
 // fails with net.ErrClosed without another syscall; an injected sendto
 // error comes back as package net shapes it.
 func TestPacketSocketFaultSeam(t *testing.T) {
-	p := newTestPool(t)
+	fs := new(sys.Faults)
+	p := newTestPool(t, withFaults(fs))
 	servePool(t, p)
 	ps, err := p.Driver().ListenPacket("udp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -134,7 +135,7 @@ func TestPacketSocketFaultSeam(t *testing.T) {
 
 	inside, release := make(chan struct{}), make(chan struct{})
 	var recvfroms atomic.Int32
-	prev := sys.SetFaults(func(c sys.Call) error {
+	prev := fs.Set(func(c sys.Call) error {
 		switch c {
 		case sys.CallRecvfrom:
 			if recvfroms.Add(1) == 1 {
@@ -146,7 +147,7 @@ func TestPacketSocketFaultSeam(t *testing.T) {
 		}
 		return nil
 	})
-	t.Cleanup(func() { sys.SetFaults(prev) })
+	t.Cleanup(func() { fs.Set(prev) })
 
 	_, err = pc.WriteTo([]byte("x"), &net.UDPAddr{IP: net.IP{127, 0, 0, 1}, Port: 9})
 	var oe *net.OpError

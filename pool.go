@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/iopool/iopool/internal/sys"
 )
 
 // Option configures a Pool in New.
@@ -19,7 +21,8 @@ type options struct {
 	lockOSThread bool
 	eventBuffer  int
 	uringEntries uint32
-	uringRefuse  error // test hook: make io_uring setup fail with this error
+	uringRefuse  error       // test hook: make io_uring setup fail with this error
+	faults       *sys.Faults // test hook (withFaults, in a test file): the pool's fault seam
 	obs          observeOptions
 	cpu          int  // WithCPU: the CPU the loop thread is pinned to, or -1
 	pinEach      bool // WithPinCPU: a Group pins each pool to a CPU of its own
@@ -161,7 +164,7 @@ func New(opts ...Option) (*Pool, error) {
 		p.epoch, p.clock.virtual = virtualEpoch, true
 	}
 	p.drv.p = p
-	if err := p.be.open(); err != nil {
+	if err := p.be.open(p.opts.faults); err != nil {
 		return nil, wrapError(err, "New")
 	}
 	p.events = make([]unix.EpollEvent, p.opts.eventBuffer)

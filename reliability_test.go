@@ -219,14 +219,14 @@ func TestCloseFromAnotherGoroutineDuringLoad(t *testing.T) {
 func TestEINTROnEveryWait(t *testing.T) {
 	requireNoLeaks(t)
 	var n atomic.Int64
-	sys.SetFaults(func(c sys.Call) error {
+	fs := new(sys.Faults)
+	fs.Set(func(c sys.Call) error {
 		if c == sys.CallEpollWait && n.Add(1)%2 == 1 {
 			return unix.EINTR
 		}
 		return nil
 	})
-	defer func() { sys.SetFaults(nil) }()
-	p, err := New()
+	p, err := New(withFaults(fs))
 	require.NoError(t, err)
 	require.NoError(t, p.Run(func(tk *Task) error {
 		for range 20 {
@@ -247,31 +247,32 @@ func TestEINTROnEveryWait(t *testing.T) {
 // names the call, nothing leaks, and the pool works once the fault is gone.
 func TestResourceExhaustionGivesClearErrors(t *testing.T) {
 	requireNoLeaks(t)
-	sys.SetFaults(func(c sys.Call) error {
+	fs := new(sys.Faults)
+	fs.Set(func(c sys.Call) error {
 		if c == sys.CallEventfd {
 			return unix.EMFILE
 		}
 		return nil
 	})
-	_, err := New()
-	sys.SetFaults(nil)
+	_, err := New(withFaults(fs))
 	require.ErrorIs(t, err, unix.EMFILE)
 	require.ErrorContains(t, err, "eventfd")
 
-	p, err := New()
+	fs.Set(nil)
+	p, err := New(withFaults(fs))
 	require.NoError(t, err)
 	var fds [2]int
 	require.NoError(t, unix.Pipe2(fds[:], unix.O_NONBLOCK|unix.O_CLOEXEC))
 	defer unix.Close(fds[1])
 	defer unix.Close(fds[0])
-	sys.SetFaults(func(c sys.Call) error {
+	fs.Set(func(c sys.Call) error {
 		if c == sys.CallEpollCtl {
 			return unix.ENOMEM
 		}
 		return nil
 	})
 	_, err = p.Driver().NewFdReady(fds[0])
-	sys.SetFaults(nil)
+	fs.Set(nil)
 	require.ErrorIs(t, err, unix.ENOMEM)
 	require.ErrorContains(t, err, "fd "+strconv.Itoa(fds[0]))
 	require.Zero(t, p.Stats().FdsRegistered)

@@ -156,6 +156,7 @@ func TestRegressionShortReadNeverStrandsData(t *testing.T) {
 func TestTCPShortReadWaitsWithoutAnotherSyscall(t *testing.T) {
 	for _, network := range []string{"tcp", "unix"} {
 		t.Run(network, func(t *testing.T) {
+			fs := new(sys.Faults)
 			runPool(t, func(tk *Task) error {
 				addr := "127.0.0.1:0"
 				if network == "unix" {
@@ -182,13 +183,13 @@ func TestTCPShortReadWaitsWithoutAnotherSyscall(t *testing.T) {
 				require.Equal(t, "ping", string(buf[:n]))
 
 				var reads atomic.Int32
-				old := sys.SetFaults(func(c sys.Call) error {
+				old := fs.Set(func(c sys.Call) error {
 					if c == sys.CallRead {
 						reads.Add(1)
 					}
 					return nil
 				})
-				defer func() { sys.SetFaults(old) }()
+				defer func() { fs.Set(old) }()
 				require.NoError(t, s.SetReadDeadline(time.Now().Add(20*time.Millisecond)))
 				_, err = s.Read(tk, buf)
 				require.ErrorIs(t, err, os.ErrDeadlineExceeded)
@@ -198,7 +199,7 @@ func TestTCPShortReadWaitsWithoutAnotherSyscall(t *testing.T) {
 					require.Equal(t, int32(1), reads.Load(), "a unix stream reads until EAGAIN")
 				}
 				return nil
-			})
+			}, withFaults(fs))
 		})
 	}
 }

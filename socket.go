@@ -200,7 +200,7 @@ func (s *Socket) SetDeadline(t time.Time) error {
 // the fd number may name another connection by then.
 func (s *Socket) CloseWrite() error {
 	err := s.fr.withFd(func(fd int) error {
-		return syscallErr("shutdown", sys.Shutdown(fd, unix.SHUT_WR))
+		return syscallErr("shutdown", sys.Shutdown(s.fr.p.be.faults, fd, unix.SHUT_WR))
 	})
 	return s.opError("close", err)
 }

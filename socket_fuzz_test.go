@@ -100,13 +100,14 @@ func TestEAGAINStorm(t *testing.T) {
 	const maxReads = 4 * writes
 	errSpin := errors.New("TestEAGAINStorm: too many read system calls")
 	var reads atomic.Int64
-	prev := sys.SetFaults(func(c sys.Call) error {
+	fs := new(sys.Faults)
+	prev := fs.Set(func(c sys.Call) error {
 		if c == sys.CallRead && reads.Add(1) > maxReads {
 			return errSpin
 		}
 		return nil
 	})
-	t.Cleanup(func() { sys.SetFaults(prev) })
+	t.Cleanup(func() { fs.Set(prev) })
 	runPool(t, func(tk *Task) error {
 		sp := socketpair(t)
 		defer unix.Close(sp[1])
@@ -171,5 +172,5 @@ func TestEAGAINStorm(t *testing.T) {
 		t.Logf("read %d, stolen %d, read system calls %d for %d writes, stats %+v", mine, stolen, reads.Load(), writes, st)
 		require.Less(t, st.Cycles, uint64(4*total), "the loop does not spin on EAGAIN")
 		return nil
-	})
+	}, withFaults(fs))
 }

@@ -182,7 +182,7 @@ func newUring(p *Pool) (*Uring, error) {
 	if p.opts.uringRefuse != nil {
 		return nil, unavailable(os.NewSyscallError("io_uring_setup", p.opts.uringRefuse))
 	}
-	if err := sys.Inject(sys.CallUringSetup); err != nil {
+	if err := p.be.faults.Inject(sys.CallUringSetup); err != nil {
 		return nil, unavailable(os.NewSyscallError("io_uring_setup", err))
 	}
 	var ring *uring.Ring
@@ -241,7 +241,7 @@ func (u *Uring) enter() {
 		}
 		u.enabled = true
 	}
-	if sys.Inject(sys.CallUringEnter) != nil {
+	if u.p.be.faults.Inject(sys.CallUringEnter) != nil {
 		return // as EBUSY: the SQEs stay queued for the next try
 	}
 	pending := u.ring.SQPending()

@@ -180,10 +180,11 @@ func TestUnconsumedOpsAreUnpinnedAtClose(t *testing.T) {
 // (EBUSY), with a batch that overfills the submission queue: the loop drains
 // the completions and retries, and every operation completes.
 func TestUringSubmitRefusedIsRetried(t *testing.T) {
+	fs := new(sys.Faults)
 	runPool(t, func(tk *Task) error {
 		u := requireUring(t, tk.Driver())
 		var refused atomic.Int32
-		sys.SetFaults(func(c sys.Call) error {
+		fs.Set(func(c sys.Call) error {
 			// Refuses only while completions wait to be drained; the cap
 			// ends a retry loop that never drains, so the test fails
 			// instead of hanging.
@@ -193,7 +194,7 @@ func TestUringSubmitRefusedIsRetried(t *testing.T) {
 			}
 			return nil
 		})
-		defer func() { sys.SetFaults(nil) }()
+		defer func() { fs.Set(nil) }()
 		b := u.NewBatch()
 		for range 100 {
 			require.NoError(t, b.Nop(tk))
@@ -204,5 +205,5 @@ func TestUringSubmitRefusedIsRetried(t *testing.T) {
 		require.Less(t, refused.Load(), int32(100), "each refusal is followed by a drain, then accepted")
 		require.Zero(t, u.inflight)
 		return nil
-	}, WithUringEntries(8))
+	}, WithUringEntries(8), withFaults(fs))
 }

@@ -65,13 +65,13 @@ func testCancelRacesCompletion(t *testing.T, kind, mode string) {
 	addr, err := unix.Getsockname(lfd)
 	require.NoError(t, err)
 	var refuse atomic.Bool
-	sys.SetFaults(func(c sys.Call) error {
+	fs := new(sys.Faults)
+	fs.Set(func(c sys.Call) error {
 		if c == sys.CallUringEnter && refuse.CompareAndSwap(true, false) {
 			return unix.EBUSY
 		}
 		return nil
 	})
-	defer func() { sys.SetFaults(nil) }()
 
 	before := openFds(t)
 	won, canceled := 0, 0
@@ -125,7 +125,7 @@ func testCancelRacesCompletion(t *testing.T, kind, mode string) {
 			require.NoError(t, tk.Sleep(time.Millisecond))
 		}
 		return nil
-	})
+	}, withFaults(fs))
 	t.Logf("%d results won over the cancel, %d calls canceled", won, canceled)
 	require.Equal(t, before, openFds(t), "fds leaked by canceled %ss", kind)
 }
@@ -276,18 +276,19 @@ func TestRegressionUringRefusesMultishotAndLinks(t *testing.T) {
 // waiting forever for a loop that is gone.
 func TestRegressionUringCreatedWhileClosing(t *testing.T) {
 	requireNoLeaks(t)
-	p, err := New()
+	fs := new(sys.Faults)
+	p, err := New(withFaults(fs))
 	require.NoError(t, err)
 	entered, resume := make(chan struct{}), make(chan struct{})
 	var once sync.Once
-	sys.SetFaults(func(c sys.Call) error {
+	fs.Set(func(c sys.Call) error {
 		if c == sys.CallEpollCtl {
 			once.Do(func() { close(entered) })
 			<-resume
 		}
 		return nil
 	})
-	defer func() { sys.SetFaults(nil) }()
+	defer func() { fs.Set(nil) }()
 	var u *Uring
 	var uerr error
 	created := make(chan struct{})
@@ -499,7 +500,8 @@ func TestUringCloseLeaksWhatTheKernelKeeps(t *testing.T) {
 	leakedOps.Lock()
 	leakedBefore := len(leakedOps.ops)
 	leakedOps.Unlock()
-	p, err := New()
+	fs := new(sys.Faults)
+	p, err := New(withFaults(fs))
 	require.NoError(t, err)
 	var c *Completion
 	require.NoError(t, p.Run(func(tk *Task) error {
@@ -514,13 +516,12 @@ func TestUringCloseLeaksWhatTheKernelKeeps(t *testing.T) {
 		require.NoError(t, err)
 		return tk.Sleep(5 * time.Millisecond) // both reach the kernel
 	}))
-	sys.SetFaults(func(c sys.Call) error {
+	fs.Set(func(c sys.Call) error {
 		if c == sys.CallUringEnter {
 			return unix.EBUSY
 		}
 		return nil
 	})
-	defer func() { sys.SetFaults(nil) }()
 	start := time.Now()
 	require.NoError(t, p.Close())
 	require.Less(t, time.Since(start), 2*time.Second)

@@ -116,16 +116,16 @@ func TestUringUnavailableKeepsPoolWorking(t *testing.T) {
 	require.NoError(t, p.Close())
 
 	// The same through the syscall seam.
-	sys.SetFaults(func(c sys.Call) error {
+	fs := new(sys.Faults)
+	fs.Set(func(c sys.Call) error {
 		if c == sys.CallUringSetup {
 			return unix.ENOMEM
 		}
 		return nil
 	})
-	q, err := New()
+	q, err := New(withFaults(fs))
 	require.NoError(t, err)
 	_, err = q.Driver().Uring()
-	sys.SetFaults(nil)
 	require.ErrorIs(t, err, ErrUringUnavailable)
 	require.ErrorIs(t, err, unix.ENOMEM)
 	require.NoError(t, q.Close())

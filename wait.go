@@ -48,7 +48,7 @@ func (w *Wait) Poll(cx *Context) (error, bool) {
 			return wrapError(ErrClosed, "wait fd %d", w.fd), true
 		}
 		w.fr.ClearReady(SlotRead)
-		_, err := sys.Read(w.fd, w.buf[:w.readSize])
+		_, err := sys.Read(w.fr.p.be.faults, w.fd, w.buf[:w.readSize])
 		w.fr.releaseRef()
 		switch err {
 		case nil:

@@ -25,7 +25,7 @@ func TestWaitOnEventfdSignaledFromAnotherGoroutine(t *testing.T) {
 		for range 3 {
 			go func() {
 				time.Sleep(time.Millisecond)
-				sys.EventfdSignal(efd)
+				sys.EventfdSignal(nil, efd)
 			}()
 			require.NoError(t, w.Wait(tk))
 		}

@@ -113,13 +113,17 @@ func TestBadArguments(t *testing.T) {
 }
 
 func TestSaysSoWhenIoUringIsRefused(t *testing.T) {
-	sys.SetFaults(func(c sys.Call) error {
+	// run makes its pool itself: the hook reaches it as the hook of new
+	// pools, which is process-wide, so this test is not parallel.
+	fs := new(sys.Faults)
+	fs.Set(func(c sys.Call) error {
 		if c == sys.CallUringSetup {
 			return unix.ENOSYS
 		}
 		return nil
 	})
-	defer func() { sys.SetFaults(nil) }()
+	prev := sys.SetForNewPools(fs)
+	defer sys.SetForNewPools(prev)
 	dir := t.TempDir()
 	src := filepath.Join(dir, "src")
 	require.NoError(t, os.WriteFile(src, []byte("data"), 0o600))

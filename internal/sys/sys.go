@@ -1,5 +1,5 @@
 // Package sys holds the raw Linux system calls iopool's loop makes, behind a
-// small seam through which tests inject faults.
+// small seam through which tests inject faults into one pool's calls (Faults).
 //
 // Every wrapper follows the x/sys convention: pointers are converted inside
 // the Syscall argument list, and a nil error (never a typed zero Errno) is
@@ -46,33 +46,56 @@ func (c Call) String() string {
 // result is returned in place of calling the kernel.
 type FaultFunc func(c Call) error
 
-var faults atomic.Pointer[FaultFunc]
+// Faults is one pool's fault hook. A pool made for a test holds one (see
+// the pool's options); the calls made on the pool's behalf consult it, so a
+// test's faults reach its own pool and no other, and tests run in parallel.
+// A nil *Faults injects nothing, at the cost of one nil check per call; a
+// non-nil one costs one atomic load while no function is set.
+type Faults struct {
+	fn atomic.Pointer[FaultFunc]
+}
 
-// SetFaults installs f (nil removes it) and returns the previous function.
-// It is meant for tests; with no function installed the cost of the seam is
-// one atomic load per call. To restore the previous function at the end of
-// a test, write defer func() { sys.SetFaults(prev) }() or
-// t.Cleanup(func() { sys.SetFaults(prev) }): a plain
-// defer sys.SetFaults(prev) drops the function it returns, which
-// staticcheck (run by CI) reports as SA9010.
-func SetFaults(f FaultFunc) FaultFunc {
+// Set installs fn (nil removes it) and returns the previous function. It
+// may be called at any time, from any goroutine; calls already past their
+// injection point are not affected.
+func (fs *Faults) Set(fn FaultFunc) FaultFunc {
 	var p *FaultFunc
-	if f != nil {
-		p = &f
+	if fn != nil {
+		p = &fn
 	}
-	old := faults.Swap(p)
+	old := fs.fn.Swap(p)
 	if old == nil {
 		return nil
 	}
 	return *old
 }
 
-// Inject reports the fault to inject into c, if any.
-func Inject(c Call) error {
-	if f := faults.Load(); f != nil {
+// Inject reports the fault to inject into c, if any. fs may be nil.
+func (fs *Faults) Inject(c Call) error {
+	if fs == nil {
+		return nil
+	}
+	if f := fs.fn.Load(); f != nil {
 		return (*f)(c)
 	}
 	return nil
+}
+
+// forNewPools is the hook given to pools created without one of their own.
+var forNewPools atomic.Pointer[Faults]
+
+// SetForNewPools makes fs the hook of every pool created from now on
+// without a hook of its own (nil: such pools get none), and returns the
+// previous one. It is for tests that cannot reach the options of the pool
+// they exercise (a command's tests, in another package); being process-wide,
+// such a test must not run in parallel with tests that create pools.
+func SetForNewPools(fs *Faults) *Faults {
+	return forNewPools.Swap(fs)
+}
+
+// ForNewPools returns the hook set by SetForNewPools, or nil.
+func ForNewPools() *Faults {
+	return forNewPools.Load()
 }
 
 // errnoErr returns nil for a zero errno, so that callers never see a non-nil
@@ -96,8 +119,8 @@ var pwait2State atomic.Int32
 //
 // EINTR is returned to the caller, which retries: the Go runtime preempts
 // goroutines with signals, so EINTR is frequent and not an error.
-func EpollWait(epfd int, events []unix.EpollEvent, timeoutNs int64) (int, error) {
-	if err := Inject(CallEpollWait); err != nil {
+func EpollWait(fs *Faults, epfd int, events []unix.EpollEvent, timeoutNs int64) (int, error) {
+	if err := fs.Inject(CallEpollWait); err != nil {
 		return 0, err
 	}
 	if len(events) == 0 {
@@ -149,64 +172,64 @@ func MillisRoundedUp(ns int64) int {
 }
 
 // EpollCtl is epoll_ctl with an injection point.
-func EpollCtl(epfd, op, fd int, ev *unix.EpollEvent) error {
-	if err := Inject(CallEpollCtl); err != nil {
+func EpollCtl(fs *Faults, epfd, op, fd int, ev *unix.EpollEvent) error {
+	if err := fs.Inject(CallEpollCtl); err != nil {
 		return err
 	}
 	return unix.EpollCtl(epfd, op, fd, ev)
 }
 
 // Eventfd is eventfd2 with an injection point.
-func Eventfd(initval uint, flags int) (int, error) {
-	if err := Inject(CallEventfd); err != nil {
+func Eventfd(fs *Faults, initval uint, flags int) (int, error) {
+	if err := fs.Inject(CallEventfd); err != nil {
 		return -1, err
 	}
 	return unix.Eventfd(initval, flags)
 }
 
 // Accept4 is accept4 with an injection point.
-func Accept4(fd int, flags int) (int, unix.Sockaddr, error) {
-	if err := Inject(CallAccept); err != nil {
+func Accept4(fs *Faults, fd int, flags int) (int, unix.Sockaddr, error) {
+	if err := fs.Inject(CallAccept); err != nil {
 		return -1, nil, err
 	}
 	return unix.Accept4(fd, flags)
 }
 
 // Read is read(2) with an injection point.
-func Read(fd int, p []byte) (int, error) {
-	if err := Inject(CallRead); err != nil {
+func Read(fs *Faults, fd int, p []byte) (int, error) {
+	if err := fs.Inject(CallRead); err != nil {
 		return -1, err
 	}
 	return unix.Read(fd, p)
 }
 
 // Write is write(2) with an injection point.
-func Write(fd int, p []byte) (int, error) {
-	if err := Inject(CallWrite); err != nil {
+func Write(fs *Faults, fd int, p []byte) (int, error) {
+	if err := fs.Inject(CallWrite); err != nil {
 		return -1, err
 	}
 	return unix.Write(fd, p)
 }
 
 // Recvfrom is recvfrom(2) with an injection point.
-func Recvfrom(fd int, p []byte, flags int) (int, unix.Sockaddr, error) {
-	if err := Inject(CallRecvfrom); err != nil {
+func Recvfrom(fs *Faults, fd int, p []byte, flags int) (int, unix.Sockaddr, error) {
+	if err := fs.Inject(CallRecvfrom); err != nil {
 		return -1, nil, err
 	}
 	return unix.Recvfrom(fd, p, flags)
 }
 
 // Sendto is sendto(2) with an injection point.
-func Sendto(fd int, p []byte, flags int, to unix.Sockaddr) error {
-	if err := Inject(CallSendto); err != nil {
+func Sendto(fs *Faults, fd int, p []byte, flags int, to unix.Sockaddr) error {
+	if err := fs.Inject(CallSendto); err != nil {
 		return err
 	}
 	return unix.Sendto(fd, p, flags, to)
 }
 
 // Shutdown is shutdown(2) with an injection point.
-func Shutdown(fd, how int) error {
-	if err := Inject(CallShutdown); err != nil {
+func Shutdown(fs *Faults, fd, how int) error {
+	if err := fs.Inject(CallShutdown); err != nil {
 		return err
 	}
 	return unix.Shutdown(fd, how)
@@ -214,8 +237,8 @@ func Shutdown(fd, how int) error {
 
 // EventfdSignal adds one to an eventfd counter. EAGAIN (the counter is at
 // its maximum) is fine: the fd is readable either way.
-func EventfdSignal(fd int) error {
-	if err := Inject(CallEventfdWrite); err != nil {
+func EventfdSignal(fs *Faults, fd int) error {
+	if err := fs.Inject(CallEventfdWrite); err != nil {
 		return err
 	}
 	one := uint64(1)
