@@ -12,6 +12,7 @@ import (
 // A context that hits its deadline cancels the task, and the error says
 // both: canceled, and why.
 func TestSpawnContextDeadlineSurvives(t *testing.T) {
+	parallel(t)
 	runPool(t, func(tk *Task) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
 		defer cancel()
@@ -34,6 +35,7 @@ func (errShutdown) Error() string { return "shutting down" }
 // A cause given to context.CancelCauseFunc reaches the task's awaits; a
 // plain cancel gives ErrCanceled.
 func TestSpawnContextCause(t *testing.T) {
+	parallel(t)
 	runPool(t, func(tk *Task) error {
 		ctx, cancel := context.WithCancelCause(context.Background())
 		seen := make(chan error, 1)
@@ -64,6 +66,7 @@ func TestSpawnContextCause(t *testing.T) {
 // Context carries the values of the one given; a finished task is no longer
 // registered with its context.
 func TestSpawnContextDoneValuesAndRelease(t *testing.T) {
+	parallel(t)
 	type key struct{}
 	runPool(t, func(tk *Task) error {
 		done, cancel := context.WithCancelCause(context.Background())

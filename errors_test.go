@@ -11,6 +11,7 @@ import (
 
 // No error repeats the package's prefix ("iopool: x: iopool: closed").
 func TestRegressionNoDoubledErrorPrefix(t *testing.T) {
+	parallel(t)
 	err := wrapError(wrapError(ErrClosed, "pool %d", 1), "group pool %d", 2)
 	require.Equal(t, "iopool: group pool 2: pool 1: closed", err.Error())
 	require.ErrorIs(t, err, ErrClosed)

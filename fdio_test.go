@@ -18,6 +18,7 @@ import (
 // ErrClosed and net.ErrClosed; a deadline is a net.Error with Timeout()
 // and matches os.ErrDeadlineExceeded; io.EOF stays bare.
 func TestSocketErrorsAreShapedAsPackageNets(t *testing.T) {
+	parallel(t)
 	runPool(t, func(tk *Task) error {
 		l, err := tk.Driver().Listen("tcp", "127.0.0.1:0")
 		require.NoError(t, err)

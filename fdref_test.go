@@ -8,6 +8,7 @@ import (
 
 // The fdRef state table, step by step.
 func TestFdRefTransitions(t *testing.T) {
+	parallel(t)
 	var r fdRef
 	require.True(t, r.incref(), "open: a syscall takes a reference")
 	require.True(t, r.incref())

@@ -7,6 +7,7 @@ import (
 )
 
 func TestPollEventsString(t *testing.T) {
+	parallel(t)
 	for ev, want := range map[PollEvents]string{
 		0:                            "0",
 		PollIn:                       "IN",
@@ -23,6 +24,7 @@ func TestPollEventsString(t *testing.T) {
 }
 
 func TestInterestSetRules(t *testing.T) {
+	parallel(t)
 	w1, w2 := &counterWaker{}, &counterWaker{}
 	cx1, cx2 := &Context{waker: w1}, &Context{waker: w2}
 

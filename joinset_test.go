@@ -47,6 +47,7 @@ func TestJoinSetNextInCompletionOrder(t *testing.T) {
 // CancelAll and Close cancel the running tasks, which Next still returns;
 // after Close, spawned tasks are canceled before they run.
 func TestJoinSetCancelAllAndClose(t *testing.T) {
+	parallel(t)
 	runPool(t, func(tk *Task) error {
 		set := NewJoinSet[string](tk.Driver())
 		for range 3 {
@@ -80,6 +81,7 @@ func TestJoinSetCancelAllAndClose(t *testing.T) {
 
 // Closing the pool cancels the set's tasks; their handles resolve.
 func TestJoinSetCanceledByPoolClose(t *testing.T) {
+	parallel(t)
 	requireNoLeaks(t)
 	p, err := New()
 	require.NoError(t, err)
@@ -191,6 +193,7 @@ func TestRegressionJoinSetSpawnAfterCloseNeverRuns(t *testing.T) {
 // spawned afterwards never runs, Err reports the first error, and Next
 // still returns every task.
 func TestJoinSetCancelOnErrorCancelsTheRestWithTheCause(t *testing.T) {
+	parallel(t)
 	boom := errors.New("boom")
 	runPool(t, func(tk *Task) error {
 		set := NewJoinSetCancelOnError[string](tk.Driver())
@@ -243,6 +246,7 @@ func TestJoinSetCancelOnErrorCancelsTheRestWithTheCause(t *testing.T) {
 
 // A plain JoinSet lets the others run when one fails, and Err stays nil.
 func TestJoinSetWithoutCancelOnErrorLetsTheOthersFinish(t *testing.T) {
+	parallel(t)
 	runPool(t, func(tk *Task) error {
 		set := NewJoinSet[int](tk.Driver())
 		set.Spawn("fails", func(*Task) (int, error) { return 0, errors.New("boom") })

@@ -12,6 +12,7 @@ import (
 )
 
 func TestAcceptBacksOffUnderEMFILE(t *testing.T) {
+	parallel(t)
 	var failures atomic.Int32
 	fs := new(sys.Faults)
 	fs.Set(func(c sys.Call) error {
@@ -37,6 +38,7 @@ func TestAcceptBacksOffUnderEMFILE(t *testing.T) {
 }
 
 func TestListenAndDialErrorsNameTheAddress(t *testing.T) {
+	parallel(t)
 	runPool(t, func(tk *Task) error {
 		l, err := tk.Driver().Listen("tcp", "127.0.0.1:0")
 		require.NoError(t, err)

@@ -6,6 +6,8 @@ import (
 	"regexp"
 	"runtime"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -21,6 +23,98 @@ func TestMain(m *testing.M) {
 		stop() // after a failure, a pool left open by a failed test may be what hangs
 	}
 	os.Exit(code)
+}
+
+// parallelTests tracks the tests running now that called parallel, and the
+// process's fds and goroutines when the first of them started.
+var parallelTests struct {
+	sync.Mutex
+	running int // tests between parallel and their last cleanup
+	fds, gs int // fds and goroutines when running last rose from zero
+}
+
+// parallelRunning reports whether a test that called parallel is running.
+func parallelRunning() bool {
+	parallelTests.Lock()
+	defer parallelTests.Unlock()
+	return parallelTests.running > 0
+}
+
+// parallel runs t in parallel with the other tests that call it
+// (t.Parallel). Only tests that leave process-wide state alone may: no
+// timing or CPU measurement, no counting of the process's fds, no fd
+// number reuse (takeNumber), no rlimits, signals, GOMAXPROCS, environment
+// or CPU pinning, no package variables set for the test.
+//
+// Go runs the parallel tests after every other top-level test has ended,
+// so while one runs only such tests do, and the fd and goroutine counts of
+// requireNoLeaks are not its own: it checks nothing then. The leak check
+// is made here instead, for the parallel tests together: the counts taken
+// when the first of them starts are compared by the last to end whenever
+// none is left running (new ones wait for that check).
+func parallel(t *testing.T) {
+	t.Parallel()
+	pt := &parallelTests
+	pt.Lock()
+	if pt.running == 0 {
+		pt.fds, pt.gs = countFds(), testGoroutines()
+	}
+	pt.running++
+	pt.Unlock()
+	t.Cleanup(func() {
+		pt.Lock()
+		defer pt.Unlock()
+		if pt.running--; pt.running > 0 {
+			return
+		}
+		if n := countFds(); n > pt.fds {
+			t.Errorf("the tests run in parallel up to this one left %d fds open, %d before:%s", n, pt.fds, fdNames())
+		}
+		for deadline := time.Now().Add(2 * time.Second); testGoroutines() > pt.gs && time.Now().Before(deadline); {
+			time.Sleep(5 * time.Millisecond)
+		}
+		if n := testGoroutines(); n > pt.gs {
+			buf := make([]byte, 1<<20)
+			t.Errorf("the tests run in parallel up to this one left %d goroutines, %d before:\n%s", n, pt.gs, buf[:runtime.Stack(buf, true)])
+		}
+	})
+}
+
+// countFds is the number of fds open in the process, less those the Go
+// runtime opens for itself when it likes (the cgroup CPU limit files it
+// reads for GOMAXPROCS) and the directory read's own fd.
+func countFds() int {
+	ents, _ := os.ReadDir("/proc/self/fd")
+	n := 0
+	for _, e := range ents {
+		target, err := os.Readlink("/proc/self/fd/" + e.Name())
+		if err == nil && !strings.HasPrefix(target, "/sys/fs/cgroup/") {
+			n++
+		}
+	}
+	return n
+}
+
+// fdNames lists the process's open fds and what each names.
+func fdNames() string {
+	ents, _ := os.ReadDir("/proc/self/fd")
+	var b strings.Builder
+	for _, e := range ents {
+		target, _ := os.Readlink("/proc/self/fd/" + e.Name())
+		fmt.Fprintf(&b, " %s=%s", e.Name(), target)
+	}
+	return b.String()
+}
+
+// testGoroutines is runtime.NumGoroutine less os/signal's delivery
+// goroutine, which the first signal.Notify starts for the rest of the
+// process.
+func testGoroutines() int {
+	buf := make([]byte, 1<<20)
+	if strings.Contains(string(buf[:runtime.Stack(buf, true)]), "os/signal.signal_recv") {
+		return runtime.NumGoroutine() - 1
+	}
+	return runtime.NumGoroutine()
 }
 
 // watchdogProbeEvery and watchdogBound: the watchdog sends a probe to its

@@ -49,6 +49,7 @@ func netConnPair(t *testing.T, opts ...Option) (*Pool, *NetConn, *NetConn) {
 // Plain goroutines stream through NetConns with bufio and io.Copy; more
 // than the socket buffer is in flight, so both sides wait on the pool.
 func TestNetConnStreamsBetweenGoroutines(t *testing.T) {
+	parallel(t)
 	_, a, b := netConnPair(t)
 	want := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
 	go func() {
@@ -154,6 +155,7 @@ func TestNetConnCloseWakesWaiters(t *testing.T) {
 // Many goroutines read, write and set deadlines at once: no race, no lost
 // byte among the reads that succeed.
 func TestNetConnConcurrentCalls(t *testing.T) {
+	parallel(t)
 	_, a, b := netConnPair(t)
 	go func() { _, _ = io.Copy(b, b) }() // echo
 	var wg sync.WaitGroup

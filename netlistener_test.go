@@ -91,6 +91,7 @@ func TestNetListenerAcceptsFromGoroutines(t *testing.T) {
 // Accepted TCP connections have TCP_NODELAY set, from Listener.Accept in a
 // task and from the net.Listener, as in package net.
 func TestAcceptedTCPHasNoDelay(t *testing.T) {
+	parallel(t)
 	p := newTestPool(t)
 	servePool(t, p)
 	l, err := p.Driver().Listen("tcp", "127.0.0.1:0")
@@ -169,6 +170,7 @@ func TestNetListenerAcceptWokenByPoolClose(t *testing.T) {
 
 // A NetConn has the socket options of *net.TCPConn.
 func TestNetConnSocketOptions(t *testing.T) {
+	parallel(t)
 	p := newTestPool(t)
 	servePool(t, p)
 	l, err := p.Driver().Listen("tcp", "127.0.0.1:0")

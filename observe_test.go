@@ -77,6 +77,7 @@ func TestOptionsRejectBadInput(t *testing.T) {
 
 // Stats marshals to JSON with its field names, and back.
 func TestStatsMarshalJSON(t *testing.T) {
+	parallel(t)
 	p := runPool(t, func(tk *Task) error { return tk.Sleep(0) }, WithName("json"))
 	require.Equal(t, "json", p.Name())
 	st := p.Stats()
@@ -91,6 +92,7 @@ func TestStatsMarshalJSON(t *testing.T) {
 // An accept loop that runs out of fds says so on the logger and keeps
 // accepting once fds are back: in a task and through the net.Listener.
 func TestLoggerRecordsAcceptBackoff(t *testing.T) {
+	parallel(t)
 	var buf syncBuffer
 	logger := slog.New(slog.NewTextHandler(&buf, nil))
 	fs := new(sys.Faults)

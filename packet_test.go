@@ -20,6 +20,7 @@ import (
 // unixgram; a datagram larger than the task's buffer is reported as
 // truncated, with its real size.
 func TestPacketSocketEchoWithGoPeer(t *testing.T) {
+	parallel(t)
 	dir := t.TempDir()
 	for _, tc := range []struct{ network, addr, peerAddr string }{
 		{"udp", "127.0.0.1:0", "127.0.0.1:0"},
@@ -89,6 +90,7 @@ func TestPacketSocketEchoWithGoPeer(t *testing.T) {
 }
 
 func TestPacketSocketBadInput(t *testing.T) {
+	parallel(t)
 	runPool(t, func(tk *Task) error {
 		_, err := tk.Driver().ListenPacket("tcp", "127.0.0.1:0")
 		require.ErrorContains(t, err, `unsupported network "tcp" (want udp, udp4, udp6 or unixgram)`)
@@ -126,6 +128,7 @@ func TestPacketSocketBadInput(t *testing.T) {
 // fails with net.ErrClosed without another syscall; an injected sendto
 // error comes back as package net shapes it.
 func TestPacketSocketFaultSeam(t *testing.T) {
+	parallel(t)
 	fs := new(sys.Faults)
 	p := newTestPool(t, withFaults(fs))
 	servePool(t, p)

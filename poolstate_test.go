@@ -10,6 +10,7 @@ import (
 )
 
 func TestPoolStateWake(t *testing.T) {
+	parallel(t)
 	for _, tc := range []struct {
 		from, want loopState
 		signal     bool
@@ -27,6 +28,7 @@ func TestPoolStateWake(t *testing.T) {
 }
 
 func TestPoolStateWakeForTimer(t *testing.T) {
+	parallel(t)
 	for _, tc := range []struct {
 		s      poolState
 		timer  int64
@@ -49,6 +51,7 @@ func TestPoolStateWakeForTimer(t *testing.T) {
 }
 
 func TestPoolStateCanSleep(t *testing.T) {
+	parallel(t)
 	require.True(t, (&poolState{state: stateRunning}).canSleep())
 	require.False(t, (&poolState{state: stateRunAgain}).canSleep())
 	require.Panics(t, func() { (&poolState{state: stateSleeping}).canSleep() })
@@ -56,6 +59,7 @@ func TestPoolStateCanSleep(t *testing.T) {
 }
 
 func TestPoolStateSleep(t *testing.T) {
+	parallel(t)
 	s := poolState{state: stateRunning}
 	s.sleep(42, true)
 	require.Equal(t, poolState{state: stateSleeping, deadline: 42, hasDeadline: true}, s)
@@ -65,6 +69,7 @@ func TestPoolStateSleep(t *testing.T) {
 }
 
 func TestPoolStateReset(t *testing.T) {
+	parallel(t)
 	for _, from := range []loopState{stateRunning, stateRunAgain, stateWaking} {
 		s := poolState{state: from}
 		s.reset()
@@ -74,6 +79,7 @@ func TestPoolStateReset(t *testing.T) {
 }
 
 func TestPoolStateHarvest(t *testing.T) {
+	parallel(t)
 	for _, from := range []loopState{stateRunning, stateRunAgain} {
 		s := poolState{state: from}
 		s.harvest()
@@ -87,6 +93,7 @@ func TestPoolStateHarvest(t *testing.T) {
 }
 
 func TestPoolStateIsReferencingOps(t *testing.T) {
+	parallel(t)
 	for st, want := range map[loopState]bool{stateRunning: false, stateRunAgain: false, stateSleeping: true, stateWaking: true} {
 		require.Equal(t, want, (&poolState{state: st}).isReferencingOps(), "%v", st)
 	}
@@ -159,6 +166,7 @@ func runPoolStateOps(t *testing.T, ops []byte) {
 }
 
 func TestPoolStateRandomSequences(t *testing.T) {
+	parallel(t)
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 1))

@@ -12,6 +12,7 @@ import (
 // tries (the peer writes only after the first try found nothing), and
 // after Close nothing is called.
 func TestNetConnSyscallConn(t *testing.T) {
+	parallel(t)
 	_, a, b := netConnPair(t)
 	rc, err := a.SyscallConn()
 	require.NoError(t, err)

@@ -17,6 +17,7 @@ import (
 // LocalAddr and RemoteAddr of a dialed Socket, and of a NetConn accepted
 // through NetListener.
 func TestRegressionIPv4AddrsAreWhatPackageNetReports(t *testing.T) {
+	parallel(t)
 	t.Run("PacketSocket", func(t *testing.T) {
 		runPool(t, func(tk *Task) error {
 			ps, err := tk.Driver().ListenPacket("udp", "127.0.0.1:0")
@@ -86,6 +87,7 @@ func TestRegressionIPv4AddrsAreWhatPackageNetReports(t *testing.T) {
 // panicked; package net returns an error, and so do the task and the
 // net.PacketConn methods.
 func TestRegressionWriteToTypedNilAddressIsAnError(t *testing.T) {
+	parallel(t)
 	dir := t.TempDir()
 	for _, tc := range []struct {
 		network, addr string
@@ -117,6 +119,7 @@ func TestRegressionWriteToTypedNilAddressIsAnError(t *testing.T) {
 // (ListenPacket with "") was &UnixAddr{Name: "@"}, the kernel's unnamed
 // address; its doc says nil.
 func TestRegressionUnboundUnixgramHasNoLocalAddr(t *testing.T) {
+	parallel(t)
 	runPool(t, func(tk *Task) error {
 		ps, err := tk.Driver().ListenPacket("unixgram", "")
 		require.NoError(t, err)
@@ -130,6 +133,7 @@ func TestRegressionUnboundUnixgramHasNoLocalAddr(t *testing.T) {
 // The one conversion, both ways: IPv4 is 4 bytes, the type follows the
 // socket's kind, a unix address carries the socket's network.
 func TestSockaddrConversionTable(t *testing.T) {
+	parallel(t)
 	for _, tc := range []struct {
 		addr   net.Addr
 		family int
@@ -161,6 +165,7 @@ func TestSockaddrConversionTable(t *testing.T) {
 }
 
 func TestInetSockaddrZones(t *testing.T) {
+	parallel(t)
 	lo, err := net.InterfaceByIndex(1)
 	require.NoError(t, err)
 	for _, zone := range []string{lo.Name, "1"} {

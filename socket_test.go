@@ -31,6 +31,7 @@ func socketpair(t *testing.T) [2]int {
 
 // Seed scenario: a socket is connected, written and read back.
 func TestSocketEchoOverTCPAndUnix(t *testing.T) {
+	parallel(t)
 	for _, tc := range []struct{ network, addr string }{
 		{"tcp", "127.0.0.1:0"},
 		{"unix", filepath.Join(t.TempDir(), "echo.sock")},
@@ -76,6 +77,7 @@ func TestSocketEchoOverTCPAndUnix(t *testing.T) {
 }
 
 func TestSocketResetAndEOF(t *testing.T) {
+	parallel(t)
 	runPool(t, func(tk *Task) error {
 		l, err := tk.Driver().Listen("tcp4", "127.0.0.1:0")
 		require.NoError(t, err)

@@ -12,6 +12,7 @@ import (
 // Each option is read back from the kernel after it is set; bad values and
 // a closed socket give errors that name the problem.
 func TestSocketOptionsReadBack(t *testing.T) {
+	parallel(t)
 	runPool(t, func(tk *Task) error {
 		l, err := tk.Driver().Listen("tcp", "127.0.0.1:0")
 		require.NoError(t, err)
@@ -72,6 +73,7 @@ func TestSocketOptionsReadBack(t *testing.T) {
 // instead of waiting up to 40 ms for the peer's delayed ACK (Nagle). Each
 // address family that Dial makes a TCP socket for is checked.
 func TestDialedTCPHasNoDelay(t *testing.T) {
+	parallel(t)
 	runPool(t, func(tk *Task) error {
 		for _, network := range []string{"tcp", "tcp4"} {
 			ln, err := net.Listen("tcp", "127.0.0.1:0")

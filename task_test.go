@@ -15,6 +15,7 @@ import (
 // fresh one. Each task sees only its own end, and the pool's idle
 // coroutines are ended when Run returns (requireNoLeaks counts them).
 func TestCoroutineReusedOnlyAfterReturn(t *testing.T) {
+	parallel(t)
 	runPool(t, func(tk *Task) error {
 		drv := tk.Driver()
 		gid := func(*Task) (uint64, error) { id, _ := goroutineIDs(); return id, nil }
@@ -62,6 +63,7 @@ func TestCoroutineReusedOnlyAfterReturn(t *testing.T) {
 // Yield lets the tasks woken meanwhile run first, and yielding tasks take
 // turns: a task woken while it runs is queued again after the others.
 func TestYieldOrder(t *testing.T) {
+	parallel(t)
 	runPool(t, func(tk *Task) error {
 		var order []string
 		f := &flagFuture{}

@@ -20,6 +20,7 @@ func (w *orderWaker) Wake() { *w.log = append(*w.log, w.id) }
 // instant fire in the order they were last armed, a re-arm counting as a
 // new arm.
 func TestTimerQueueEqualDeadlinesFireInArmOrder(t *testing.T) {
+	parallel(t)
 	for _, tc := range []struct {
 		name string
 		arms []struct{ timer, deadline int }

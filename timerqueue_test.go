@@ -8,6 +8,7 @@ import (
 )
 
 func TestTimerQueueOrderAndRearm(t *testing.T) {
+	parallel(t)
 	var q timerQueue
 	es := make([]timerEntry, 6)
 	for i, d := range []int64{50, 10, 40, 20, 60, 30} {

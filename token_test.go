@@ -14,6 +14,7 @@ import (
 // unaligned at offset 4 on amd64, where the kernel packs the struct; 16 with
 // the data at 8 elsewhere).
 func TestTokenCodecLayoutForThisArch(t *testing.T) {
+	parallel(t)
 	size, dataOff := uintptr(16), uintptr(8)
 	if runtime.GOARCH == "amd64" {
 		size, dataOff = 12, 4
@@ -26,6 +27,7 @@ func TestTokenCodecLayoutForThisArch(t *testing.T) {
 }
 
 func TestTokenCodecRoundTrips(t *testing.T) {
+	parallel(t)
 	for _, data := range []uint64{tokenWake, tokenRing, 2, 1<<32 - 1, 1 << 32, 0xdead_beef_0000_1234, 1<<63 | 7, ^uint64(0)} {
 		var ev unix.EpollEvent
 		ev.Events = unix.EPOLLIN
@@ -43,6 +45,7 @@ func TestTokenCodecRoundTrips(t *testing.T) {
 // op's address as its data comes back from epoll_wait with that address, on
 // this architecture's real layout.
 func TestTokenCodecThroughTheKernel(t *testing.T) {
+	parallel(t)
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	require.NoError(t, err)
 	defer unix.Close(epfd)

@@ -96,6 +96,7 @@ func TestUringBatchBadInputAndMisuse(t *testing.T) {
 // whenever it fills, and the completions that outrun the completion queue
 // are recovered from the kernel's overflow list.
 func TestUringBatchLargerThanRing(t *testing.T) {
+	parallel(t)
 	runPool(t, func(tk *Task) error {
 		u := requireUring(t, tk.Driver())
 		b := u.NewBatch()
@@ -180,6 +181,7 @@ func TestUnconsumedOpsAreUnpinnedAtClose(t *testing.T) {
 // (EBUSY), with a batch that overfills the submission queue: the loop drains
 // the completions and retries, and every operation completes.
 func TestUringSubmitRefusedIsRetried(t *testing.T) {
+	parallel(t)
 	fs := new(sys.Faults)
 	runPool(t, func(tk *Task) error {
 		u := requireUring(t, tk.Driver())

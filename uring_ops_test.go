@@ -73,6 +73,7 @@ func TestUringBadInput(t *testing.T) {
 // Statx, Accept and Connect through the ring: a TCP and a unix connection
 // made and accepted by io_uring, and the status of a file.
 func TestUringStatxAcceptConnect(t *testing.T) {
+	parallel(t)
 	runPool(t, func(tk *Task) error {
 		u := requireUring(t, tk.Driver())
 		f, err := os.CreateTemp(t.TempDir(), "statx")

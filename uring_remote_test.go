@@ -13,6 +13,7 @@ import (
 // An operation started from a plain goroutine is queued for the loop and
 // completed through the poll layer.
 func TestUringStartFromPlainGoroutine(t *testing.T) {
+	parallel(t)
 	runPool(t, func(tk *Task) error {
 		u := requireUring(t, tk.Driver())
 		f, err := os.CreateTemp(t.TempDir(), "start")

@@ -103,6 +103,7 @@ func requireAllOpsFree(t *testing.T, u *Uring) {
 }
 
 func TestUringUnavailableKeepsPoolWorking(t *testing.T) {
+	parallel(t)
 	requireNoLeaks(t)
 	p, err := New(withUringRefused(unix.EPERM))
 	require.NoError(t, err)
