@@ -2,12 +2,6 @@ package iopool
 
 import "sync"
 
-// Result is a value or an error, the output of futures that can fail.
-type Result[T any] struct {
-	Value T
-	Err   error
-}
-
 // Oneshot carries one value from any goroutine to one receiver: a task
 // (Recv), a plain goroutine (Wait) or a poller (Poll). Sending never blocks.
 type Oneshot[T any] struct {
@@ -245,13 +239,4 @@ func (c *Chan[T]) RecvWait() (T, error) {
 		}
 		w.park()
 	}
-}
-
-// awaitResult awaits a future of Result and splits it.
-func awaitResult[T any](t *Task, fut Future[Result[T]]) (T, error) {
-	r, err := Await(t, fut)
-	if err != nil {
-		return r.Value, err
-	}
-	return r.Value, r.Err
 }

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
 	"strconv"
 	"strings"
 	"unsafe"
@@ -108,33 +107,4 @@ func formatCPUs(cpus []int) string {
 		i = j + 1
 	}
 	return b.String()
-}
-
-// goLoop starts a pool's loop goroutine. A locked loop is kept off the
-// process's main thread: the runtime never ends the main thread, so a
-// pinned or otherwise changed main thread would outlive its pool (the
-// affinity of the whole process is read from it), and a goroutine started
-// from it would inherit nothing of ours either way.
-func goLoop(locked bool, loop func()) {
-	if !locked {
-		go loop()
-		return
-	}
-	go func() {
-		runtime.LockOSThread()
-		if unix.Gettid() != os.Getpid() {
-			loop()
-			return
-		}
-		// On the main thread. While this goroutine holds it, a new locked
-		// goroutine lands on another thread; then give the main thread back.
-		onThread := make(chan struct{})
-		go func() {
-			runtime.LockOSThread()
-			close(onThread)
-			loop()
-		}()
-		<-onThread
-		runtime.UnlockOSThread()
-	}()
 }

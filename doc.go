@@ -18,7 +18,7 @@
 // state. The task layer turns them into straight-line Go: a task is a
 // func(t *Task) running as a coroutine on the pool, and Await(t, fut) polls
 // fut and, while it is pending, switches back to the loop until its waker
-// fires (about 100 ns for a switch out and back).
+// fires (docs/micro.md measures a switch out and back).
 //
 //	p, _ := iopool.New()
 //	defer p.Close()
@@ -82,8 +82,8 @@
 // without it, never a busy spin). A sleep ends late by the kernel's wake-up
 // latency plus the thread's timer slack (50 µs by default); the loop lowers
 // the slack to 1 ns for its timed waits (for the whole Run on a pool created
-// WithLockOSThread, for each wait shorter than 2 ms otherwise), so a 100 µs
-// sleep ends about 20 µs late here, against about 1 ms for time.Sleep.
+// WithLockOSThread, for each wait shorter than 2 ms otherwise); docs/micro.md
+// measures the overshoot against time.Sleep.
 // Timers may be polled and re-armed
 // from any goroutine; re-arming allocates nothing. Timers due at the same
 // instant fire in the order they were armed.
@@ -141,10 +141,9 @@
 // panic in a task of another pool; use Uring.Start from other goroutines.
 //
 // A task waiting for each of its operations pays two coroutine switches per
-// operation (about 60 ns here). A Batch (Uring.NewBatch) queues many
-// operations and waits for all of them with one suspension: 32 NOPs in
-// flight cost about 100 ns each through a Batch against about 200 ns through
-// 32 tasks, and about 80 ns on a bare ring without an executor.
+// operation. A Batch (Uring.NewBatch) queues many operations and waits for
+// all of them with one suspension; docs/micro.md compares the two with a
+// bare ring.
 //
 // # Go conventions
 //

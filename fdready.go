@@ -204,12 +204,10 @@ func (fr *FdReady) ClearReady(slot InterestSlot) {
 // ready, since its edge will not come again. Likewise ClearEvents(SlotWrite,
 // PollOut) after a short write.
 //
-// A short read proves the queue empty only on a TCP stream that has not
-// signaled urgent data (PollPri): a terminal in canonical mode reads a line
-// at a time, datagram, seqpacket and tun fds a message at a time, a unix
-// stream stops at a message carrying fds, and TCP at an urgent mark. On
-// those, read until EAGAIN and call ClearReady, or data already queued is
-// stranded with no edge to come (Socket does this for you).
+// A short read proves the queue empty only where the package
+// documentation's short-read rule says (a TCP stream without urgent data).
+// On every other fd, read until EAGAIN and call ClearReady, or data already
+// queued is stranded with no edge to come (Socket does this for you).
 func (fr *FdReady) ClearEvents(slot InterestSlot, ev PollEvents) {
 	checkSlot(slot)
 	fr.op.mu.Lock()

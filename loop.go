@@ -22,6 +22,7 @@ package iopool
 
 import (
 	"fmt"
+	"os"
 	"runtime"
 	"time"
 
@@ -259,13 +260,11 @@ const schedulerPassEvery = 5_000_000 // ns
 // RecvWait: the pool's parkWakers) sit on the loop's P, which the
 // locked thread cannot run them on. Left there while the loop sleeps, they
 // wait for another thread to steal them, which the runtime may put off by
-// its usleep(3) back-off (about 55 µs with the default timer slack), or for
-// the runtime's monitor thread (sysmon, retake) to take the P out of the
-// epoll_wait, and the loop's next wake-up then costs the hand-off back
-// (exitsyscallNoP, stoplockedm, startlockedm). Gosched hands the P over at
-// once. With net/http over NetConn on a pinned locked pool this took the
-// requests per second from 34-39k to 43-56k, level with an unlocked pool.
-// Only parkWakers count: the poll layer's wakers run on the loop itself,
+// its usleep(3) back-off, or for the runtime's monitor thread (sysmon,
+// retake) to take the P out of the epoll_wait, and the loop's next wake-up
+// then costs the hand-off back (exitsyscallNoP, stoplockedm, startlockedm).
+// Gosched hands the P over at once. docs/locked-loop.md has the analysis
+// and the measurements. Only parkWakers count: the poll layer's wakers run on the loop itself,
 // and a pass per sleep (a hand-off to another thread and back) would
 // double the CPU of a poll-layer request at one connection. A user waker
 // that readies a goroutine is covered by the periodic pass only.
@@ -273,9 +272,8 @@ const schedulerPassEvery = 5_000_000 // ns
 // A loop that woke no goroutine still never passes through the scheduler
 // on its own (tasks are coroutine switches, waits are system calls), and
 // after 10 ms on one scheduling tick sysmon takes its P by force, the same
-// hand-off, and stays at its fastest tick (a wake-up every 20-70 µs) because
-// it keeps finding a P to take: on a pinned echo server, about 4 500 sysmon
-// sleeps and 800 futex calls a second, none unlocked. A pass once per
+// hand-off, and stays at its fastest tick because it keeps finding a P to
+// take (docs/locked-loop.md counts its wake-ups). A pass once per
 // schedulerPassEvery costs the hand-off half as often, at a moment the loop
 // was going to sleep anyway, and sysmon backs off to sleeping 10 ms.
 func (p *Pool) passScheduler() {
@@ -315,4 +313,33 @@ func (p *Pool) dispatch(events []unix.EpollEvent) {
 			p.stats.events.Add(1)
 		}
 	}
+}
+
+// goLoop starts a pool's loop goroutine. A locked loop is kept off the
+// process's main thread: the runtime never ends the main thread, so a
+// pinned or otherwise changed main thread would outlive its pool (the
+// affinity of the whole process is read from it), and a goroutine started
+// from it would inherit nothing of ours either way.
+func goLoop(locked bool, loop func()) {
+	if !locked {
+		go loop()
+		return
+	}
+	go func() {
+		runtime.LockOSThread()
+		if unix.Gettid() != os.Getpid() {
+			loop()
+			return
+		}
+		// On the main thread. While this goroutine holds it, a new locked
+		// goroutine lands on another thread; then give the main thread back.
+		onThread := make(chan struct{})
+		go func() {
+			runtime.LockOSThread()
+			close(onThread)
+			loop()
+		}()
+		<-onThread
+		runtime.UnlockOSThread()
+	}()
 }

@@ -55,7 +55,7 @@ const (
 // another thread, where an unlocked loop runs the goroutine on its own
 // thread before it sleeps. A locked loop that woke a goroutine hands its P
 // over (runtime.Gosched) before it sleeps, and passes through the scheduler
-// at least every 5 ms (see passScheduler). docs/benchmarks.md measures both
+// at least every 5 ms. docs/benchmarks.md measures both
 // kinds of loop; docs/locked-loop.md explains the hand-off.
 //
 // This is the way to keep a task on one thread. A task must not call

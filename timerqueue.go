@@ -1,7 +1,5 @@
 package iopool
 
-import "fmt"
-
 // timerEntry is one timer's place in the queue, embedded in its Timer.
 //
 //	unarmed (index == -1) --arm-->               armed (index >= 0)
@@ -127,18 +125,4 @@ func (q *timerQueue) wakeExpired(now int64, wakers *WakerList) int {
 		n++
 	}
 	return n
-}
-
-// verify checks the heap order and every index back-pointer; for tests.
-func (q *timerQueue) verify() error {
-	for i, e := range q.heap {
-		if e.index != i {
-			return fmt.Errorf("entry at %d has index %d", i, e.index)
-		}
-		if i > 0 && q.less(i, (i-1)/2) {
-			parent := q.heap[(i-1)/2]
-			return fmt.Errorf("entry at %d (deadline %d, seq %d) is before its parent (deadline %d, seq %d)", i, e.deadline, e.seq, parent.deadline, parent.seq)
-		}
-	}
-	return nil
 }

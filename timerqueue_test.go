@@ -1,6 +1,7 @@
 package iopool
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 
@@ -120,4 +121,18 @@ func BenchmarkTimerQueueArmDisarm(b *testing.B) {
 			q.disarm(e)
 		}
 	}
+}
+
+// verify checks the heap order and every index back-pointer; for tests.
+func (q *timerQueue) verify() error {
+	for i, e := range q.heap {
+		if e.index != i {
+			return fmt.Errorf("entry at %d has index %d", i, e.index)
+		}
+		if i > 0 && q.less(i, (i-1)/2) {
+			parent := q.heap[(i-1)/2]
+			return fmt.Errorf("entry at %d (deadline %d, seq %d) is before its parent (deadline %d, seq %d)", i, e.deadline, e.seq, parent.deadline, parent.seq)
+		}
+	}
+	return nil
 }
