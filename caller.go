@@ -161,3 +161,22 @@ func leadingUint(b []byte) uint64 {
 	v, _ := strconv.ParseUint(string(b[:n]), 10, 64)
 	return v
 }
+
+// callingTask returns the task of p that is calling, or nil when the
+// caller is not one of p's tasks: a coroutine created by p's loop goroutine
+// (see caller.go), not the loop goroutine itself (a Waker running there has
+// no task to wait in). Only used before a name lookup: it reads the
+// caller's stack (a few microseconds).
+func (p *Pool) callingTask() *Task {
+	t := p.current.Load()
+	if t == nil {
+		return nil
+	}
+	id, creator := goroutineIDs()
+	for _, g := range liveLoopGoroutines() {
+		if g.p == p && creator != 0 && g.id == creator && g.id != id {
+			return t // one task of p runs at a time: the caller
+		}
+	}
+	return nil
+}

@@ -88,3 +88,25 @@ func TestGoroutineIDsNamesTheCreator(t *testing.T) {
 	require.NotEqual(t, parent, child.id)
 	require.Equal(t, parent, child.creator)
 }
+
+// callingTask names the running task only to that task: not to a plain
+// goroutine, not to the loop goroutine itself (a Waker).
+func TestCallingTaskIsTheCallerOnly(t *testing.T) {
+	pool := newTestPool(t)
+	err := pool.Run(func(tk *Task) error {
+		p := tk.Driver().Pool()
+		require.Same(t, tk, p.callingTask())
+		fromGoroutine := make(chan *Task, 1)
+		go func() { fromGoroutine <- p.callingTask() }()
+		require.Nil(t, <-fromGoroutine)
+		// A waker that runs on the loop goroutine, woken by a timer there.
+		fromLoop := NewOneshot[bool]()
+		tm := tk.Driver().NewTimer()
+		tm.PollTimer(NewContext(WakerFunc(func() { _ = fromLoop.Send(p.callingTask() == nil) })), time.Now().Add(time.Millisecond))
+		ok, err := fromLoop.Recv(tk)
+		require.NoError(t, err)
+		require.True(t, ok, "the loop goroutine is not a task")
+		return nil
+	})
+	require.NoError(t, err)
+}

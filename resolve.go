@@ -34,25 +34,6 @@ type inetAddr struct {
 	zone string
 }
 
-// callingTask returns the task of p that is calling, or nil when the
-// caller is not one of p's tasks: a coroutine created by p's loop goroutine
-// (see caller.go), not the loop goroutine itself (a Waker running there has
-// no task to wait in). Only used before a name lookup: it reads the
-// caller's stack (a few microseconds).
-func (p *Pool) callingTask() *Task {
-	t := p.current.Load()
-	if t == nil {
-		return nil
-	}
-	id, creator := goroutineIDs()
-	for _, g := range liveLoopGoroutines() {
-		if g.p == p && creator != 0 && g.id == creator && g.id != id {
-			return t // one task of p runs at a time: the caller
-		}
-	}
-	return nil
-}
-
 // lookup resolves addr ("host:port") for a tcp or udp network without
 // blocking the pool: see the comment at the top of this file. t may be nil
 // (the caller's goroutine waits). The addresses are those of network's

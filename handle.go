@@ -1,0 +1,166 @@
+package iopool
+
+import (
+	"fmt"
+	"sync"
+)
+
+// Handle is the result of a spawned task. It is a Future of the task's value,
+// so it can be awaited from another task (Join), waited for from a plain
+// goroutine (Wait), or polled.
+type Handle[T any] struct {
+	task    Task // the task itself: one allocation for both
+	fn      func(t *Task) (T, error)
+	value   T             // valid once done
+	err     error         // valid once done
+	waiter  Waker         // mu: the first poller to wake when done
+	waiters *[]Waker      // mu: the others, rarely any
+	doneCh  chan struct{} // mu: created by Wait, closed when done
+	mu      sync.Mutex
+	done    bool // mu: the task finished
+}
+
+// Spawn starts fn as a new task on drv's pool. It is safe from any goroutine.
+// On a closed pool the handle resolves at once to ErrClosed.
+//
+// Unlike a goroutine, a task runs only while its pool's loop runs (during
+// Run, or from Pool.Start until Close), and belongs to the pool, not to
+// whoever spawned it. A task nobody joins stops where it is when the root
+// task given to Run returns (Run does not wait for it; it goes on at the
+// next Run or Start), and Pool.Close cancels it: its awaits return
+// ErrCanceled and it finishes then. To have spawned tasks finish, Join
+// their handles (or take them from a JoinSet) before the root returns.
+func Spawn[T any](drv *Driver, name string, fn func(t *Task) (T, error)) *Handle[T] {
+	if fn == nil {
+		panic("iopool: Spawn called with a nil function")
+	}
+	h := &Handle[T]{fn: fn}
+	h.task.init(drv.p, name, h)
+	drv.p.enqueueNew(&h.task)
+	return h
+}
+
+func (h *Handle[T]) run(t *Task) error {
+	v, err := h.fn(t)
+	h.value = v
+	return err
+}
+
+func (h *Handle[T]) complete(err error, pe *PanicError, wakers *WakerList) {
+	if pe != nil {
+		err = pe
+	}
+	h.mu.Lock()
+	h.done = true
+	h.err = err
+	h.fn = nil
+	w, more := h.waiter, h.waiters
+	h.waiter, h.waiters = nil, nil
+	if h.doneCh != nil {
+		close(h.doneCh)
+	}
+	h.mu.Unlock()
+	if wakers == nil {
+		wakers = new(WakerList)
+		defer wakers.WakeAll()
+	}
+	wakers.Add(w)
+	if more != nil {
+		for _, w := range *more {
+			wakers.Add(w)
+		}
+	}
+}
+
+// Task returns the spawned task, to cancel it or read its name.
+func (h *Handle[T]) Task() *Task { return &h.task }
+
+// Cancel cancels the task (see Task.Cancel).
+func (h *Handle[T]) Cancel() { h.task.Cancel() }
+
+// Poll is ready with the task's value once it has finished; its error is
+// then returned by Result. A nil waker (NewContext(nil)) is not stored, as
+// with every future of this package: the poller polls again on its own.
+func (h *Handle[T]) Poll(cx *Context) (T, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.done {
+		return h.value, true
+	}
+	var zero T
+	w := cx.waker
+	if w == nil {
+		return zero, false
+	}
+	switch {
+	case h.waiter == nil:
+		h.waiter = w
+	case sameWaker(h.waiter, w):
+		return zero, false
+	default:
+		if h.waiters == nil {
+			h.waiters = new([]Waker)
+		}
+		for _, o := range *h.waiters {
+			if sameWaker(o, w) {
+				return zero, false
+			}
+		}
+		*h.waiters = append(*h.waiters, w)
+	}
+	h.task.pool.notePark(w)
+	return zero, false
+}
+
+// Result returns the task's value and error once it has finished, and
+// reports whether it has.
+func (h *Handle[T]) Result() (T, error, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.value, h.err, h.done
+}
+
+// Join waits, inside task t, for the spawned task to finish and returns its
+// value and error (a *PanicError if it panicked, an error wrapping ErrGoexit
+// if it called runtime.Goexit).
+func (h *Handle[T]) Join(t *Task) (T, error) {
+	v, err := Await[T](t, h)
+	if err != nil {
+		return v, err
+	}
+	// Poll saw done under mu, after complete wrote err under it; err is
+	// never written again.
+	return v, h.err
+}
+
+// Wait blocks the calling plain goroutine until the task finishes, and
+// returns its value and error. If the pool's loop is not running (no Run or
+// Start), Wait waits at most one second for one and then returns an error
+// wrapping ErrNotRunning. Called from a task of the same pool while the
+// task is unfinished, it panics: the pool could not run the task it waits
+// for; use Join.
+func (h *Handle[T]) Wait() (T, error) {
+	h.mu.Lock()
+	if !h.done {
+		h.mu.Unlock()
+		// A task of the pool can be calling only while the pool runs one.
+		if p := h.task.pool; p.current.Load() != nil && callerPool() == p {
+			panic(fmt.Sprintf("iopool: Handle.Wait called from a task of the same pool as task %q, which could then never run: use Join(t)", h.task.name))
+		}
+		h.mu.Lock()
+	}
+	if !h.done {
+		if h.doneCh == nil {
+			h.doneCh = make(chan struct{})
+		}
+		ch := h.doneCh
+		h.mu.Unlock()
+		if err := h.task.pool.parkUntilClosed(ch); err != nil {
+			var zero T
+			return zero, err
+		}
+		h.mu.Lock()
+	}
+	defer h.mu.Unlock()
+	return h.value, h.err
+}
