@@ -165,7 +165,7 @@ func TestRegressionLockOSThreadAcrossAwaitIsDocumented(t *testing.T) {
 	}
 	fset := token.NewFileSet()
 	var files []*ast.File
-	for _, name := range []string{"task.go", "pool.go"} {
+	for _, name := range []string{"task.go", "pool.go", "options.go"} {
 		f, err := parser.ParseFile(fset, name, nil, parser.ParseComments)
 		require.NoError(t, err)
 		files = append(files, f)

@@ -115,15 +115,6 @@ func TestRunMisuse(t *testing.T) {
 	require.ErrorIs(t, err, ErrClosed)
 }
 
-func TestNewRejectsBadOptions(t *testing.T) {
-	for _, n := range []int{0, -1, maxEventBuffer + 1} {
-		_, err := New(WithEventBuffer(n))
-		require.ErrorContains(t, err, "WithEventBuffer")
-	}
-	_, err := New(nil)
-	require.Error(t, err)
-}
-
 func TestCloseFromOwnTaskPanics(t *testing.T) {
 	p := newTestPool(t)
 	require.NoError(t, p.Run(func(tk *Task) error {

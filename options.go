@@ -1,0 +1,75 @@
+package iopool
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/iopool/iopool/internal/sys"
+)
+
+// Option configures a Pool in New.
+type Option func(*options) error
+
+type options struct {
+	lockOSThread bool
+	eventBuffer  int
+	uringEntries uint32
+	uringRefuse  error       // test hook: make io_uring setup fail with this error
+	faults       *sys.Faults // test hook (withFaults, in a test file): the pool's fault seam
+	obs          observeOptions
+	cpu          int  // WithCPU: the CPU the loop thread is pinned to, or -1
+	pinEach      bool // WithPinCPU: a Group pins each pool to a CPU of its own
+	// notRunningBound: how long goroutine code waits on a pool whose loop
+	// is not running before it fails with ErrNotRunning (see parkOn).
+	notRunningBound time.Duration
+	virtualClock    bool // WithVirtualClock (clock.go)
+	spawnSites      bool // WithSpawnSites (tasktable.go)
+}
+
+const (
+	defaultEventBuffer = 256
+	maxEventBuffer     = 1 << 16
+)
+
+// WithLockOSThread runs the pool's loop on a goroutine locked to an OS thread
+// of its own for the pool's whole life, so every task of the pool runs on
+// that one thread: thread-bound kernel state set by a task (setns, CPU
+// affinity, timer slack) stays in force for all of them, and the thread
+// exits when the pool closes.
+//
+// When to use it: when the tasks need the thread — a network namespace
+// entered with setns, a CPU the thread is pinned to (WithCPU implies it),
+// other per-thread state — or in a thread-per-core server whose tasks do
+// the work; for fd work (sockets, timers, io_uring) a locked loop costs what
+// an unlocked one does. Leave it off when goroutines do the work: net/http,
+// gRPC or TLS over Listener.NetListener, NetConn, a Chan or Oneshot that
+// goroutines wait on, Handle.Wait, BlockOn. A goroutine the pool wakes
+// cannot run on the locked thread, so every such wake is a hand-off to
+// another thread, where an unlocked loop runs the goroutine on its own
+// thread before it sleeps. A locked loop that woke a goroutine hands its P
+// over (runtime.Gosched) before it sleeps, and passes through the scheduler
+// at least every 5 ms. docs/benchmarks.md measures both
+// kinds of loop; docs/locked-loop.md explains the hand-off.
+//
+// This is the way to keep a task on one thread. A task must not call
+// runtime.LockOSThread (or UnlockOSThread) and then await while the
+// calls are unbalanced: a task is a coroutine, the Go runtime switches
+// coroutines only in the thread-lock state they were created in, and it
+// ends the process ("fatal error: coro: OS thread locking must match
+// locking at coroutine creation") at the task's next suspension. The runtime
+// offers no cheap way to detect it before (see Task).
+func WithLockOSThread() Option {
+	return func(o *options) error { o.lockOSThread = true; return nil }
+}
+
+// WithEventBuffer sets how many epoll events the loop takes from the kernel
+// per wait (default 256, at most 65536).
+func WithEventBuffer(n int) Option {
+	return func(o *options) error {
+		if n < 1 || n > maxEventBuffer {
+			return fmt.Errorf("iopool: WithEventBuffer(%d): want 1..%d events", n, maxEventBuffer)
+		}
+		o.eventBuffer = n
+		return nil
+	}
+}
