@@ -83,9 +83,7 @@ func syscallErr(call string, err error) error {
 // urgent mark) and the next read waits for the next edge instead of paying
 // for a read that would fail with EAGAIN; a hang-up that came with the
 // data stays ready, so the read after it returns EOF at once. Every other
-// fd reads until EAGAIN: a short read there does not mean empty (a tty in
-// canonical mode reads a line, a datagram, seqpacket or tun fd a message,
-// a unix stream stops at a message that carries fds).
+// fd reads until EAGAIN (the package documentation says why).
 func (s *Socket) doRead(how waiter, p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil

@@ -89,11 +89,10 @@ func (s *Socket) Fd() int { return s.fd }
 //
 // Read makes the read system call only when the kernel has signaled data
 // since the socket was last found empty: after EAGAIN it waits for the next
-// edge. On a TCP stream a short read also proves the receive queue empty,
-// so Read waits for the next edge then too instead of paying for a read
-// that would fail with EAGAIN; a hang-up that came with the data is kept,
-// so the read after it returns EOF at once. Every other fd reads until
-// EAGAIN, and so does a TCP socket once it has signaled urgent data.
+// edge, and after a short read where the package documentation's
+// short-read rule proves the receive queue empty (a TCP stream without
+// urgent data); a hang-up that came with the data is kept, so the read
+// after it returns EOF at once.
 func (s *Socket) Read(t *Task, p []byte) (int, error) {
 	// The one I/O path without a waiter (as TryRead), and the wait here,
 	// at the top: a task suspended in Read keeps every frame between its
