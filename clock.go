@@ -182,3 +182,21 @@ func (p *Pool) cancelAtContextDeadline(ctx context.Context, t *Task) *Timer {
 type deadlineCanceler struct{ t *Task }
 
 func (c *deadlineCanceler) Wake() { c.t.cancelWithCause(context.DeadlineExceeded) }
+
+// deadlineOnPoolClock converts a user's deadline to the pool's clock, once:
+// from its monotonic reading while it has one (time.Time.Sub), saturating.
+// It returns 0 for none (the zero time, or a time too far ahead to count:
+// never), and a negative value for a time at or before the pool's epoch.
+func (p *Pool) deadlineOnPoolClock(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	d := p.mono(t) // saturates at ±292 years
+	switch {
+	case d == math.MaxInt64:
+		return 0 // beyond the clock: never
+	case d <= 0:
+		return -1 // passed (0 would mean none)
+	}
+	return d
+}

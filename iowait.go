@@ -2,7 +2,6 @@ package iopool
 
 import (
 	"fmt"
-	"math"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -185,24 +184,6 @@ func (w *ioWait) recordWaiter(cx *Context) int64 {
 func (w *ioWait) expired() bool {
 	d := w.deadline.Load()
 	return d != 0 && w.fr.p.monoNow() >= d
-}
-
-// deadlineOnPoolClock converts a user's deadline to the pool's clock, once:
-// from its monotonic reading while it has one (time.Time.Sub), saturating.
-// It returns 0 for none (the zero time, or a time too far ahead to count:
-// never), and a negative value for a time at or before the pool's epoch.
-func (p *Pool) deadlineOnPoolClock(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
-	}
-	d := p.mono(t) // saturates at ±292 years
-	switch {
-	case d == math.MaxInt64:
-		return 0 // beyond the clock: never
-	case d <= 0:
-		return -1 // passed (0 would mean none)
-	}
-	return d
 }
 
 // setDeadline sets the side's deadline from any goroutine and wakes the
