@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -61,4 +63,16 @@ func TestJudge(t *testing.T) {
 
 	r = judge(lines(`{"Action":"fail","Package":"p","FailedBuild":"p [p.test]"}`), 30*time.Second)
 	require.Equal(t, "NO BUILD", r.verdict)
+}
+
+// TestEverySnippetIsInTheTree plants each mutant into the module's current
+// source (without writing anything), so a refactor that moves a snippet fails
+// here, in the ordinary test run, instead of at the end of CI's mutant pass.
+func TestEverySnippetIsInTheTree(t *testing.T) {
+	for _, m := range mutants {
+		src, err := os.ReadFile(filepath.Join("..", "..", m.file))
+		require.NoError(t, err, m.name)
+		_, err = plant(m, src)
+		require.NoError(t, err, "re-target mutant %s in internal/mutants/mutants.go", m.name)
+	}
 }

@@ -7,7 +7,7 @@ package main
 var mutants = []mutant{
 	{
 		name: "lost-eventfd-write", what: "epollBackend.wake returns nil without writing the eventfd",
-		file: "backend_epoll.go", old: "\treturn sys.EventfdSignal(b.wakefd)\n", new: "\treturn nil\n",
+		file: "backend_epoll.go", old: "\treturn sys.EventfdSignal(b.faults, b.wakefd)\n", new: "\treturn nil\n",
 		pkgs: []string{"."}, run: "^TestWakeFromAnotherGoroutineReachesSleepingLoop$|^TestTimerArmedFromAnotherGoroutineWakesSleepingLoop$",
 	},
 	{
