@@ -82,7 +82,7 @@ func SpawnContext[T any](drv *Driver, ctx context.Context, name string, fn func(
 		// Unregistered from ctx when the task finishes, so that a
 		// long-lived ctx does not keep every task it ever started.
 		s := &afterFuncStopper{stop: stop, timer: timer}
-		if _, done := h.Poll(&Context{waker: s}); done {
+		if h.watch(s) {
 			s.Wake()
 		}
 	}
@@ -99,6 +99,8 @@ type afterFuncStopper struct {
 	stop  func() bool
 	timer *Timer // a virtual pool's deadline timer, or nil
 }
+
+func (s *afterFuncStopper) keepsNoResult() {}
 
 func (s *afterFuncStopper) Wake() {
 	s.stop()

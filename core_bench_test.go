@@ -293,3 +293,25 @@ func processCPU() int64 {
 	_ = unix.Getrusage(unix.RUSAGE_SELF, &ru)
 	return ru.Utime.Nano() + ru.Stime.Nano()
 }
+
+// BenchmarkSpawnDetached spawns tasks nobody joins (fire and forget), 64 at
+// a time, letting each batch run to completion: the spawn, the run, and the
+// task table's entry for a finished task whose result nobody took.
+func BenchmarkSpawnDetached(b *testing.B) {
+	b.ReportAllocs()
+	runBench(b, func(t *Task) error {
+		drv := t.Driver()
+		empty := func(*Task) (int, error) { return 0, nil }
+		var yield pendingOnce
+		b.ResetTimer()
+		for i := range b.N {
+			Spawn(drv, "detached", empty)
+			if i%64 == 63 {
+				if _, err := Await[struct{}](t, &yield); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+}

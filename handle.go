@@ -18,6 +18,7 @@ type Handle[T any] struct {
 	doneCh  chan struct{} // mu: created by Wait, closed when done
 	mu      sync.Mutex
 	done    bool // mu: the task finished
+	joined  bool // mu: its result was taken (Join, Wait, Result, Poll ready, JoinSet.Next)
 }
 
 // Spawn starts fn as a new task on drv's pool. It is safe from any goroutine.
@@ -46,16 +47,24 @@ func (h *Handle[T]) run(t *Task) error {
 	return err
 }
 
-func (h *Handle[T]) complete(err error, pe *PanicError, wakers *WakerList) {
+func (h *Handle[T]) complete(err error, pe *PanicError, wakers *WakerList) (unclaimed bool) {
 	if pe != nil {
 		err = pe
 	}
 	h.mu.Lock()
 	h.done = true
 	h.err = err
-	h.fn = nil
 	w, more := h.waiter, h.waiters
 	h.waiter, h.waiters = nil, nil
+	h.fn = nil
+	// Nobody waits to take the result now: no Join or Select is polling
+	// it, no goroutine is in Wait; or a JoinSet holds it for Next.
+	unclaimed = h.doneCh == nil && !takesResult(w)
+	if more != nil {
+		for _, o := range *more {
+			unclaimed = unclaimed && !takesResult(o)
+		}
+	}
 	if h.doneCh != nil {
 		close(h.doneCh)
 	}
@@ -70,6 +79,33 @@ func (h *Handle[T]) complete(err error, pe *PanicError, wakers *WakerList) {
 			wakers.Add(w)
 		}
 	}
+	return unclaimed
+}
+
+// bookkeepingWaker marks the wakers a handle wakes that do not take the
+// task's result: a JoinSet's entry (it keeps the result for Next) and
+// SpawnContext's unregistering of its context.
+type bookkeepingWaker interface{ keepsNoResult() }
+
+// takesResult reports whether w, a waiter of a handle, will take the
+// result when woken (a Join, a Select).
+func takesResult(w Waker) bool {
+	_, bookkeeping := w.(bookkeepingWaker)
+	return w != nil && !bookkeeping
+}
+
+func (h *Handle[T]) unjoined() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.done && !h.joined
+}
+
+// outcome returns the result of a finished task without taking it (for a
+// JoinSet deciding whether to cancel the rest).
+func (h *Handle[T]) outcome() (T, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.value, h.err
 }
 
 // Task returns the spawned task, to cancel it or read its name.
@@ -85,31 +121,48 @@ func (h *Handle[T]) Poll(cx *Context) (T, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.done {
+		h.joined = true
 		return h.value, true
 	}
+	h.addWaiterLocked(cx.waker)
 	var zero T
-	w := cx.waker
+	return zero, false
+}
+
+// watch registers w, a bookkeepingWaker, to be woken when the task
+// finishes, or reports that it has, without taking the result.
+func (h *Handle[T]) watch(w Waker) (done bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.done {
+		h.addWaiterLocked(w)
+	}
+	return h.done
+}
+
+// addWaiterLocked stores w (if not nil and not stored already) to be woken
+// when the task finishes. With h.mu held.
+func (h *Handle[T]) addWaiterLocked(w Waker) {
 	if w == nil {
-		return zero, false
+		return
 	}
 	switch {
 	case h.waiter == nil:
 		h.waiter = w
 	case sameWaker(h.waiter, w):
-		return zero, false
+		return
 	default:
 		if h.waiters == nil {
 			h.waiters = new([]Waker)
 		}
 		for _, o := range *h.waiters {
 			if sameWaker(o, w) {
-				return zero, false
+				return
 			}
 		}
 		*h.waiters = append(*h.waiters, w)
 	}
 	h.task.pool.notePark(w)
-	return zero, false
 }
 
 // Result returns the task's value and error once it has finished, and
@@ -117,6 +170,9 @@ func (h *Handle[T]) Poll(cx *Context) (T, bool) {
 func (h *Handle[T]) Result() (T, error, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.done {
+		h.joined = true
+	}
 	return h.value, h.err, h.done
 }
 
@@ -162,5 +218,6 @@ func (h *Handle[T]) Wait() (T, error) {
 		h.mu.Lock()
 	}
 	defer h.mu.Unlock()
+	h.joined = true
 	return h.value, h.err
 }

@@ -60,6 +60,10 @@ type joinEntry[T any] struct {
 	h   *Handle[T]
 }
 
+// keepsNoResult: the entry keeps the result for Next, so the task table
+// lists the task as finished until Next takes it.
+func (e *joinEntry[T]) keepsNoResult() {}
+
 // NewJoinSet returns an empty set spawning on drv's pool.
 func NewJoinSet[T any](drv *Driver) *JoinSet[T] {
 	s := &JoinSet[T]{drv: drv, running: make(map[*joinEntry[T]]struct{})}
@@ -97,7 +101,7 @@ func (s *JoinSet[T]) Spawn(name string, fn func(t *Task) (T, error)) *Handle[T] 
 	s.mu.Unlock()
 	// Registers e with the handle, or, if the task already finished (a
 	// closed pool), moves it to done at once.
-	if _, ok := h.Poll(&Context{waker: e}); ok {
+	if h.watch(e) {
 		e.Wake()
 	}
 	return h
@@ -119,7 +123,7 @@ func (e *joinEntry[T]) Wake() {
 	var cause error
 	var rest []*Handle[T]
 	if s.cancelOnError && s.failed == nil {
-		if _, err, _ := e.h.Result(); err != nil {
+		if _, err := e.h.outcome(); err != nil {
 			s.failed = err
 			cause = fmt.Errorf("JoinSet task %q failed: %w", e.h.Task().Name(), err)
 			rest = s.runningHandlesLocked()

@@ -23,7 +23,7 @@ type options struct {
 	// is not running before it fails with ErrNotRunning (see parkOn).
 	notRunningBound time.Duration
 	virtualClock    bool // WithVirtualClock (clock.go)
-	spawnSites      bool // WithSpawnSites (tasktable.go)
+	trackTasks      bool // WithTaskTracking (tasktable.go)
 }
 
 const (

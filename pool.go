@@ -29,6 +29,7 @@ type Pool struct {
 	timers   timerQueue                   // mu: armed timers
 	ready    []*Task                      // mu: tasks woken since the loop last took them, in wake order
 	live     taskList                     // mu: tasks spawned and not finished
+	unjoined unjoinedList                 // mu: finished tasks whose result nobody has taken (tasktable.go)
 	toDelete []*fdOp                      // mu: ops closed while the kernel batch may name them
 	fds      fdTable                      // mu: registered ops, keeping them reachable
 	running  bool                         // mu: a Run, Start or Close's drain is driving the loop; set with setRunningLocked
@@ -184,9 +185,12 @@ type rootRunner struct {
 
 func (r *rootRunner) run(t *Task) error { return r.fn(t) }
 
-func (r *rootRunner) complete(err error, pe *PanicError, _ *WakerList) {
+func (r *rootRunner) complete(err error, pe *PanicError, _ *WakerList) bool {
 	r.err, r.panicked = err, pe
+	return false // Run takes it
 }
+
+func (r *rootRunner) unjoined() bool { return false }
 
 // Close cancels every task, lets them finish, and releases the pool's fds and
 // its io_uring. Called while Run is active (from another goroutine), it wakes

@@ -27,7 +27,8 @@ func (p *Pool) enqueueNew(t *Task) {
 	if p.closing || p.closed {
 		p.mu.Unlock()
 		t.finished = true
-		t.runner.complete(ErrClosed, nil, nil)
+		_ = t.runner.complete(ErrClosed, nil, nil) // the pool will list no tasks
+
 		return
 	}
 	p.live.push(t)
@@ -122,15 +123,18 @@ func (p *Pool) stopIdleCoroutines() {
 // released, and its runner learns the result. Loop only.
 func (p *Pool) finish(t *Task, err error, pe *PanicError) {
 	t.finished = true
-	p.mu.Lock()
-	p.live.remove(t)
-	p.mu.Unlock()
-	p.stats.tasksLive.Add(-1)
 	if e := t.ext.Load(); e != nil {
 		e.sleep.timer.Stop()
 	}
 	t.cancelContext()
-	t.runner.complete(err, pe, &p.wakers) // woken by the loop's next cycle
+	unclaimed := t.runner.complete(err, pe, &p.wakers) // woken by the loop's next cycle
+	p.mu.Lock()
+	p.live.remove(t)
+	if unclaimed && p.opts.trackTasks {
+		p.unjoined.add(t)
+	}
+	p.mu.Unlock()
+	p.stats.tasksLive.Add(-1)
 }
 
 // wakeCollected wakes the wakers gathered by timers, completions and

@@ -66,7 +66,7 @@ type taskExt struct {
 	uringRes opResult           // loop only: the result of the task's io_uring operation in flight (uring_ops.go)
 	parent   context.Context    // SpawnContext's ctx, or nil; set before the task starts
 	stall    *stallState        // loop/task: where it suspended; only WithStallReport
-	site     *spawnSite         // WithSpawnSites: where it was spawned; set before the task is queued
+	site     *spawnSite         // WithTaskTracking: where it was spawned; set before the task is queued
 	ctxMu    sync.Mutex         // guards ctx and cancel
 	ctx      context.Context    // created by Context()
 	cancel   context.CancelFunc // cancels ctx
@@ -90,8 +90,13 @@ type taskRunner interface {
 	run(t *Task) error
 	// complete is told the result once. wakers, when not nil, is the
 	// loop's list: the waiters are added to it, and woken in the loop's
-	// next cycle, without the pool's lock for its own tasks.
-	complete(err error, panicked *PanicError, wakers *WakerList)
+	// next cycle, without the pool's lock for its own tasks. It reports
+	// whether the result is left for nobody in particular (no Join or Wait
+	// was waiting for it), for the task table's finished tasks.
+	complete(err error, panicked *PanicError, wakers *WakerList) (unclaimed bool)
+	// unjoined reports whether the task has finished and nobody has taken
+	// its result yet.
+	unjoined() bool
 }
 
 // PanicError is the error of a task whose function panicked: Join and Wait
@@ -121,7 +126,7 @@ func newTask(p *Pool, name string, r taskRunner) *Task {
 func (t *Task) init(p *Pool, name string, r taskRunner) {
 	t.pool, t.name, t.runner = p, name, r
 	t.cx.waker = t
-	if p.opts.spawnSites {
+	if p.opts.trackTasks {
 		t.recordSpawnSite() // tasktable.go
 	}
 }

@@ -5,7 +5,7 @@ package iopool
 // future (one field of the task's coroutine) and a resume counts one poll.
 // A task costs no memory for it: the fields are the coroutine's, which a
 // task has only while it runs. Where and when a task was spawned is
-// recorded only WithSpawnSites. What the future waits on is put in words only when
+// recorded only WithTaskTracking. What the future waits on is put in words only when
 // the table is read, on the loop (futures describe themselves through
 // waitDescriber), so a future's own fields are read by their owner.
 
@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"weak"
 
 	"github.com/iopool/iopool/internal/uring"
 )
@@ -32,9 +33,16 @@ const (
 	// TaskWaiting: suspended in an await until its future's waker fires;
 	// TaskInfo.WaitingOn says on what.
 	TaskWaiting
+	// TaskFinished: finished, and nobody has taken its result (Join, Wait,
+	// Result, a Select or JoinSet.Next) while its Handle is reachable;
+	// listed with WithTaskTracking only, after the live tasks, in
+	// finishing order. A task whose Join or Wait was already waiting when
+	// it finished is not listed: the joiner takes the result at once.
+	TaskFinished
 )
 
-var taskStateNames = [...]string{TaskRunning: "running", TaskReady: "ready", TaskWaiting: "waiting"}
+var taskStateNames = [...]string{TaskRunning: "running", TaskReady: "ready", TaskWaiting: "waiting",
+	TaskFinished: "finished, not joined"}
 
 func (s TaskState) String() string {
 	if int(s) < len(taskStateNames) {
@@ -46,37 +54,42 @@ func (s TaskState) String() string {
 // MarshalText writes the state's name (as in JSON).
 func (s TaskState) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
-// TaskInfo describes one live task of a pool (spawned, not yet finished).
+// TaskInfo describes one task of a pool: live (spawned, not yet finished),
+// or (WithTaskTracking) finished with nobody having taken its result.
 type TaskInfo struct {
 	Name  string    // the name it was spawned with
-	State TaskState // running, ready or waiting
+	State TaskState // running, ready, waiting, or finished but not joined
 	// WaitingOn says, for a waiting task, what its await waits for: "read
 	// fd 7", "timer in 59m0s", "Chan.Recv", "Join of task \"worker\"",
 	// "io_uring read fd 9"; a future of the user's own is named by its
 	// type. Empty for a task that is not waiting.
 	WaitingOn string
 	// SpawnedAt is where the task was spawned, "file:line": the call of
-	// Spawn (or SpawnContext, Run...) with WithSpawnSites; without it, where
+	// Spawn (or SpawnContext, Run...) with WithTaskTracking; without it, where
 	// the task's function is defined, which for a function literal written
 	// in the Spawn call is the same line, followed by the function's name.
 	SpawnedAt string
 	// Age is how long ago the task was spawned, on the pool's clock,
-	// recorded with WithSpawnSites only: 0 without it (a clock read per
-	// spawn costs BenchmarkSpawnJoin measurably).
+	// recorded with WithTaskTracking only: 0 without it.
 	Age   time.Duration
-	Polls uint64 // times the loop resumed it
+	Polls uint64 // times the loop resumed it; 0 once finished
 }
 
-// WithSpawnSites records where and when each task is spawned (the caller
-// of Spawn, SpawnContext, JoinSet.Spawn, Run), for TaskInfo.SpawnedAt and
-// TaskInfo.Age. It costs a stack walk, a clock read and an allocation per
-// spawn (a few hundred nanoseconds), so it is off by default; without it
-// SpawnedAt names where the task's function is defined, and Age is 0.
-func WithSpawnSites() Option {
-	return func(o *options) error { o.spawnSites = true; return nil }
+// WithTaskTracking makes the task table say more, at a cost per task: it
+// records where and when each task is spawned (the caller of Spawn,
+// SpawnContext, JoinSet.Spawn, Run), for TaskInfo.SpawnedAt and
+// TaskInfo.Age, and keeps listing a task that finished with nobody waiting
+// for its result (TaskFinished) until the result is taken or its Handle is
+// dropped — a task leaked like an unjoined goroutine. It costs a stack walk,
+// a clock read and an allocation per spawn, and a weak pointer per task
+// that finishes unjoined (a few hundred nanoseconds each), so it is off by
+// default; without it SpawnedAt names where the task's function is defined,
+// Age is 0, and a finished task leaves the table.
+func WithTaskTracking() Option {
+	return func(o *options) error { o.trackTasks = true; return nil }
 }
 
-// spawnSite is the call stack of a task's spawn (WithSpawnSites).
+// spawnSite is the call stack of a task's spawn (WithTaskTracking).
 type spawnSite struct {
 	pcs [8]uintptr
 	n   int
@@ -236,7 +249,47 @@ func (p *Pool) taskTableLocked(ownerView bool) []TaskInfo {
 	}
 	// Oldest first, as they were spawned (the live list is newest first).
 	slices.Reverse(infos)
+	p.unjoined.prune()
+	for _, w := range p.unjoined.tasks {
+		if t := w.Value(); t != nil {
+			info := TaskInfo{Name: t.name, State: TaskFinished, SpawnedAt: t.spawnedAt()}
+			if e := t.ext.Load(); e != nil && e.site != nil {
+				info.Age = time.Duration(now - e.site.at)
+			}
+			infos = append(infos, info)
+		}
+	}
 	return infos
+}
+
+// unjoinedList holds the finished tasks whose result nobody has taken
+// (WithTaskTracking), by weak pointer: a Handle that is dropped unjoined takes its entry with it
+// (pruned later), as a goroutine's result is dropped with it. Owned by the
+// pool, under its lock; an entry is added only for a task that finished
+// with nobody waiting for it, so a Join that waits costs nothing here.
+type unjoinedList struct {
+	tasks []weak.Pointer[Task]
+}
+
+// add lists t, first pruning the list when it is full, so that its length
+// stays within twice the tasks it names.
+func (l *unjoinedList) add(t *Task) {
+	if len(l.tasks) == cap(l.tasks) {
+		l.prune()
+	}
+	l.tasks = append(l.tasks, weak.Make(t))
+}
+
+// prune drops the entries of tasks collected or joined since.
+func (l *unjoinedList) prune() {
+	kept := l.tasks[:0]
+	for _, w := range l.tasks {
+		if t := w.Value(); t != nil && t.runner.unjoined() {
+			kept = append(kept, w)
+		}
+	}
+	clear(l.tasks[len(kept):])
+	l.tasks = kept
 }
 
 // waitDescriber is implemented by the futures of this package: what the

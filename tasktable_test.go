@@ -54,11 +54,11 @@ func allWaiting(names ...string) func(map[string]TaskInfo) bool {
 // site.
 func TestTasksFromAnotherGoroutine(t *testing.T) {
 	for _, sites := range []bool{false, true} {
-		t.Run(fmt.Sprintf("WithSpawnSites=%v", sites), func(t *testing.T) {
+		t.Run(fmt.Sprintf("WithTaskTracking=%v", sites), func(t *testing.T) {
 			requireNoLeaks(t)
 			opts := []Option{}
 			if sites {
-				opts = append(opts, WithSpawnSites())
+				opts = append(opts, WithTaskTracking())
 			}
 			p, err := New(opts...)
 			require.NoError(t, err)
@@ -74,11 +74,11 @@ func TestTasksFromAnotherGoroutine(t *testing.T) {
 
 			site := map[string]string{}
 			site["reader"] = here(1)
-			Spawn(drv, "reader", func(t *Task) (int, error) { return sock.Read(t, make([]byte, 1)) })
+			reader := Spawn(drv, "reader", func(t *Task) (int, error) { return sock.Read(t, make([]byte, 1)) })
 			site["sleeper"] = here(1)
 			sleeper := Spawn(drv, "sleeper", func(t *Task) (int, error) { return 0, t.Sleep(time.Hour) })
 			site["receiver"] = here(1)
-			Spawn(drv, "receiver", func(t *Task) (int, error) { return ch.Recv(t) })
+			receiver := Spawn(drv, "receiver", func(t *Task) (int, error) { return ch.Recv(t) })
 			site["joiner"] = here(1)
 			Spawn(drv, "joiner", func(t *Task) (int, error) { return sleeper.Join(t) })
 
@@ -98,7 +98,9 @@ func TestTasksFromAnotherGoroutine(t *testing.T) {
 				}
 			}
 
-			// A read deadline shows; a woken reader leaves the table.
+			// A read deadline shows; a woken reader and receiver finish, and
+			// are listed as such until their results are taken (with
+			// WithTaskTracking; without it they leave the table).
 			require.NoError(t, sock.SetReadDeadline(time.Now().Add(time.Hour)))
 			waitForTasks(t, p, func(m map[string]TaskInfo) bool {
 				return strings.HasPrefix(m["reader"].WaitingOn, fmt.Sprintf("read fd %d, deadline in ", fds[0]))
@@ -106,6 +108,20 @@ func TestTasksFromAnotherGoroutine(t *testing.T) {
 			_, err = unix.Write(fds[1], []byte{1})
 			require.NoError(t, err)
 			require.NoError(t, ch.Send(1))
+			if sites {
+				m = waitForTasks(t, p, func(m map[string]TaskInfo) bool {
+					return m["reader"].State == TaskFinished && m["receiver"].State == TaskFinished
+				})
+				require.Len(t, m, 4)
+				require.Equal(t, TaskWaiting, m["sleeper"].State)
+			} else {
+				waitForTasks(t, p, func(m map[string]TaskInfo) bool { return len(m) == 2 })
+			}
+			for _, h := range []*Handle[int]{reader, receiver} {
+				v, err := h.Wait()
+				require.NoError(t, err)
+				require.Equal(t, 1, v)
+			}
 			waitForTasks(t, p, func(m map[string]TaskInfo) bool { return len(m) == 2 })
 		})
 	}
@@ -200,4 +216,62 @@ func TestTasksBetweenRuns(t *testing.T) {
 	require.Equal(t, "selecting", tasks[1].Name)
 	require.Equal(t, TaskReady, tasks[1].State, "woken by the Chan's Close, not run: Run has returned")
 	require.Empty(t, tasks[1].WaitingOn)
+}
+
+// TestTasksListsFinishedButNotJoined: a task that finished while nobody
+// waited for it is listed as finished, with its spawn site, until its
+// result is taken (Join, Wait, Result, JoinSet.Next) or its Handle is
+// dropped; a task whose Join was waiting is never listed as finished.
+func TestTasksListsFinishedButNotJoined(t *testing.T) {
+	requireNoLeaks(t)
+	p, err := New(WithTaskTracking())
+	require.NoError(t, err)
+	defer p.Close()
+	require.NoError(t, p.Start())
+	drv := p.Driver()
+
+	site := here(1)
+	orphan := Spawn(drv, "orphan", func(t *Task) (int, error) { return 7, nil })
+	joinSet := NewJoinSet[int](drv)
+	joinSet.Spawn("in-set", func(t *Task) (int, error) { return 8, nil })
+	dropped := Spawn(drv, "dropped", func(t *Task) (int, error) { return 9, nil })
+	// A task joined while it runs: its joiner takes the result at once.
+	gate := NewOneshot[int]()
+	awaited := Spawn(drv, "awaited", func(t *Task) (int, error) { return gate.Recv(t) })
+	joiner := Spawn(drv, "joiner", func(t *Task) (int, error) { return awaited.Join(t) })
+	waitForTasks(t, p, allWaiting("awaited", "joiner"))
+	gate.Send(1)
+	v, err := joiner.Wait()
+	require.NoError(t, err)
+	require.Equal(t, 1, v)
+
+	finished := func(names ...string) func(map[string]TaskInfo) bool {
+		return func(m map[string]TaskInfo) bool {
+			for _, n := range names {
+				if m[n].State != TaskFinished {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	byName := waitForTasks(t, p, finished("orphan", "in-set", "dropped"))
+	runtime.KeepAlive(dropped) // listed while reachable
+	require.Equal(t, "finished, not joined", byName["orphan"].State.String())
+	require.True(t, strings.HasPrefix(byName["orphan"].SpawnedAt, site), "SpawnedAt %q, want %s", byName["orphan"].SpawnedAt, site)
+	require.Empty(t, byName["orphan"].WaitingOn)
+	require.NotContains(t, byName, "awaited", "its Join was waiting when it finished")
+	require.NotContains(t, byName, "joiner", "Wait took its result")
+
+	// Taking the result, in each way, takes the task off the table.
+	v, err = orphan.Wait()
+	require.NoError(t, err)
+	require.Equal(t, 7, v)
+	j, err := BlockOn[Joined[int]](joinSet)
+	require.NoError(t, err)
+	require.Equal(t, 8, j.Value)
+	// dropped is unreachable from here on: the collector takes its entry.
+	runtime.GC()
+	runtime.GC()
+	waitForTasks(t, p, func(m map[string]TaskInfo) bool { return len(m) == 0 })
 }

@@ -56,8 +56,8 @@ type Task struct {
 	State     string `json:"state"`
 	WaitingOn string `json:"waitingOn,omitempty"`
 	SpawnedAt string `json:"spawnedAt"`
-	Age       string `json:"age,omitempty"`      // with iopool.WithSpawnSites
-	AgeNanos  int64  `json:"ageNanos,omitempty"` // with iopool.WithSpawnSites
+	Age       string `json:"age,omitempty"`      // with iopool.WithTaskTracking
+	AgeNanos  int64  `json:"ageNanos,omitempty"` // with iopool.WithTaskTracking
 	Polls     uint64 `json:"polls"`
 }
 

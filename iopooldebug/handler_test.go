@@ -37,7 +37,7 @@ func line(delta int) int {
 // TestHandlerServesTasks: the page lists a pool's waiting tasks with what
 // they wait on and their spawn sites, as text and as JSON.
 func TestHandlerServesTasks(t *testing.T) {
-	p, err := iopool.New(iopool.WithName("web"), iopool.WithSpawnSites())
+	p, err := iopool.New(iopool.WithName("web"), iopool.WithTaskTracking())
 	require.NoError(t, err)
 	defer p.Close()
 	require.NoError(t, p.Start())
