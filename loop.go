@@ -24,10 +24,28 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
+
+// loopOnly is the state of the goroutine driving the loop (the pool's
+// loop goroutine, inside runLoop): no lock guards it, and no other
+// goroutine may touch it, except current, which any goroutine may read.
+type loopOnly struct {
+	events        []unix.EpollEvent
+	runq          []*Task              // tasks to resume in this cycle, in order
+	wakers        WakerList            // wakers collected by this cycle, woken outside the lock
+	freeing       []*fdOp              // ops taken from toDelete after a dispatch, released next cycle
+	current       atomic.Pointer[Task] // the task running now, for misuse checks; read by any goroutine
+	idleCoros     []*coroutine         // coroutines whose task returned, for the next ones (sched.go)
+	requeue       []*Task              // tasks woken while they ran, for the next cycle (Pool.resume)
+	requeued      uint64               // wakes counted by requeue, not yet in stats
+	lastHarvest   int64                // real ns since epoch of the last harvest
+	passed        int64                // pool clock ns of a locked loop's last pass through the Go scheduler
+	wokeGoroutine bool                 // a parked goroutine was woken since the last sleep
+}
 
 // runLoop drives the pool until done reports true (it returns true) or the
 // pool is closing and has no task left (it returns false). The caller must

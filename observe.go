@@ -10,6 +10,7 @@ import (
 	"runtime/pprof"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -85,7 +86,8 @@ func (p *Pool) logTaskPanic(pe *PanicError) {
 // carries "pool" only. The labels are set once when a task starts, on the
 // task's own coroutine goroutine; pprof.Do inside a task adds to them.
 
-// observeState is the pool's observability state.
+// observeState is the pool's observability state. labelCache is the
+// loop's; run and watchdog are shared with the stall watchdog (see watchedRun).
 type observeState struct {
 	labelCache map[string]context.Context // task pprof labels by task name; loop only
 	run        watchedRun                 // WithStallReport: the task run in progress
@@ -282,4 +284,41 @@ func (p *Pool) reportStall(r StallReport, pcs []uintptr) {
 	}
 	l.Warn("iopool: task stalled the pool", "pool", r.Pool, "task", r.Task, "duration", r.Duration,
 		"running", r.Running, "resumed", r.Resumed, "spawned_at", r.SpawnedAt)
+}
+
+// Stats is a snapshot of a pool's counters. Reading them is cheap and safe
+// from any goroutine; counters only grow, except the two live gauges.
+type Stats struct {
+	Cycles         uint64 // loop cycles run
+	Sleeps         uint64 // times the loop blocked in epoll_wait
+	EventfdWrites  uint64 // wake eventfd writes (at most one per sleep)
+	Wakes          uint64 // task wakes that queued a task
+	TimersFired    uint64 // timers that expired in the loop
+	TasksSpawned   uint64 // tasks created, the root tasks included
+	TasksLive      int64  // tasks not yet finished
+	FdsRegistered  int64  // fds registered now
+	Events         uint64 // epoll events dispatched to registrations
+	UringEnters    uint64 // io_uring_enter calls
+	UringSubmitted uint64 // SQEs handed to the kernel
+	UringCompleted uint64 // CQEs consumed
+}
+
+// poolStats are the counters behind Stats. Any goroutine adds to them and
+// reads them, atomically, without a lock.
+type poolStats struct {
+	cycles, sleeps, eventfdWrites, wakes, timersFired, tasksSpawned atomic.Uint64
+	events, uringEnters, uringSubmitted, uringCompleted             atomic.Uint64
+	tasksLive, fdsRegistered                                        atomic.Int64
+}
+
+// Stats returns a snapshot of the pool's counters.
+func (p *Pool) Stats() Stats {
+	s := &p.stats
+	return Stats{
+		Cycles: s.cycles.Load(), Sleeps: s.sleeps.Load(), EventfdWrites: s.eventfdWrites.Load(),
+		Wakes: s.wakes.Load(), TimersFired: s.timersFired.Load(), TasksSpawned: s.tasksSpawned.Load(),
+		TasksLive: s.tasksLive.Load(), FdsRegistered: s.fdsRegistered.Load(), Events: s.events.Load(),
+		UringEnters: s.uringEnters.Load(), UringSubmitted: s.uringSubmitted.Load(),
+		UringCompleted: s.uringCompleted.Load(),
+	}
 }

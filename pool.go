@@ -18,20 +18,43 @@ import (
 // Start until Close. Create one with New; it is safe to use from any
 // goroutine through its Driver.
 type Pool struct {
-	be    epollBackend // the epoll fd and the wake eventfd
-	opts  options
-	epoch time.Time // origin of the pool's monotonic nanosecond clock
-	clock poolClock // a virtual clock's state (clock.go)
+	be    epollBackend // the epoll fd and the wake eventfd (backend_epoll.go)
+	opts  options      // set by New, read-only afterwards
+	epoch time.Time    // origin of the pool's monotonic nanosecond clock; set by New
+	clock poolClock    // a virtual clock's state (clock.go)
 	drv   Driver
 
-	mu       sync.Mutex
-	state    poolState                    // mu: the loop's sleep/wake state
-	timers   timerQueue                   // mu: armed timers
-	ready    []*Task                      // mu: tasks woken since the loop last took them, in wake order
-	live     taskList                     // mu: tasks spawned and not finished
-	unjoined unjoinedList                 // mu: finished tasks whose result nobody has taken (tasktable.go)
-	toDelete []*fdOp                      // mu: ops closed while the kernel batch may name them
-	fds      fdTable                      // mu: registered ops, keeping them reachable
+	// mu guards the fields of scheduler and lifecycle marked "mu".
+	mu sync.Mutex
+	scheduler
+	lifecycle
+	loopOnly               // loop.go
+	uringSlot              // uring.go
+	stats     poolStats    // observe.go
+	obs       observeState // observe.go
+}
+
+// scheduler is what the loop and the goroutines that wake it share: the
+// sleep/wake state, the armed timers, the queue of woken tasks and the
+// registrations. Every field is guarded by Pool.mu, written by any goroutine
+// that holds it (a waker, Spawn, NewFdReady, FdReady.Close, the loop).
+type scheduler struct {
+	state    poolState         // mu: the loop's sleep/wake state
+	timers   timerQueue        // mu: armed timers
+	ready    []*Task           // mu: tasks woken since the loop last took them, in wake order
+	live     taskList          // mu: tasks spawned and not finished
+	unjoined unjoinedList      // mu: finished tasks whose result nobody has taken (tasktable.go)
+	toDelete []*fdOp           // mu: ops closed while the kernel batch may name them
+	fds      fdTable           // mu: registered ops, keeping them reachable
+	tableReq *taskTableRequest // mu: a Tasks call waiting for the loop (tasktable.go)
+	hasReady atomic.Bool       // ready is not empty; set under mu, read by the loop's quick cycles without it
+}
+
+// lifecycle is the pool's life from New to Close: who drives the loop,
+// whether Close has begun or finished, and the loop goroutine's work
+// channel. The flags are guarded by Pool.mu; the channels are made once and
+// closed by their one owner, as noted on each.
+type lifecycle struct {
 	running  bool                         // mu: a Run, Start or Close's drain is driving the loop; set with setRunningLocked
 	started  bool                         // mu: Start was called; the loop runs until Close
 	closing  bool                         // mu: Close was called; tasks are being canceled
@@ -39,33 +62,12 @@ type Pool struct {
 	released atomic.Bool                  // closed, readable without mu: registered fds refuse syscalls
 	runState atomic.Pointer[loopRunState] // running, readable without mu, and its change (start.go)
 
-	uring     atomic.Pointer[Uring] // created on first use
-	uringMu   sync.Mutex            // serializes ring creation
-	uringErr  error                 // uringMu: why the ring could not be created
-	runExit   chan struct{}         // closed when the active Run returns; mu
-	loopStart sync.Once             // starts the loop goroutine
-	loopWork  chan func()           // work for the loop goroutine; closed by Close
-	loopExit  chan struct{}         // closed when the loop goroutine has exited
-	closeEnd  chan struct{}         // closed when Close has finished
-	onClose   []*closeHook          // mu: run by Close after the tasks end, before the fds are released
-	tableReq  *taskTableRequest     // mu: a Tasks call waiting for the loop (tasktable.go)
-
-	// Loop-only state: touched by the goroutine driving the loop.
-	events        []unix.EpollEvent
-	runq          []*Task
-	wakers        WakerList
-	freeing       []*fdOp
-	current       atomic.Pointer[Task] // the task running now, for misuse checks
-	idleCoros     []*coroutine         // loop only: coroutines whose task returned, for the next ones (sched.go)
-	requeue       []*Task              // loop only: tasks woken while they ran, for the next cycle (Pool.resume)
-	requeued      uint64               // loop only: wakes counted by requeue, not yet in stats
-	hasReady      atomic.Bool          // ready is not empty; set under mu, read by the loop's quick cycles
-	lastHarvest   int64                // loop only: real ns since epoch of the last harvest (loop.go)
-	passed        int64                // pool clock ns of a locked loop's last pass through the Go scheduler
-	wokeGoroutine bool                 // a parked goroutine was woken since the last sleep
-
-	stats poolStats
-	obs   observeState
+	runExit   chan struct{} // mu: made by Run, closed when the active Run returns
+	loopStart sync.Once     // starts the loop goroutine
+	loopWork  chan func()   // work for the loop goroutine; made by loopStart, closed by Close
+	loopExit  chan struct{} // closed by the loop goroutine when it exits
+	closeEnd  chan struct{} // made by New, closed when Close has finished
+	onClose   []*closeHook  // mu: run by Close after the tasks end, before the fds are released
 }
 
 // Driver spawns tasks and creates timers, fd registrations and io_uring
@@ -77,7 +79,8 @@ type Driver struct {
 // New creates a pool: an epoll instance and its wake eventfd. Release it with
 // Close.
 func New(opts ...Option) (*Pool, error) {
-	p := &Pool{epoch: time.Now(), closeEnd: make(chan struct{})}
+	p := &Pool{epoch: time.Now()}
+	p.closeEnd = make(chan struct{})
 	p.opts = options{eventBuffer: defaultEventBuffer, uringEntries: defaultUringEntries, cpu: -1,
 		notRunningBound: defaultNotRunningBound}
 	p.runState.Store(&loopRunState{changed: make(chan struct{})})
@@ -348,39 +351,4 @@ func (p *Pool) unlockAndSignal(signal bool) {
 func (p *Pool) wake() {
 	p.mu.Lock()
 	p.unlockAndSignal(p.state.wake())
-}
-
-// Stats is a snapshot of a pool's counters. Reading them is cheap and safe
-// from any goroutine; counters only grow, except the two live gauges.
-type Stats struct {
-	Cycles         uint64 // loop cycles run
-	Sleeps         uint64 // times the loop blocked in epoll_wait
-	EventfdWrites  uint64 // wake eventfd writes (at most one per sleep)
-	Wakes          uint64 // task wakes that queued a task
-	TimersFired    uint64 // timers that expired in the loop
-	TasksSpawned   uint64 // tasks created, the root tasks included
-	TasksLive      int64  // tasks not yet finished
-	FdsRegistered  int64  // fds registered now
-	Events         uint64 // epoll events dispatched to registrations
-	UringEnters    uint64 // io_uring_enter calls
-	UringSubmitted uint64 // SQEs handed to the kernel
-	UringCompleted uint64 // CQEs consumed
-}
-
-type poolStats struct {
-	cycles, sleeps, eventfdWrites, wakes, timersFired, tasksSpawned atomic.Uint64
-	events, uringEnters, uringSubmitted, uringCompleted             atomic.Uint64
-	tasksLive, fdsRegistered                                        atomic.Int64
-}
-
-// Stats returns a snapshot of the pool's counters.
-func (p *Pool) Stats() Stats {
-	s := &p.stats
-	return Stats{
-		Cycles: s.cycles.Load(), Sleeps: s.sleeps.Load(), EventfdWrites: s.eventfdWrites.Load(),
-		Wakes: s.wakes.Load(), TimersFired: s.timersFired.Load(), TasksSpawned: s.tasksSpawned.Load(),
-		TasksLive: s.tasksLive.Load(), FdsRegistered: s.fdsRegistered.Load(), Events: s.events.Load(),
-		UringEnters: s.uringEnters.Load(), UringSubmitted: s.uringSubmitted.Load(),
-		UringCompleted: s.uringCompleted.Load(),
-	}
 }

@@ -119,6 +119,16 @@ type Uring struct {
 	hasRemote atomic.Bool   // remote is non-empty
 }
 
+// uringSlot is the pool's io_uring, created on first use by Driver.Uring.
+// uring is read by any goroutine without a lock (the loop drains and
+// flushes the ring it finds there); creation and Close's look at it are
+// serialized by uringMu.
+type uringSlot struct {
+	uring    atomic.Pointer[Uring] // nil until created; never replaced
+	uringMu  sync.Mutex            // serializes creation with itself and with Close (uringForClose)
+	uringErr error                 // uringMu: why the ring could not be created, returned again by later calls
+}
+
 // Uring returns the pool's io_uring, creating it on first use: default 64
 // entries (WithUringEntries), its fd registered in the epoll set. With
 // WithLockOSThread the ring is set up single-issuer with cooperative task
