@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/iopool/iopool"
+	"github.com/iopool/iopool/bench/internal/echo"
 )
 
 // server is an echo server running in this process.
@@ -139,23 +140,8 @@ func startLean(srv *server, addr string, own bool) error {
 	})
 }
 
-// bufPool is a free list of echo buffers for the tasks of one pool (they
-// run one at a time on its loop goroutine, so it needs no lock).
-type bufPool struct{ free [][]byte }
-
-func (p *bufPool) get() []byte {
-	if n := len(p.free); n > 0 {
-		b := p.free[n-1]
-		p.free = p.free[:n-1]
-		return b
-	}
-	return make([]byte, 16<<10)
-}
-
-func (p *bufPool) put(b []byte) { p.free = append(p.free, b) }
-
 func startTask(srv *server, addr string, own bool) error {
-	var bufs bufPool
+	var bufs echo.BufPool
 	return runPool(srv, own, func(t *iopool.Task, ready func(string)) error {
 		l, err := listenTask(t, addr, own)
 		if err != nil {
@@ -169,157 +155,26 @@ func startTask(srv *server, addr string, own bool) error {
 			}
 			srv.accepted.Add(1)
 			iopool.Spawn(t.Driver(), "conn", func(t *iopool.Task) (struct{}, error) {
-				defer s.Close()
-				for {
-					// Idle, the task holds no buffer: it takes one to echo.
-					if err := s.WaitReadable(t); err != nil {
-						return struct{}{}, nil
-					}
-					buf := bufs.get()
-					n, err := s.Read(t, buf)
-					if err == nil {
-						_, err = s.Write(t, buf[:n])
-					}
-					bufs.put(buf)
-					if err != nil {
-						return struct{}{}, nil
-					}
-				}
+				echo.ServeTask(t, s, &bufs)
+				return struct{}{}, nil
 			})
 		}
 	})
 }
 
-// pollConn is an iopool-poll connection: its Wake echoes on the loop
-// goroutine whenever the fd signals, with no task.
-type pollConn struct {
-	fd  int
-	fr  *iopool.FdReady
-	cx  *iopool.Context
-	buf []byte // shared by every connection of the pool
-}
-
-// Wake echoes until the socket is empty. A write that would block ends
-// the connection: the client waits for each echo before it sends again,
-// so a full send buffer is a broken client.
-func (c *pollConn) Wake() {
-	for {
-		if _, ok := c.fr.PollReady(c.cx, iopool.SlotRead, iopool.PollIn|iopool.PollRdHup); !ok {
-			return
-		}
-		n, err := unix.Read(c.fd, c.buf)
-		switch {
-		case err == unix.EAGAIN:
-			c.fr.ClearReady(iopool.SlotRead)
-			continue
-		case err == unix.EINTR:
-			continue
-		case err != nil || n == 0:
-			c.close()
-			return
-		}
-		if m, err := unix.Write(c.fd, c.buf[:n]); err != nil || m < n {
-			c.close()
-			return
-		}
-	}
-}
-
-func (c *pollConn) close() {
-	c.fr.Close()
-	unix.Close(c.fd)
-}
-
-// pollListener accepts when its fd signals.
-type pollListener struct {
-	srv *server
-	fd  int
-	fr  *iopool.FdReady
-	cx  *iopool.Context
-	drv *iopool.Driver
-	buf []byte
-}
-
-func (l *pollListener) Wake() {
-	for {
-		if _, ok := l.fr.PollReady(l.cx, iopool.SlotRead, iopool.PollIn); !ok {
-			return
-		}
-		cfd, _, err := unix.Accept4(l.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
-		switch {
-		case err == unix.EAGAIN:
-			l.fr.ClearReady(iopool.SlotRead)
-			continue
-		case err != nil:
-			continue // ECONNABORTED, EMFILE: the client counts the failure
-		}
-		fr, err := l.drv.NewFdReady(cfd)
-		if err != nil {
-			unix.Close(cfd)
-			continue
-		}
-		l.srv.accepted.Add(1)
-		c := &pollConn{fd: cfd, fr: fr, buf: l.buf}
-		c.cx = iopool.NewContext(c)
-		c.Wake()
-	}
-}
-
 func startPoll(srv *server, addr string, own bool) error {
 	return runPool(srv, own, func(t *iopool.Task, ready func(string)) error {
-		fd, err := listenFd(addr, own)
+		fd, err := echo.ListenFd(addr, own, 65535)
 		if err != nil {
 			return err
 		}
-		fr, err := t.Driver().NewFdReady(fd)
+		bound, err := echo.LocalAddr(fd)
 		if err != nil {
 			unix.Close(fd)
 			return err
 		}
-		sa, err := unix.Getsockname(fd)
-		if err != nil {
-			return err
-		}
-		l := &pollListener{srv: srv, fd: fd, fr: fr, drv: t.Driver(), buf: make([]byte, 16<<10)}
-		l.cx = iopool.NewContext(l)
-		l.Wake()
-		ready(sockaddrString(sa))
-		_, err = iopool.NewOneshot[struct{}]().Recv(t) // serve until the process ends
-		return err
+		return echo.ServePoll(t, fd, false, &srv.accepted, func() { ready(bound) })
 	})
-}
-
-// listenFd opens a nonblocking listening socket on a numeric IPv4 address.
-func listenFd(addr string, reusePort bool) (int, error) {
-	ta, err := net.ResolveTCPAddr("tcp4", addr)
-	if err != nil {
-		return -1, err
-	}
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return -1, err
-	}
-	if reusePort {
-		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-	}
-	sa := &unix.SockaddrInet4{Port: ta.Port}
-	copy(sa.Addr[:], ta.IP.To4())
-	if err := unix.Bind(fd, sa); err != nil {
-		unix.Close(fd)
-		return -1, fmt.Errorf("listen %s: %w", addr, err)
-	}
-	if err := unix.Listen(fd, 65535); err != nil {
-		unix.Close(fd)
-		return -1, err
-	}
-	return fd, nil
-}
-
-func sockaddrString(sa unix.Sockaddr) string {
-	if in4, ok := sa.(*unix.SockaddrInet4); ok {
-		return (&net.TCPAddr{IP: in4.Addr[:], Port: in4.Port}).String()
-	}
-	return fmt.Sprint(sa)
 }
 
 func startGoNet(addr string) (*server, error) {

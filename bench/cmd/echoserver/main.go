@@ -31,6 +31,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/iopool/iopool"
+	"github.com/iopool/iopool/bench/internal/echo"
 )
 
 // lockThread: the one-loop servers run on a locked OS thread (-lock).
@@ -96,23 +97,8 @@ func raiseNofile() {
 	}
 }
 
-// bufPool is a free list of read buffers for the tasks of one pool (they
-// all run on its loop goroutine, so it needs no lock).
-type bufPool struct{ free [][]byte }
-
-func (p *bufPool) get() []byte {
-	if n := len(p.free); n > 0 {
-		b := p.free[n-1]
-		p.free = p.free[:n-1]
-		return b
-	}
-	return make([]byte, 16<<10)
-}
-
-func (p *bufPool) put(b []byte) { p.free = append(p.free, b) }
-
 func serveIopoolTask(addr string, ready func()) error {
-	var bufs bufPool
+	var bufs echo.BufPool
 	p, err := iopool.New(poolOptions()...)
 	if err != nil {
 		return err
@@ -130,138 +116,11 @@ func serveIopoolTask(addr string, ready func()) error {
 			}
 			_ = unix.SetsockoptInt(s.Fd(), unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 			iopool.Spawn(t.Driver(), "conn", func(t *iopool.Task) (struct{}, error) {
-				defer s.Close()
-				for {
-					// Idle connections hold no buffer: take one only to echo.
-					if err := s.WaitReadable(t); err != nil {
-						return struct{}{}, nil
-					}
-					buf := bufs.get()
-					n, err := s.Read(t, buf)
-					if err == nil {
-						_, err = s.Write(t, buf[:n])
-					}
-					bufs.put(buf)
-					if err != nil {
-						return struct{}{}, nil
-					}
-				}
+				echo.ServeTask(t, s, &bufs)
+				return struct{}{}, nil
 			})
 		}
 	})
-}
-
-// listenFd opens a nonblocking listening socket on a numeric IPv4 address.
-func listenFd(addr string) (int, error) {
-	ta, err := net.ResolveTCPAddr("tcp4", addr)
-	if err != nil {
-		return -1, err
-	}
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return -1, err
-	}
-	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
-	sa := &unix.SockaddrInet4{Port: ta.Port}
-	copy(sa.Addr[:], ta.IP.To4())
-	if err := unix.Bind(fd, sa); err != nil {
-		unix.Close(fd)
-		return -1, fmt.Errorf("listen %s: %w", addr, err)
-	}
-	if err := unix.Listen(fd, 16384); err != nil {
-		unix.Close(fd)
-		return -1, err
-	}
-	return fd, nil
-}
-
-// pollConn is one connection of the poll-layer server: its Wake runs the
-// echo on the loop goroutine whenever the fd signals, with no coroutine.
-type pollConn struct {
-	fd      int
-	fr      *iopool.FdReady
-	cx      *iopool.Context
-	buf     []byte
-	pending []byte // echoed bytes not yet written
-}
-
-func (c *pollConn) Wake() {
-	for {
-		if len(c.pending) > 0 {
-			if _, ok := c.fr.PollReady(c.cx, iopool.SlotWrite, iopool.PollOut); !ok {
-				// The read buffer is shared by every connection: keep a copy.
-				c.pending = append([]byte(nil), c.pending...)
-				return
-			}
-			n, err := unix.Write(c.fd, c.pending)
-			switch {
-			case err == unix.EAGAIN:
-				c.fr.ClearReady(iopool.SlotWrite)
-				continue
-			case err != nil:
-				c.close()
-				return
-			}
-			if c.pending = c.pending[n:]; len(c.pending) > 0 {
-				c.fr.ClearEvents(iopool.SlotWrite, iopool.PollOut)
-			}
-			continue
-		}
-		if _, ok := c.fr.PollReady(c.cx, iopool.SlotRead, iopool.PollIn|iopool.PollRdHup); !ok {
-			return
-		}
-		n, err := unix.Read(c.fd, c.buf)
-		switch {
-		case err == unix.EAGAIN:
-			c.fr.ClearReady(iopool.SlotRead)
-			continue
-		case err != nil || n == 0:
-			c.close()
-			return
-		case n < len(c.buf):
-			c.fr.ClearEvents(iopool.SlotRead, iopool.PollIn) // drained
-		}
-		c.pending = c.buf[:n]
-	}
-}
-
-func (c *pollConn) close() {
-	c.fr.Close()
-	unix.Close(c.fd)
-}
-
-// pollListener accepts connections when its fd signals.
-type pollListener struct {
-	fd  int
-	fr  *iopool.FdReady
-	cx  *iopool.Context
-	drv *iopool.Driver
-	buf []byte // shared: one connection runs at a time on the loop
-}
-
-func (l *pollListener) Wake() {
-	for {
-		if _, ok := l.fr.PollReady(l.cx, iopool.SlotRead, iopool.PollIn); !ok {
-			return
-		}
-		cfd, _, err := unix.Accept4(l.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
-		switch {
-		case err == unix.EAGAIN:
-			l.fr.ClearReady(iopool.SlotRead)
-			continue
-		case err != nil:
-			continue // ECONNABORTED, EMFILE: try the next one
-		}
-		_ = unix.SetsockoptInt(cfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-		fr, err := l.drv.NewFdReady(cfd)
-		if err != nil {
-			unix.Close(cfd)
-			continue
-		}
-		c := &pollConn{fd: cfd, fr: fr, buf: l.buf}
-		c.cx = iopool.NewContext(c)
-		c.Wake()
-	}
 }
 
 func serveIopoolPoll(addr string, ready func()) error {
@@ -270,20 +129,11 @@ func serveIopoolPoll(addr string, ready func()) error {
 		return err
 	}
 	return p.Run(func(t *iopool.Task) error {
-		fd, err := listenFd(addr)
+		fd, err := echo.ListenFd(addr, false, 16384)
 		if err != nil {
 			return err
 		}
-		fr, err := t.Driver().NewFdReady(fd)
-		if err != nil {
-			return err
-		}
-		l := &pollListener{fd: fd, fr: fr, drv: t.Driver(), buf: make([]byte, 16<<10)}
-		l.cx = iopool.NewContext(l)
-		l.Wake()
-		ready()
-		_, err = iopool.NewOneshot[struct{}]().Recv(t) // serve until the process ends
-		return err
+		return echo.ServePoll(t, fd, true, nil, ready)
 	})
 }
 
@@ -294,7 +144,7 @@ func serveRawEpoll(addr string, ready func()) error {
 	if lockThread {
 		runtime.LockOSThread()
 	}
-	lfd, err := listenFd(addr)
+	lfd, err := echo.ListenFd(addr, false, 16384)
 	if err != nil {
 		return err
 	}
