@@ -1,10 +1,13 @@
 package iopool
 
 import (
+	"runtime"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 )
 
 // wakeBound is how long a wake from another goroutine may take to reach a
@@ -129,4 +132,61 @@ func TestTimerArmedFromAnotherGoroutineWakesSleepingLoop(t *testing.T) {
 		require.False(t, now.Before(deadline), "round %d: fired at %v, before its deadline %v", i, now, deadline)
 	}
 	stopLoop(t, p, ran, func() error { return stop.Send(struct{}{}) })
+}
+
+// The epoll data codec: the 64 data bits of an epoll event, through x/sys's
+// EpollEvent, whose layout differs per architecture (12 bytes with the data
+// unaligned at offset 4 on amd64, where the kernel packs the struct; 16 with
+// the data at 8 elsewhere).
+func TestEventDataLayoutForThisArch(t *testing.T) {
+	parallel(t)
+	size, dataOff := uintptr(16), uintptr(8)
+	if runtime.GOARCH == "amd64" {
+		size, dataOff = 12, 4
+	}
+	var ev unix.EpollEvent
+	t.Logf("GOARCH=%s: EpollEvent is %d bytes, data at offset %d", runtime.GOARCH, unsafe.Sizeof(ev), unsafe.Offsetof(ev.Fd))
+	require.Equal(t, size, unsafe.Sizeof(ev), "struct epoll_event size on %s", runtime.GOARCH)
+	require.Equal(t, dataOff, unsafe.Offsetof(ev.Fd), "epoll data offset on %s", runtime.GOARCH)
+	require.Equal(t, dataOff+4, unsafe.Offsetof(ev.Pad))
+}
+
+func TestEventDataRoundTrips(t *testing.T) {
+	parallel(t)
+	for _, data := range []uint64{tokenWake, tokenRing, 2, 1<<32 - 1, 1 << 32, 0xdead_beef_0000_1234, 1<<63 | 7, ^uint64(0)} {
+		var ev unix.EpollEvent
+		ev.Events = unix.EPOLLIN
+		setEventData(&ev, data)
+		require.Equal(t, data, eventData(&ev), "%#x", data)
+		require.Equal(t, uint32(unix.EPOLLIN), ev.Events, "the data must not spill into the events")
+	}
+	require.Equal(t, PollIn|PollRdHup, pollEventsFromEpoll(0x1|0x2000|0x80000000), "unknown bits are dropped")
+}
+
+// The kernel hands the token back unchanged: an eventfd registered through
+// the backend with an op's address as its token comes back from wait with
+// that address and its events, on this architecture's real layout.
+func TestBackendHandsTheTokenBackThroughTheKernel(t *testing.T) {
+	parallel(t)
+	var b epollBackend
+	require.NoError(t, b.open(nil, 4))
+	defer b.close()
+	efd, err := unix.Eventfd(1, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	require.NoError(t, err)
+	defer unix.Close(efd)
+
+	op := &fdOp{}
+	var pin runtime.Pinner
+	pin.Pin(op) // the kernel holds the address
+	defer pin.Unpin()
+	token := tokenOf(unsafe.Pointer(op))
+	require.NoError(t, b.add(efd, PollIn, token))
+
+	n, err := b.wait(int64(time.Second))
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	got, events := b.event(0)
+	require.Equal(t, token, got)
+	require.Equal(t, PollIn, events)
+	require.Same(t, op, (*fdOp)(pointerOf(got)))
 }

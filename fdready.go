@@ -11,9 +11,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// registrationEvents is what every FdReady asks epoll for, once, for its
-// whole life: edge-triggered, so the loop never re-arms or modifies it.
-const registrationEvents = unix.EPOLLET | unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLPRI | unix.EPOLLRDHUP
+// registrationEvents is what every FdReady asks the backend for, once, for
+// its whole life (edge-triggered, like every registration, so the loop
+// never re-arms or modifies it).
+const registrationEvents = PollIn | PollOut | PollPri | PollRdHup
 
 // fdOp is the registration the kernel names in its events: its address is
 // the epoll token. It is pinned from registration until it is released, and

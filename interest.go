@@ -27,9 +27,6 @@ var pollEventNames = []struct {
 	name string
 }{{PollIn, "IN"}, {PollPri, "PRI"}, {PollOut, "OUT"}, {PollErr, "ERR"}, {PollHup, "HUP"}, {PollRdHup, "RDHUP"}}
 
-// pollEventsFromEpoll keeps the events iopool knows of an epoll event mask.
-func pollEventsFromEpoll(ev uint32) PollEvents { return PollEvents(ev) & pollEventsAll }
-
 // String returns the events as "IN|OUT|RDHUP", "0" for none; unknown bits
 // are shown in hex.
 func (e PollEvents) String() string {

@@ -34,7 +34,6 @@ import (
 // loop goroutine, inside runLoop): no lock guards it, and no other
 // goroutine may touch it, except current, which any goroutine may read.
 type loopOnly struct {
-	events        []unix.EpollEvent
 	runq          []*Task              // tasks to resume in this cycle, in order
 	wakers        WakerList            // wakers collected by this cycle, woken outside the lock
 	freeing       []*fdOp              // ops taken from toDelete after a dispatch, released next cycle
@@ -155,7 +154,7 @@ func (p *Pool) runLoop(done func() bool) bool {
 			p.mu.Unlock()
 		}
 		busy = 0
-		p.dispatch(p.events[:n])
+		p.dispatch(n)
 
 		p.mu.Lock()
 		p.freeing = append(p.freeing, p.toDelete...)
@@ -306,7 +305,7 @@ func (p *Pool) passScheduler() {
 // of events, 0 on timeout or EINTR. EINTR is common: the Go runtime preempts
 // goroutines with signals.
 func (p *Pool) epollWait(timeoutNs int64) int {
-	n, err := p.be.wait(p.events, timeoutNs)
+	n, err := p.be.wait(timeoutNs)
 	if err == nil {
 		return n
 	}
@@ -316,18 +315,18 @@ func (p *Pool) epollWait(timeoutNs int64) int {
 	return 0
 }
 
-// dispatch hands each event to its registration.
-func (p *Pool) dispatch(events []unix.EpollEvent) {
-	for i := range events {
-		ev := &events[i]
-		switch token := eventData(ev); token {
+// dispatch hands each of the n events the last wait fetched to its
+// registration.
+func (p *Pool) dispatch(n int) {
+	for i := range n {
+		switch token, events := p.be.event(i); token {
 		case tokenWake:
 			p.be.drain()
 		case tokenRing:
 			// Completions are drained at the top of every cycle.
 		default:
 			op := (*fdOp)(pointerOf(token))
-			op.deliver(pollEventsFromEpoll(ev.Events), &p.wakers)
+			op.deliver(events, &p.wakers)
 			p.stats.events.Add(1)
 		}
 	}

@@ -99,10 +99,9 @@ func New(opts ...Option) (*Pool, error) {
 		p.epoch, p.clock.virtual = virtualEpoch, true
 	}
 	p.drv.p = p
-	if err := p.be.open(p.opts.faults); err != nil {
+	if err := p.be.open(p.opts.faults, p.opts.eventBuffer); err != nil {
 		return nil, wrapError(err, "New")
 	}
-	p.events = make([]unix.EpollEvent, p.opts.eventBuffer)
 	if p.opts.cpu >= 0 {
 		if err := p.pinLoopThread(); err != nil {
 			p.Close()

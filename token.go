@@ -1,10 +1,6 @@
 package iopool
 
-import (
-	"unsafe"
-
-	"golang.org/x/sys/unix"
-)
+import "unsafe"
 
 // The epoll data of a registration is its token: a small reserved number for
 // the pool's own fds, or the address of the registration's op for everything
@@ -16,19 +12,6 @@ const (
 
 // The codec needs 64-bit pointers.
 var _ [8 - unsafe.Sizeof(uintptr(0))]byte
-
-// The 64 data bits of x/sys's EpollEvent are the Fd and Pad fields on every
-// 64-bit architecture; the struct is 12 bytes on amd64 (data at offset 4,
-// unaligned) and 16 on arm64 (offset 8). Going through the named fields keeps
-// one code path for all of them.
-func setEventData(ev *unix.EpollEvent, data uint64) {
-	ev.Fd = int32(uint32(data))
-	ev.Pad = int32(uint32(data >> 32))
-}
-
-func eventData(ev *unix.EpollEvent) uint64 {
-	return uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
-}
 
 // tokenOf returns the token of a pinned object.
 func tokenOf(p unsafe.Pointer) uint64 {

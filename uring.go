@@ -212,7 +212,7 @@ func newUring(p *Pool) (*Uring, error) {
 	}
 	// Edge-triggered: the ring fd is readable when completions are posted;
 	// the loop drains them at the top of every cycle.
-	if err := p.be.add(ring.Fd(), unix.EPOLLIN|unix.EPOLLET, tokenRing); err != nil {
+	if err := p.be.add(ring.Fd(), PollIn, tokenRing); err != nil {
 		ring.Close()
 		return nil, fmt.Errorf("iopool: registering the io_uring fd: %w", err)
 	}
