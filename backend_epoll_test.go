@@ -109,7 +109,7 @@ func TestTimerArmedFromAnotherGoroutineWakesSleepingLoop(t *testing.T) {
 	}()
 	tm := p.Driver().NewTimer()
 	fired := make(chan struct{}, 1)
-	cx := NewContext(WakerFunc(func() {
+	cx := NewPollContext(WakerFunc(func() {
 		select {
 		case fired <- struct{}{}:
 		default:

@@ -32,7 +32,7 @@ func TestRegressionBlockingCallsFromTaskPanic(t *testing.T) {
 			require.NoError(t, err)
 			require.Equal(t, 7, v)
 
-			pending := PollFunc[int](func(cx *Context) (int, bool) { return 0, false })
+			pending := PollFunc[int](func(cx *PollContext) (int, bool) { return 0, false })
 			require.Contains(t, panicValue(func() { BlockOn[int](pending) }),
 				"iopool: BlockOn called from inside a task")
 			require.Contains(t, panicValue(func() { BlockOn[int](pending) }), "use Await(t, fut)")
@@ -102,7 +102,7 @@ func TestCallingTaskIsTheCallerOnly(t *testing.T) {
 		// A waker that runs on the loop goroutine, woken by a timer there.
 		fromLoop := NewOneshot[bool]()
 		tm := tk.Driver().NewTimer()
-		tm.PollTimer(NewContext(WakerFunc(func() { _ = fromLoop.Send(p.callingTask() == nil) })), time.Now().Add(time.Millisecond))
+		tm.PollTimer(NewPollContext(WakerFunc(func() { _ = fromLoop.Send(p.callingTask() == nil) })), time.Now().Add(time.Millisecond))
 		ok, err := fromLoop.Recv(tk)
 		require.NoError(t, err)
 		require.True(t, ok, "the loop goroutine is not a task")

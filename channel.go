@@ -50,7 +50,7 @@ func (o *Oneshot[T]) Close() {
 // Poll is ready with the value once it has been sent, or with
 // ErrChannelClosed if the oneshot was closed empty or its value was already
 // received.
-func (o *Oneshot[T]) Poll(cx *Context) (Result[T], bool) {
+func (o *Oneshot[T]) Poll(cx *PollContext) (Result[T], bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	switch {
@@ -142,7 +142,7 @@ func (c *Chan[T]) Len() int {
 
 // Poll is ready with the next value, or with ErrChannelClosed once the
 // channel is closed and drained.
-func (c *Chan[T]) Poll(cx *Context) (Result[T], bool) {
+func (c *Chan[T]) Poll(cx *PollContext) (Result[T], bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if v, ok := c.popLocked(); ok {
@@ -227,7 +227,7 @@ func (c *Chan[T]) RecvWait() (T, error) {
 	}
 	w := c.park
 	c.mu.Unlock()
-	cx := &Context{waker: w}
+	cx := &PollContext{waker: w}
 	checked := false
 	for {
 		if r, ok := c.Poll(cx); ok {

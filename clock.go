@@ -171,7 +171,7 @@ func (p *Pool) cancelAtContextDeadline(ctx context.Context, t *Task) *Timer {
 		return nil
 	}
 	tm := (&p.drv).NewTimer()
-	cx := Context{waker: &deadlineCanceler{t: t}}
+	cx := PollContext{waker: &deadlineCanceler{t: t}}
 	if _, fired := tm.poll(&cx, p.mono(dl), true); fired {
 		t.cancelWithCause(context.DeadlineExceeded)
 	}

@@ -45,7 +45,7 @@ func BenchmarkSpawnJoin(b *testing.B) {
 // one await that suspends and is resumed by the same pool.
 type pendingOnce struct{ armed bool }
 
-func (f *pendingOnce) Poll(cx *Context) (struct{}, bool) {
+func (f *pendingOnce) Poll(cx *PollContext) (struct{}, bool) {
 	if f.armed {
 		f.armed = false
 		return struct{}{}, true
@@ -185,7 +185,7 @@ func BenchmarkTimersFired(b *testing.B) {
 	defer p.Close()
 	timers := make([]Timer, b.N)
 	w := &counterWaker{}
-	cx := NewContext(w)
+	cx := NewPollContext(w)
 	cpu0 := processCPU()
 	b.ResetTimer()
 	// Deadlines start after the arming is expected to end, so that nearly
@@ -237,7 +237,7 @@ func BenchmarkTimerRearm(b *testing.B) {
 	}
 	defer p.Close()
 	tm := p.Driver().NewTimer()
-	cx := NewContext(&counterWaker{})
+	cx := NewPollContext(&counterWaker{})
 	base := time.Now().Add(time.Hour)
 	b.ResetTimer()
 	for i := range b.N {

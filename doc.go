@@ -13,7 +13,7 @@
 // # Two layers
 //
 // The poll layer is made of futures: a Future's Poll is ready now, or stores
-// the Context's Waker and is pending; FdReady.PollReady, Timer.PollTimer and
+// the PollContext's Waker and is pending; FdReady.PollReady, Timer.PollTimer and
 // the channels' Poll are such functions, and they allocate nothing in steady
 // state. The task layer turns them into straight-line Go: a task is a
 // func(t *Task) running as a coroutine on the pool, and Await(t, fut) polls
@@ -218,7 +218,7 @@
 //   - Two tasks waiting on the same slot of one FdReady, or reading one
 //     Socket: both are woken by its readiness; the one that finds no data
 //     waits again.
-//   - A nil waker (NewContext(nil)): every future ignores it; the poller
+//   - A nil waker (NewPollContext(nil)): every future ignores it; the poller
 //     must poll again by itself.
 //   - A deadline in the past: the call fails at once with an error
 //     satisfying errors.Is(err, os.ErrDeadlineExceeded). A deadline after

@@ -30,7 +30,7 @@ type flagFuture struct {
 	polls int
 }
 
-func (f *flagFuture) Poll(cx *Context) (struct{}, bool) {
+func (f *flagFuture) Poll(cx *PollContext) (struct{}, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.polls++

@@ -155,7 +155,7 @@ func (fr *FdReady) Fd() int { return fr.fd }
 // does a poller that finds the slot ready (the others poll again and see
 // it too). With edge-triggered readiness they then race for the data: the
 // losers see EAGAIN, call ClearReady, and wait again.
-func (fr *FdReady) PollReady(cx *Context, slot InterestSlot, events PollEvents) (PollEvents, bool) {
+func (fr *FdReady) PollReady(cx *PollContext, slot InterestSlot, events PollEvents) (PollEvents, bool) {
 	checkSlot(slot) // before the lock: a panic must not leave it held
 	if fr.closing() {
 		return PollErr, true
@@ -378,12 +378,12 @@ type (
 	writeWait FdReady
 )
 
-func (f *readWait) Poll(cx *Context) (PollEvents, bool) {
+func (f *readWait) Poll(cx *PollContext) (PollEvents, bool) {
 	fr := (*FdReady)(f)
 	return fr.PollReady(cx, SlotRead, fr.waitEvents[SlotRead])
 }
 
-func (f *writeWait) Poll(cx *Context) (PollEvents, bool) {
+func (f *writeWait) Poll(cx *PollContext) (PollEvents, bool) {
 	fr := (*FdReady)(f)
 	return fr.PollReady(cx, SlotWrite, fr.waitEvents[SlotWrite])
 }

@@ -115,9 +115,9 @@ func (h *Handle[T]) Task() *Task { return &h.task }
 func (h *Handle[T]) Cancel() { h.task.Cancel() }
 
 // Poll is ready with the task's value once it has finished; its error is
-// then returned by Result. A nil waker (NewContext(nil)) is not stored, as
+// then returned by Result. A nil waker (NewPollContext(nil)) is not stored, as
 // with every future of this package: the poller polls again on its own.
-func (h *Handle[T]) Poll(cx *Context) (T, bool) {
+func (h *Handle[T]) Poll(cx *PollContext) (T, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.done {

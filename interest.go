@@ -158,7 +158,7 @@ func (in *interestSlot) takeWaiters(wakers *WakerList, except Waker) {
 // request and the waker and reports pending. When it is ready, the other
 // pollers waiting on the slot are added to wakers, for the caller to wake
 // once it has released the op's lock.
-func (s *interestSet) pollReady(cx *Context, slot InterestSlot, events PollEvents, wakers *WakerList) (PollEvents, bool) {
+func (s *interestSet) pollReady(cx *PollContext, slot InterestSlot, events PollEvents, wakers *WakerList) (PollEvents, bool) {
 	in := s.slot(slot)
 	events |= PollErr | PollHup
 	if r := (in.observed | in.delivered) & events; r != 0 {

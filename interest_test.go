@@ -25,7 +25,7 @@ func TestPollEventsString(t *testing.T) {
 func TestInterestSetRules(t *testing.T) {
 	parallel(t)
 	w1, w2 := &counterWaker{}, &counterWaker{}
-	cx1, cx2 := &Context{waker: w1}, &Context{waker: w2}
+	cx1, cx2 := &PollContext{waker: w1}, &PollContext{waker: w2}
 
 	t.Run("pending records request and waker", func(t *testing.T) {
 		var s interestSet
@@ -112,7 +112,7 @@ func TestInterestSetRules(t *testing.T) {
 	})
 	t.Run("a nil waker is not kept", func(t *testing.T) {
 		var s interestSet
-		s.poll(&Context{}, SlotRead, PollIn)
+		s.poll(&PollContext{}, SlotRead, PollIn)
 		require.Nil(t, s.slots[SlotRead].waker)
 	})
 	t.Run("events not asked for do not make a slot ready", func(t *testing.T) {
@@ -153,7 +153,7 @@ func FuzzInterestSet(f *testing.F) {
 			switch op {
 			case 0:
 				var wl WakerList
-				got, ok := s.pollReady(&Context{waker: w}, slot, ev, &wl)
+				got, ok := s.pollReady(&PollContext{waker: w}, slot, ev, &wl)
 				want := (observed[slot] | delivered[slot]) & (ev | PollErr | PollHup)
 				require.Equal(t, want != 0, ok)
 				if ok {
@@ -227,7 +227,7 @@ func FuzzInterestSet(f *testing.F) {
 }
 
 // poll is pollReady for a test that does not look at the other waiters.
-func (s *interestSet) poll(cx *Context, slot InterestSlot, events PollEvents) (PollEvents, bool) {
+func (s *interestSet) poll(cx *PollContext, slot InterestSlot, events PollEvents) (PollEvents, bool) {
 	var wl WakerList
 	return s.pollReady(cx, slot, events, &wl)
 }

@@ -80,7 +80,7 @@ func (w *ioWait) await(how waiter, try bool) error {
 	case how.park != nil:
 		return w.park(how.park)
 	}
-	var nobody Context // records no waker
+	var nobody PollContext // records no waker
 	if _, ok := w.fr.PollReady(&nobody, w.slot, w.events); ok {
 		return nil
 	}
@@ -100,7 +100,7 @@ func (w *ioWait) wait(t *Task) error {
 
 // Poll is ready with nil when the fd is ready, or with an error when the
 // deadline passes first. It is the future a task awaits.
-func (w *ioWait) Poll(cx *Context) (error, bool) {
+func (w *ioWait) Poll(cx *PollContext) (error, bool) {
 	if _, ok := w.fr.PollReady(cx, w.slot, w.events); ok {
 		return nil, true
 	}
@@ -116,7 +116,7 @@ func (w *ioWait) Poll(cx *Context) (error, bool) {
 // park parks a plain goroutine until the side is ready, its deadline
 // passes, or the socket or its pool is closed.
 func (w *ioWait) park(park *parkWaker) error {
-	cx := Context{waker: park}
+	cx := PollContext{waker: park}
 	for checked := false; ; checked = true {
 		if err, ok := w.Poll(&cx); ok {
 			return err
@@ -146,7 +146,7 @@ func (w *ioWait) pause(how waiter, d time.Duration) error {
 	until := p.monoNow() + int64(d)
 	// Asking for no events but the always-reported ERR and HUP registers
 	// the waker for Close's wake (PollErr) and nothing else.
-	closed := func(cx *Context) bool {
+	closed := func(cx *PollContext) bool {
 		_, ok := w.fr.PollReady(cx, w.slot, 0)
 		return ok && w.fr.closing()
 	}
@@ -154,7 +154,7 @@ func (w *ioWait) pause(how waiter, d time.Duration) error {
 	case how.t != nil:
 		tm := how.t.Driver().NewTimer()
 		defer tm.Stop()
-		_, err := Await[struct{}](how.t, PollFunc[struct{}](func(cx *Context) (struct{}, bool) {
+		_, err := Await[struct{}](how.t, PollFunc[struct{}](func(cx *PollContext) (struct{}, bool) {
 			if closed(cx) {
 				return struct{}{}, true
 			}
@@ -163,7 +163,7 @@ func (w *ioWait) pause(how waiter, d time.Duration) error {
 		}))
 		return err
 	case how.park != nil:
-		if !closed(&Context{waker: how.park}) {
+		if !closed(&PollContext{waker: how.park}) {
 			return how.park.parkUntil(p, until)
 		}
 	}
@@ -173,7 +173,7 @@ func (w *ioWait) pause(how waiter, d time.Duration) error {
 // recordWaiter records cx's waker as the side's waiter and then returns the
 // deadline (0: none). In that order, so that a deadline set from now on
 // wakes the poll.
-func (w *ioWait) recordWaiter(cx *Context) int64 {
+func (w *ioWait) recordWaiter(cx *PollContext) int64 {
 	w.mu.Lock()
 	w.waiter = cx.waker
 	w.mu.Unlock()

@@ -171,7 +171,7 @@ func (s *JoinSet[T]) Len() int {
 // set is pending, like one whose tasks all still run: it never wins a
 // Select, and the poller is woken when a task spawned into it later
 // finishes. (Next tells an empty set apart: it returns ErrJoinSetEmpty.)
-func (s *JoinSet[T]) Poll(cx *Context) (Joined[T], bool) {
+func (s *JoinSet[T]) Poll(cx *PollContext) (Joined[T], bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.done) > 0 {

@@ -112,7 +112,7 @@ func TestRegressionEmptyJoinSetIsPendingInSelect(t *testing.T) {
 	runPool(t, func(tk *Task) error {
 		set := NewJoinSet[int](tk.Driver())
 		ch := NewChan[string]()
-		_, ready := set.Poll(NewContext(nil))
+		_, ready := set.Poll(NewPollContext(nil))
 		require.False(t, ready, "an empty set is pending")
 
 		require.NoError(t, ch.Send("msg"))

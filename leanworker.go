@@ -52,7 +52,7 @@ const leanBatch = 64
 
 // Poll is ready with the next ready connection, or with nil when the
 // worker should end; it is pending while the queue is empty.
-func (w *leanWorker) Poll(cx *Context) (*leanConn, bool) {
+func (w *leanWorker) Poll(cx *PollContext) (*leanConn, bool) {
 	srv := w.srv
 	srv.mu.Lock()
 	if w.called {
@@ -169,7 +169,7 @@ func (srv *LeanServer) rearm(c *leanConn) {
 	}
 	c.state = connIdle
 	srv.mu.Unlock()
-	cx := Context{waker: c}
+	cx := PollContext{waker: c}
 	if _, ok := c.sock.fr.PollReady(&cx, SlotRead, PollIn|PollRdHup); ok {
 		c.Wake()
 	}

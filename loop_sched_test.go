@@ -61,7 +61,7 @@ func TestRegressionLockedLoopHandsOverWokenGoroutinesBeforeSleeping(t *testing.T
 		// A waker that runs on the loop: no pass.
 		onLoop := t.Driver().NewTimer()
 		defer onLoop.Stop()
-		if _, fired := onLoop.PollTimer(NewContext(WakerFunc(func() {
+		if _, fired := onLoop.PollTimer(NewPollContext(WakerFunc(func() {
 			select { // never block the loop, should the waker run twice
 			case woken <- struct{}{}:
 			default:
@@ -84,7 +84,7 @@ func TestRegressionLockedLoopHandsOverWokenGoroutinesBeforeSleeping(t *testing.T
 		park := newParkWaker()
 		goroutine := t.Driver().NewTimer()
 		defer goroutine.Stop()
-		if _, fired := goroutine.PollTimer(NewContext(park), time.Now().Add(200*time.Microsecond)); fired {
+		if _, fired := goroutine.PollTimer(NewPollContext(park), time.Now().Add(200*time.Microsecond)); fired {
 			return nil
 		}
 		// The timer fires and wakes the goroutine's waker; the loop's next

@@ -450,10 +450,10 @@ func TestRegressionCloseReleasesTimerAndWaitWaiters(t *testing.T) {
 // blocked the loop forever in deliver, and Close hung.
 func TestRegressionInvalidSlotPanicLeavesNoLockHeld(t *testing.T) {
 	const bad = InterestSlot(7)
-	calls := map[string]func(fr *FdReady, cx *Context){
-		"PollReady":   func(fr *FdReady, cx *Context) { fr.PollReady(cx, bad, PollIn) },
-		"ClearReady":  func(fr *FdReady, cx *Context) { fr.ClearReady(bad) },
-		"ClearEvents": func(fr *FdReady, cx *Context) { fr.ClearEvents(bad, PollIn) },
+	calls := map[string]func(fr *FdReady, cx *PollContext){
+		"PollReady":   func(fr *FdReady, cx *PollContext) { fr.PollReady(cx, bad, PollIn) },
+		"ClearReady":  func(fr *FdReady, cx *PollContext) { fr.ClearReady(bad) },
+		"ClearEvents": func(fr *FdReady, cx *PollContext) { fr.ClearEvents(bad, PollIn) },
 	}
 	for name, call := range calls {
 		t.Run(name, func(t *testing.T) {

@@ -5,7 +5,7 @@ import "time"
 // SelectCase is one future of a Select, made with Case.
 type SelectCase interface {
 	// poll polls the future and, when it is ready, stores its value.
-	poll(cx *Context) bool
+	poll(cx *PollContext) bool
 	// future returns the case's future, for the task table (tasktable.go).
 	future() any
 }
@@ -17,7 +17,7 @@ type selectCase[T any] struct {
 
 func (c selectCase[T]) future() any { return c.fut }
 
-func (c selectCase[T]) poll(cx *Context) bool {
+func (c selectCase[T]) poll(cx *PollContext) bool {
 	v, ok := c.fut.Poll(cx)
 	if ok && c.dst != nil {
 		*c.dst = v
@@ -68,7 +68,7 @@ func Select(t *Task, cases ...SelectCase) (int, error) {
 // ready case.
 type selectFuture []SelectCase
 
-func (f selectFuture) Poll(cx *Context) (int, bool) {
+func (f selectFuture) Poll(cx *PollContext) (int, bool) {
 	for i, c := range f {
 		if c.poll(cx) {
 			return i, true

@@ -84,7 +84,7 @@ func (s *Signals) Recv(t *Task) (os.Signal, error) {
 
 // Poll is ready with the next signal, or with an error wrapping ErrClosed
 // once the delivery is stopped and drained.
-func (s *Signals) Poll(cx *Context) (Result[os.Signal], bool) {
+func (s *Signals) Poll(cx *PollContext) (Result[os.Signal], bool) {
 	r, ok := s.q.Poll(cx)
 	if ok && r.Err == ErrChannelClosed {
 		r.Err = errSignalsStopped

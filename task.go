@@ -42,8 +42,8 @@ import (
 type Task struct {
 	pool     *Pool
 	runner   taskRunner
-	cx       Context    // waker = the task itself
-	co       *coroutine // loop only: the coroutine running it, from its first run to its end
+	cx       PollContext // waker = the task itself
+	co       *coroutine  // loop only: the coroutine running it, from its first run to its end
 	name     string
 	wake     atomic.Uint64 // wakes since it was last idle: 0 idle, else queued or running (Wake)
 	canceled atomic.Bool   // Cancel was called

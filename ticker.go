@@ -45,7 +45,7 @@ var errTickerStopped = wrapError(ErrClosed, "ticker stopped")
 // missed before it in Value (see Next), and it takes the tick: the ticker
 // moves on to the next one, so a Ticker can be a case of Select. After
 // Stop it is ready with an error wrapping ErrClosed in Err.
-func (tk *Ticker) Poll(cx *Context) (Result[int], bool) {
+func (tk *Ticker) Poll(cx *PollContext) (Result[int], bool) {
 	tk.mu.Lock()
 	if tk.stop {
 		tk.mu.Unlock()

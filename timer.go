@@ -24,18 +24,18 @@ func (d *Driver) NewTimer() *Timer {
 // the waker, and, if the loop is sleeping past deadline, wakes it to sleep
 // again for less. On a closed pool it is ready at once with the zero time
 // (see Err).
-func (tm *Timer) PollTimer(cx *Context, deadline time.Time) (time.Time, bool) {
+func (tm *Timer) PollTimer(cx *PollContext, deadline time.Time) (time.Time, bool) {
 	return tm.poll(cx, tm.p.mono(deadline), true)
 }
 
 // Poll polls the timer at its current deadline (set by SetDeadline or an
 // earlier PollTimer), so Timer is a Future of the time it fired. A timer
 // that never had a deadline stays pending.
-func (tm *Timer) Poll(cx *Context) (time.Time, bool) {
+func (tm *Timer) Poll(cx *PollContext) (time.Time, bool) {
 	return tm.poll(cx, 0, false)
 }
 
-func (tm *Timer) poll(cx *Context, d int64, setDeadline bool) (time.Time, bool) {
+func (tm *Timer) poll(cx *PollContext, d int64, setDeadline bool) (time.Time, bool) {
 	p := tm.p
 	p.mu.Lock()
 	if p.closed {
@@ -134,6 +134,6 @@ type timerFuture struct {
 	deadline int64 // on the pool's clock, converted once
 }
 
-func (f *timerFuture) Poll(cx *Context) (time.Time, bool) {
+func (f *timerFuture) Poll(cx *PollContext) (time.Time, bool) {
 	return f.timer.poll(cx, f.deadline, true)
 }

@@ -175,7 +175,7 @@ func (b *Batch) Wait(t *Task) error {
 // completed. Only the last completion wakes the task.
 type batchWait Batch
 
-func (f *batchWait) Poll(cx *Context) (struct{}, bool) {
+func (f *batchWait) Poll(cx *PollContext) (struct{}, bool) {
 	if f.pending == 0 {
 		return struct{}{}, true
 	}

@@ -70,7 +70,7 @@ func (u *Uring) run(t *Task, name string, op *uringOp, sqe *uring.SQE) (int32, e
 // final completion. Loop only, like the task's opResult it is.
 type opWait opResult
 
-func (w *opWait) Poll(cx *Context) (struct{}, bool) {
+func (w *opWait) Poll(cx *PollContext) (struct{}, bool) {
 	if w.done {
 		return struct{}{}, true
 	}

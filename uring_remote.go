@@ -82,7 +82,7 @@ func (u *Uring) takeRemote() {
 }
 
 // Poll is ready with the operation's result once its completion arrived.
-func (c *Completion) Poll(cx *Context) (int32, bool) {
+func (c *Completion) Poll(cx *PollContext) (int32, bool) {
 	u := c.u
 	u.mu.Lock()
 	defer u.mu.Unlock()

@@ -39,7 +39,7 @@ func (d *Driver) NewWait(fd, readSize int) (*Wait, error) {
 // the race: it polls again. Once the Wait is closed, or its pool, Poll is
 // ready with an error wrapping ErrClosed and reads nothing: the fd number
 // may already name another file.
-func (w *Wait) Poll(cx *Context) (error, bool) {
+func (w *Wait) Poll(cx *PollContext) (error, bool) {
 	for {
 		if _, ok := w.fr.PollReady(cx, SlotRead, PollIn); !ok {
 			return nil, false

@@ -39,34 +39,34 @@ type WakerFunc func()
 // Wake calls f.
 func (f WakerFunc) Wake() { f() }
 
-// Context is what a poll function receives: the waker to store when it
-// returns pending. A Context is valid only for the duration of one Poll call;
-// keep the Waker, not the Context.
-type Context struct {
+// PollContext is what a poll function receives: the waker to store when it
+// returns pending. A PollContext is valid only for the duration of one Poll call;
+// keep the Waker, not the PollContext.
+type PollContext struct {
 	waker Waker
 }
 
-// NewContext returns a Context that carries w. A nil w is allowed: every
+// NewPollContext returns a Context that carries w. A nil w is allowed: every
 // future of this package then records no waker and nothing is woken, so
 // the caller must poll again by itself.
-func NewContext(w Waker) *Context { return &Context{waker: w} }
+func NewPollContext(w Waker) *PollContext { return &PollContext{waker: w} }
 
 // Waker returns the waker to notify when the polled object becomes ready.
-func (cx *Context) Waker() Waker { return cx.waker }
+func (cx *PollContext) Waker() Waker { return cx.waker }
 
 // Future is a value that becomes ready later. Poll returns (value, true) once
 // ready; otherwise it stores cx.Waker() and returns false, and the waker is
 // called when polling again may succeed. Spurious wakes are allowed: a woken
 // poller simply polls again.
 type Future[T any] interface {
-	Poll(cx *Context) (T, bool)
+	Poll(cx *PollContext) (T, bool)
 }
 
 // PollFunc adapts a poll function to the Future interface.
-type PollFunc[T any] func(cx *Context) (T, bool)
+type PollFunc[T any] func(cx *PollContext) (T, bool)
 
 // Poll calls f.
-func (f PollFunc[T]) Poll(cx *Context) (T, bool) { return f(cx) }
+func (f PollFunc[T]) Poll(cx *PollContext) (T, bool) { return f(cx) }
 
 // WakerList collects wakers while a lock is held so that they can be woken
 // after it is released: a Wake may re-enter the object that collected it.
@@ -109,7 +109,7 @@ func BlockOn[T any](fut Future[T]) (T, error) {
 // blockOn is BlockOn for call, which names instead in its panic.
 func blockOn[T any](fut Future[T], call, instead string) (T, error) {
 	w := newParkWaker()
-	cx := &Context{waker: w}
+	cx := &PollContext{waker: w}
 	checked := false
 	for {
 		if v, ok := fut.Poll(cx); ok {

@@ -31,13 +31,13 @@ func TestWakerFromAnotherGoroutine(t *testing.T) {
 	require.LessOrEqual(t, st.EventfdWrites, st.Sleeps, "at most one eventfd write per sleep")
 }
 
-// Regression: Handle.Poll stored a nil waker (NewContext(nil)) and the task's
+// Regression: Handle.Poll stored a nil waker (NewPollContext(nil)) and the task's
 // end called Wake on it, killing the process from the loop goroutine. Every
 // future now ignores a nil waker; each is polled with one and then made
 // ready, and nothing may crash.
 func TestRegressionNilWakerIsIgnoredEverywhere(t *testing.T) {
 	p := newTestPool(t)
-	nilcx := NewContext(nil)
+	nilcx := NewPollContext(nil)
 	within(t, 10*time.Second, func() {
 		require.NoError(t, p.Run(func(tk *Task) error {
 			drv := tk.Driver()
@@ -116,17 +116,17 @@ func TestRegressionUncomparableWakersLeaveNoLockHeld(t *testing.T) {
 	fr, err := drv.NewFdReady(pair[0])
 	require.NoError(t, err)
 	h := Spawn(drv, "never", func(t *Task) (int, error) {
-		_, err := Await[struct{}](t, PollFunc[struct{}](func(*Context) (struct{}, bool) { return struct{}{}, false }))
+		_, err := Await[struct{}](t, PollFunc[struct{}](func(*PollContext) (struct{}, bool) { return struct{}{}, false }))
 		return 0, err
 	})
 	tm := drv.NewTimer()
 	var woken atomic.Int32
-	wakerA := NewContext(WakerFunc(func() { woken.Add(1) }))
-	wakerB := NewContext(WakerFunc(func() { woken.Add(1) }))
+	wakerA := NewPollContext(WakerFunc(func() { woken.Add(1) }))
+	wakerB := NewPollContext(WakerFunc(func() { woken.Add(1) }))
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		for _, cx := range []*Context{wakerA, wakerB, wakerA} {
+		for _, cx := range []*PollContext{wakerA, wakerB, wakerA} {
 			tm.PollTimer(cx, time.Now().Add(time.Hour))
 			fr.PollReady(cx, SlotRead, PollIn)
 			h.Poll(cx)

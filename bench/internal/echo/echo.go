@@ -62,7 +62,7 @@ func ServeTask(t *iopool.Task, s *iopool.Socket, bufs *BufPool) {
 type PollConn struct {
 	fd      int
 	fr      *iopool.FdReady
-	cx      *iopool.Context
+	cx      *iopool.PollContext
 	buf     []byte // shared by every connection of the pool
 	pending []byte // echoed bytes not yet written
 }
@@ -124,7 +124,7 @@ func (c *PollConn) close() {
 type PollListener struct {
 	fd       int
 	fr       *iopool.FdReady
-	cx       *iopool.Context
+	cx       *iopool.PollContext
 	drv      *iopool.Driver
 	buf      []byte        // shared: one connection runs at a time on the loop
 	noDelay  bool          // set TCP_NODELAY on each connection
@@ -141,7 +141,7 @@ func ServePoll(t *iopool.Task, fd int, noDelay bool, accepted *atomic.Int64, rea
 		return err
 	}
 	l := &PollListener{fd: fd, fr: fr, drv: t.Driver(), buf: make([]byte, BufSize), noDelay: noDelay, accepted: accepted}
-	l.cx = iopool.NewContext(l)
+	l.cx = iopool.NewPollContext(l)
 	l.Wake()
 	ready()
 	_, err = iopool.NewOneshot[struct{}]().Recv(t) // serve until the pool closes
@@ -174,7 +174,7 @@ func (l *PollListener) Wake() {
 			l.accepted.Add(1)
 		}
 		c := &PollConn{fd: cfd, fr: fr, buf: l.buf}
-		c.cx = iopool.NewContext(c)
+		c.cx = iopool.NewPollContext(c)
 		c.Wake()
 	}
 }
