@@ -35,7 +35,7 @@
 // A call that may wait takes the task first: Dial(t, ...), Socket.Read(t,
 // buf), Handle.Join(t), Select(t, ...), WaitProcess(t, proc). Everything
 // bound to a pool is made by its Driver: as a method (Driver.NewFdReady,
-// NewWait, NewTimer, After, NewTicker, Listen, ListenPacket, NewSocket,
+// NewFdSignal, NewTimer, After, NewTicker, Listen, ListenPacket, NewSocket,
 // NewNetConn, NotifySignals, Uring), or, where Go has no generic methods,
 // as a function taking the driver first (Spawn(drv, ...), SpawnContext(drv,
 // ctx, ...), NewJoinSet[T](drv)).
@@ -63,7 +63,7 @@
 //
 // A closed fd number is reused at once by the next open, accept or socket
 // in the process, so iopool never makes a syscall on a number its owner may
-// have closed. Sockets, Listeners, Waits and NetConns work like Go's own
+// have closed. Sockets, Listeners, FdSignals and NetConns work like Go's own
 // net.Conn: each read, write, accept or shutdown holds a reference for the
 // time of its syscall; Close, from any goroutine, marks the object closing
 // and wakes its waiters, which return an error matching both ErrClosed and
@@ -73,7 +73,7 @@
 // or wake racing Pool.Close either finishes before the fds are closed or
 // fails with ErrClosed and touches nothing. Pool.Close also wakes plain
 // goroutines blocked on its timers (Timer.Err then reports ErrClosed) and
-// Waits.
+// FdSignals.
 //
 // # Timers
 //
@@ -235,7 +235,7 @@
 //     os.ErrProcessDone, never a wait for whatever process took its pid.
 //   - Closing an fd before its FdReady: FdReady.Close returns
 //     ErrFdClosedFirst and touches no other registration.
-//   - Using a closed Socket, FdReady, Wait or pool: ErrClosed (which
+//   - Using a closed Socket, FdReady, FdSignal or pool: ErrClosed (which
 //     matches net.ErrClosed), with no syscall on the fd number.
 //   - A burst of a million values through a Chan: its memory is given
 //     back once the receiver has drained it.

@@ -248,7 +248,7 @@ func (fr *FdReady) spendDataEdge() {
 // touch the epoll set, which could remove another file's registration, and
 // returns an error wrapping ErrFdClosedFirst. Close twice is a no-op. Safe
 // from any goroutine; pending pollers are woken and see PollErr, and the
-// operations of a Wait or Socket over it fail with ErrClosed without
+// operations of an FdSignal or Socket over it fail with ErrClosed without
 // another syscall on the fd. Close returns once no such syscall is in
 // flight, so the caller may close the fd then.
 func (fr *FdReady) Close() error { return fr.close(false) }

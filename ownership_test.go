@@ -389,7 +389,7 @@ func TestRegressionWakeAfterCloseDoesNotWriteReusedEventfd(t *testing.T) {
 }
 
 // Scenario 5: Close releases every waiter, not only fd waiters. A plain
-// goroutine blocked on a pool timer through BlockOn, or on a Wait, when the
+// goroutine blocked on a pool timer through BlockOn, or on an FdSignal, when the
 // pool closes gets ErrClosed, and a timer armed on a closed pool reports
 // ErrClosed instead of never firing. The goroutines used to park forever.
 func TestRegressionCloseReleasesTimerAndWaitWaiters(t *testing.T) {
@@ -400,7 +400,7 @@ func TestRegressionCloseReleasesTimerAndWaitWaiters(t *testing.T) {
 	p, err := New()
 	require.NoError(t, err)
 	drv := p.Driver()
-	w, err := drv.NewWait(efd, 8)
+	w, err := drv.NewFdSignal(efd, 8)
 	require.NoError(t, err)
 	defer w.Close()
 

@@ -9,37 +9,37 @@ import (
 	"github.com/iopool/iopool/internal/sys"
 )
 
-// Wait waits for a signal on an eventfd-like fd (eventfd, timerfd): readable
+// FdSignal waits for a signal on an eventfd-like fd (eventfd, timerfd): readable
 // means signaled, and reading a counter of at most 8 bytes consumes the
-// signal. A signalfd is read in 128-byte siginfo records, which a Wait does
+// signal. A signalfd is read in 128-byte siginfo records, which an FdSignal does
 // not read: register it with NewFdReady and read the records yourself.
-type Wait struct {
+type FdSignal struct {
 	fr       *FdReady
 	fd       int
 	readSize int
 	buf      [8]byte
 }
 
-// NewWait registers fd, whose signal is consumed by reading readSize bytes
+// NewFdSignal registers fd, whose signal is consumed by reading readSize bytes
 // (1 to 8: 8 for eventfd and timerfd). The fd should be nonblocking and
-// stays the caller's: close the Wait before the fd.
-func (d *Driver) NewWait(fd, readSize int) (*Wait, error) {
+// stays the caller's: close the FdSignal before the fd.
+func (d *Driver) NewFdSignal(fd, readSize int) (*FdSignal, error) {
 	if readSize < 1 || readSize > 8 {
-		return nil, fmt.Errorf("iopool: NewWait fd %d: readSize %d out of range 1..8", fd, readSize)
+		return nil, fmt.Errorf("iopool: NewFdSignal fd %d: readSize %d out of range 1..8", fd, readSize)
 	}
 	fr, err := d.NewFdReady(fd)
 	if err != nil {
 		return nil, err
 	}
-	return &Wait{fr: fr, fd: fd, readSize: readSize}, nil
+	return &FdSignal{fr: fr, fd: fd, readSize: readSize}, nil
 }
 
 // Poll is ready once a signal was consumed (with nil), or when reading the
 // fd failed (with the error). EAGAIN on the read means another reader won
-// the race: it polls again. Once the Wait is closed, or its pool, Poll is
+// the race: it polls again. Once the FdSignal is closed, or its pool, Poll is
 // ready with an error wrapping ErrClosed and reads nothing: the fd number
 // may already name another file.
-func (w *Wait) Poll(cx *PollContext) (error, bool) {
+func (w *FdSignal) Poll(cx *PollContext) (error, bool) {
 	for {
 		if _, ok := w.fr.PollReady(cx, SlotRead, PollIn); !ok {
 			return nil, false
@@ -62,7 +62,7 @@ func (w *Wait) Poll(cx *PollContext) (error, bool) {
 }
 
 // Wait suspends task t until the fd is signaled and consumes the signal.
-func (w *Wait) Wait(t *Task) error {
+func (w *FdSignal) Wait(t *Task) error {
 	err, cerr := Await[error](t, w)
 	if cerr != nil {
 		return cerr
@@ -72,9 +72,9 @@ func (w *Wait) Wait(t *Task) error {
 
 // Cancel gives up a pending wait and reports whether a signal was consumed
 // by it; a signal is consumed only when Poll returns ready, so never.
-func (w *Wait) Cancel() bool { return false }
+func (w *FdSignal) Cancel() bool { return false }
 
 // Close removes the registration (not the fd). A task or goroutine waiting
-// in the Wait returns ErrClosed. Close returns once no read of the fd is in
+// in the FdSignal returns ErrClosed. Close returns once no read of the fd is in
 // flight, so the caller may close the fd then.
-func (w *Wait) Close() error { return w.fr.Close() }
+func (w *FdSignal) Close() error { return w.fr.Close() }

@@ -19,7 +19,7 @@ func TestWaitOnEventfdSignaledFromAnotherGoroutine(t *testing.T) {
 		efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
 		require.NoError(t, err)
 		defer unix.Close(efd)
-		w, err := tk.Driver().NewWait(efd, 8)
+		w, err := tk.Driver().NewFdSignal(efd, 8)
 		require.NoError(t, err)
 		defer w.Close()
 		for range 3 {
@@ -33,7 +33,7 @@ func TestWaitOnEventfdSignaledFromAnotherGoroutine(t *testing.T) {
 		// The signal was consumed: the counter is zero again.
 		_, err = unix.Read(efd, make([]byte, 8))
 		require.ErrorIs(t, err, unix.EAGAIN)
-		_, err = tk.Driver().NewWait(efd, 9)
+		_, err = tk.Driver().NewFdSignal(efd, 9)
 		require.ErrorContains(t, err, "readSize 9")
 		return nil
 	})
@@ -51,7 +51,7 @@ func TestRegressionWaitClosedWhileWaitingReturnsErrClosed(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- p.Run(func(tk *Task) error {
-			w, err := tk.Driver().NewWait(efd, 8)
+			w, err := tk.Driver().NewFdSignal(efd, 8)
 			if err != nil {
 				return err
 			}

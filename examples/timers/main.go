@@ -4,10 +4,10 @@
 //	go run ./examples/timers
 //	go run ./examples/timers -interval 10ms -ticks 20
 //
-// One task waits on a periodic timerfd (CLOCK_MONOTONIC) with Driver.NewWait
+// One task waits on a periodic timerfd (CLOCK_MONOTONIC) with Driver.NewFdSignal
 // and hands each tick to a plain goroutine over a Go channel. The goroutine
 // "does the work" and signals an eventfd, which a second task waits on with
-// NewWait: the time from the eventfd write to that task running is the
+// NewFdSignal: the time from the eventfd write to that task running is the
 // goroutine-to-pool hand-off. A third task sleeps with Task.SleepUntil on the
 // same schedule, for comparison with the kernel's timer (when both are due
 // at once, the loop runs the timerfd's task first, so the sleeper's figure
@@ -116,13 +116,13 @@ func demo(ctx context.Context, t *iopool.Task, interval time.Duration, ticks int
 		return os.NewSyscallError("eventfd", err)
 	}
 	defer unix.Close(efd)
-	// A Wait is closed before its fd (the defers run in reverse order).
-	timerWait, err := drv.NewWait(tfd, 8)
+	// An FdSignal is closed before its fd (the defers run in reverse order).
+	timerWait, err := drv.NewFdSignal(tfd, 8)
 	if err != nil {
 		return err
 	}
 	defer timerWait.Close()
-	eventWait, err := drv.NewWait(efd, 8)
+	eventWait, err := drv.NewFdSignal(efd, 8)
 	if err != nil {
 		return err
 	}
