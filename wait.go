@@ -61,18 +61,16 @@ func (w *FdSignal) Poll(cx *PollContext) (error, bool) {
 	}
 }
 
-// Wait suspends task t until the fd is signaled and consumes the signal.
-func (w *FdSignal) Wait(t *Task) error {
+// Recv suspends task t until the fd is signaled and consumes the signal.
+// If t is canceled first, Recv returns an error wrapping ErrCanceled and
+// consumes nothing: the signal stays for the next Recv.
+func (w *FdSignal) Recv(t *Task) error {
 	err, cerr := Await[error](t, w)
 	if cerr != nil {
 		return cerr
 	}
 	return err
 }
-
-// Cancel gives up a pending wait and reports whether a signal was consumed
-// by it; a signal is consumed only when Poll returns ready, so never.
-func (w *FdSignal) Cancel() bool { return false }
 
 // Close removes the registration (not the fd). A task or goroutine waiting
 // in the FdSignal returns ErrClosed. Close returns once no read of the fd is in

@@ -14,7 +14,7 @@ import (
 
 // Seed scenario: an eventfd signaled from another goroutine wakes a task
 // waiting on it.
-func TestWaitOnEventfdSignaledFromAnotherGoroutine(t *testing.T) {
+func TestFdSignalRecvOnEventfdSignaledFromAnotherGoroutine(t *testing.T) {
 	runPool(t, func(tk *Task) error {
 		efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
 		require.NoError(t, err)
@@ -27,9 +27,8 @@ func TestWaitOnEventfdSignaledFromAnotherGoroutine(t *testing.T) {
 				time.Sleep(time.Millisecond)
 				sys.EventfdSignal(nil, efd)
 			}()
-			require.NoError(t, w.Wait(tk))
+			require.NoError(t, w.Recv(tk))
 		}
-		require.False(t, w.Cancel())
 		// The signal was consumed: the counter is zero again.
 		_, err = unix.Read(efd, make([]byte, 8))
 		require.ErrorIs(t, err, unix.EAGAIN)
@@ -39,7 +38,7 @@ func TestWaitOnEventfdSignaledFromAnotherGoroutine(t *testing.T) {
 	})
 }
 
-// Scenario 2: a task waiting in Wait when the Wait is closed returns
+// Scenario 2: a task waiting in Recv when its FdSignal is closed returns
 // ErrClosed. It used to spin inside Poll (PollErr, then EAGAIN, forever),
 // holding the loop at 100 % CPU where not even Cancel could reach it.
 func TestRegressionWaitClosedWhileWaitingReturnsErrClosed(t *testing.T) {
@@ -56,7 +55,7 @@ func TestRegressionWaitClosedWhileWaitingReturnsErrClosed(t *testing.T) {
 				return err
 			}
 			waiter := Spawn(tk.Driver(), "waiter", func(t *Task) (struct{}, error) {
-				return struct{}{}, w.Wait(t)
+				return struct{}{}, w.Recv(t)
 			})
 			if err := tk.Yield(); err != nil { // the waiter waits
 				return err
@@ -66,7 +65,7 @@ func TestRegressionWaitClosedWhileWaitingReturnsErrClosed(t *testing.T) {
 			}
 			_, err = waiter.Join(tk)
 			if !errors.Is(err, ErrClosed) {
-				return fmt.Errorf("Wait after Close: got %v, want ErrClosed", err)
+				return fmt.Errorf("Recv after Close: got %v, want ErrClosed", err)
 			}
 			return nil
 		})
@@ -75,7 +74,7 @@ func TestRegressionWaitClosedWhileWaitingReturnsErrClosed(t *testing.T) {
 	case err := <-done:
 		require.NoError(t, err)
 	case <-time.After(watchdog):
-		t.Fatal("the loop never came back from the closed Wait (spinning in Poll)")
+		t.Fatal("the loop never came back from the closed FdSignal (spinning in Poll)")
 	}
 	require.NoError(t, p.Close())
 }

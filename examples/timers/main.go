@@ -170,7 +170,7 @@ func demo(ctx context.Context, t *iopool.Task, interval time.Duration, ticks int
 	receiver := iopool.SpawnContext(drv, ctx, "eventfd", func(t *iopool.Task) ([]time.Duration, error) {
 		var handoff []time.Duration
 		for range ticks {
-			if err := eventWait.Wait(t); err != nil {
+			if err := eventWait.Recv(t); err != nil {
 				return handoff, err
 			}
 			handoff = append(handoff, time.Since(start)-time.Duration(sentAt.Load()))
@@ -182,7 +182,7 @@ func demo(ctx context.Context, t *iopool.Task, interval time.Duration, ticks int
 	timerfd := iopool.SpawnContext(drv, ctx, "timerfd", func(t *iopool.Task) ([]time.Duration, error) {
 		var lates []time.Duration
 		for i := 1; i <= ticks; i++ {
-			if err := timerWait.Wait(t); err != nil {
+			if err := timerWait.Recv(t); err != nil {
 				return lates, err
 			}
 			late := time.Since(start.Add(time.Duration(i) * interval))
