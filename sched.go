@@ -8,9 +8,9 @@ package iopool
 
 import "iter"
 
-// pushReadyLocked appends t to the ready queue and wakes the loop. It is
+// pushReadyAndUnlock appends t to the ready queue and wakes the loop. It is
 // called with p.mu held and releases it before writing the eventfd.
-func (p *Pool) pushReadyLocked(t *Task) {
+func (p *Pool) pushReadyAndUnlock(t *Task) {
 	p.ready = append(p.ready, t)
 	if len(p.ready) == 1 {
 		p.hasReady.Store(true)
@@ -33,7 +33,7 @@ func (p *Pool) enqueueNew(t *Task) {
 	}
 	p.live.push(t)
 	p.stats.tasksLive.Add(1)
-	p.pushReadyLocked(t)
+	p.pushReadyAndUnlock(t)
 }
 
 // resume runs t until it next suspends or finishes. Loop only.

@@ -146,7 +146,7 @@ func (t *Task) Wake() {
 	if t.wake.Add(1) == 1 { // it was idle: queue it
 		t.pool.stats.wakes.Add(1)
 		t.pool.mu.Lock()
-		t.pool.pushReadyLocked(t)
+		t.pool.pushReadyAndUnlock(t)
 	}
 }
 
