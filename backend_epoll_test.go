@@ -175,7 +175,7 @@ func TestBackendHandsTheTokenBackThroughTheKernel(t *testing.T) {
 	require.NoError(t, err)
 	defer unix.Close(efd)
 
-	op := &fdOp{}
+	op := &fdRegistration{}
 	var pin runtime.Pinner
 	pin.Pin(op) // the kernel holds the address
 	defer pin.Unpin()
@@ -188,5 +188,5 @@ func TestBackendHandsTheTokenBackThroughTheKernel(t *testing.T) {
 	got, events := b.event(0)
 	require.Equal(t, token, got)
 	require.Equal(t, PollIn, events)
-	require.Same(t, op, (*fdOp)(pointerOf(got)))
+	require.Same(t, op, (*fdRegistration)(pointerOf(got)))
 }

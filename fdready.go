@@ -16,9 +16,10 @@ import (
 // never re-arms or modifies it).
 const registrationEvents = PollIn | PollOut | PollPri | PollRdHup
 
-// fdOp is the registration the kernel names in its events: its address is
-// the epoll token. It is pinned from registration until it is released, and
-// reachable from the pool's fd table (or its to-delete list) all that time.
+// fdRegistration is an FdReady's registration, the object the kernel names
+// in its events (its address is the epoll token). It is pinned from
+// registration until it is released, and reachable from the pool's fd table
+// (or its to-delete list) all that time.
 //
 // Life cycle:
 //
@@ -26,7 +27,7 @@ const registrationEvents = PollIn | PollOut | PollPri | PollRdHup
 //	registered  --FdReady.Close, loop Sleeping/Waking-->   toDelete
 //	toDelete    --the loop finishes dispatching that batch--> released
 //	registered  --fd closed first (caller bug)-->           orphaned until the pool closes
-type fdOp struct {
+type fdRegistration struct {
 	mu        sync.Mutex     // guards interests
 	interests interestSet    // mu
 	pinner    runtime.Pinner // keeps the op's address stable while the kernel holds the token
@@ -34,7 +35,7 @@ type fdOp struct {
 }
 
 // deliver records events from the kernel and collects the wakers to wake.
-func (op *fdOp) deliver(ev PollEvents, wakers *WakerList) {
+func (op *fdRegistration) deliver(ev PollEvents, wakers *WakerList) {
 	op.mu.Lock()
 	op.interests.wakeReady(ev, wakers)
 	op.mu.Unlock()
@@ -42,21 +43,21 @@ func (op *fdOp) deliver(ev PollEvents, wakers *WakerList) {
 
 // release unpins the op. It is called exactly once, when no kernel batch can
 // name the op any more.
-func (op *fdOp) release() { op.pinner.Unpin() }
+func (op *fdRegistration) release() { op.pinner.Unpin() }
 
 // fdTable holds every registered op, so that they stay reachable while their
 // tokens are in the kernel.
 type fdTable struct {
-	ops     []*fdOp
-	orphans []*fdOp // ops whose fd was closed before the FdReady; kept until Close
+	ops     []*fdRegistration
+	orphans []*fdRegistration // ops whose fd was closed before the FdReady; kept until Close
 }
 
-func (t *fdTable) add(op *fdOp) {
+func (t *fdTable) add(op *fdRegistration) {
 	op.index = len(t.ops)
 	t.ops = append(t.ops, op)
 }
 
-func (t *fdTable) remove(op *fdOp) {
+func (t *fdTable) remove(op *fdRegistration) {
 	i := op.index
 	if i < 0 {
 		return
@@ -69,7 +70,7 @@ func (t *fdTable) remove(op *fdOp) {
 	op.index = -1
 }
 
-func (t *fdTable) takeAll() []*fdOp {
+func (t *fdTable) takeAll() []*fdRegistration {
 	all := append(t.ops, t.orphans...)
 	for _, op := range t.ops {
 		op.index = -1
@@ -87,7 +88,7 @@ func (t *fdTable) takeAll() []*fdOp {
 // An FdReady must be closed before its fd is closed.
 type FdReady struct {
 	p   *Pool
-	op  *fdOp
+	op  *fdRegistration
 	fd  int
 	dev uint64 // identity of the file at registration, checked by Close
 	ino uint64
@@ -108,7 +109,7 @@ func (d *Driver) NewFdReady(fd int) (*FdReady, error) {
 	if err := unix.Fstat(fd, &st); err != nil {
 		return nil, wrapError(os.NewSyscallError("fstat", err), "registering fd %d", fd)
 	}
-	op := &fdOp{index: -1}
+	op := &fdRegistration{index: -1}
 	op.pinner.Pin(op)
 
 	p.mu.Lock()

@@ -36,7 +36,7 @@ import (
 type loopOnly struct {
 	runq          []*Task              // tasks to resume in this cycle, in order
 	wakers        WakerList            // wakers collected by this cycle, woken outside the lock
-	freeing       []*fdOp              // ops taken from toDelete after a dispatch, released next cycle
+	freeing       []*fdRegistration    // registrations taken from toDelete after a dispatch, released next cycle
 	current       atomic.Pointer[Task] // the task running now, for misuse checks; read by any goroutine
 	idleCoros     []*coroutine         // coroutines whose task returned, for the next ones (sched.go)
 	requeue       []*Task              // tasks woken while they ran, for the next cycle (Pool.resume)
@@ -178,7 +178,7 @@ const harvestAfter = 50_000
 // completions, wakes what was collected, releases freeing, resumes the
 // tasks of the run queue once each, in order, and submits the io_uring
 // SQEs they queued. It reports whether completions are already waiting.
-func (p *Pool) runCycle(freeing []*fdOp) (completed bool) {
+func (p *Pool) runCycle(freeing []*fdRegistration) (completed bool) {
 	if u := p.uring.Load(); u != nil {
 		u.drain(&p.wakers)
 	}
@@ -325,7 +325,7 @@ func (p *Pool) dispatch(n int) {
 		case tokenRing:
 			// Completions are drained at the top of every cycle.
 		default:
-			op := (*fdOp)(pointerOf(token))
+			op := (*fdRegistration)(pointerOf(token))
 			op.deliver(events, &p.wakers)
 			p.stats.events.Add(1)
 		}

@@ -44,7 +44,7 @@ type scheduler struct {
 	ready    []*Task           // mu: tasks woken since the loop last took them, in wake order
 	live     taskList          // mu: tasks spawned and not finished
 	unjoined unjoinedList      // mu: finished tasks whose result nobody has taken (tasktable.go)
-	toDelete []*fdOp           // mu: ops closed while the kernel batch may name them
+	toDelete []*fdRegistration // mu: registrations closed while the kernel batch may name them
 	fds      fdTable           // mu: registered ops, keeping them reachable
 	tableReq *taskTableRequest // mu: a Tasks call waiting for the loop (tasktable.go)
 	hasReady atomic.Bool       // ready is not empty; set under mu, read by the loop's quick cycles without it

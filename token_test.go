@@ -9,8 +9,8 @@ import (
 
 func TestTokenCodecRoundTrips(t *testing.T) {
 	parallel(t)
-	op := &fdOp{}
+	op := &fdRegistration{}
 	token := tokenOf(unsafe.Pointer(op))
 	require.Greater(t, token, tokenRing, "an address never collides with a reserved token")
-	require.Same(t, op, (*fdOp)(pointerOf(token)))
+	require.Same(t, op, (*fdRegistration)(pointerOf(token)))
 }
