@@ -219,17 +219,17 @@ func (u *Uring) rwv(t *Task, name string, opcode uint8, fd int, bufs [][]byte, o
 
 // Fsync flushes fd's data and metadata to storage, inside task t.
 func (u *Uring) Fsync(t *Task, fd int) error {
-	return u.fdOp(t, "fsync", uring.OpFsync, fd)
+	return u.runOnFd(t, "fsync", uring.OpFsync, fd)
 }
 
 // CloseFd closes fd, inside task t. (It closes a file descriptor, not the
 // ring: the ring is closed by Pool.Close.)
 func (u *Uring) CloseFd(t *Task, fd int) error {
-	return u.fdOp(t, "close", uring.OpClose, fd)
+	return u.runOnFd(t, "close", uring.OpClose, fd)
 }
 
-// fdOp is an operation on fd alone (fsync, close).
-func (u *Uring) fdOp(t *Task, name string, opcode uint8, fd int) error {
+// runOnFd runs an operation on fd alone (fsync, close) inside task t.
+func (u *Uring) runOnFd(t *Task, name string, opcode uint8, fd int) error {
 	if err := u.checkTask(t); err != nil {
 		return err
 	}
