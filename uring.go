@@ -105,11 +105,11 @@ type Uring struct {
 	probe *uring.Probe // read-only
 
 	// The op table, for every operation whoever started it: loop only.
-	enabled  bool       // false until a ring created disabled is enabled
-	ops      []*uringOp // every op ever made; user_data = index+1
-	free     []*uringOp // the ops in state opFree
-	inflight int        // ops not free: in the kernel or abandoned
-	closing  bool       // close has begun: no new operation
+	enabled  bool      // false until a ring created disabled is enabled
+	ops      []*opSlot // every op ever made; user_data = index+1
+	free     []*opSlot // the ops in state opFree
+	inflight int       // ops not free: in the kernel or abandoned
+	closing  bool      // close has begun: no new operation
 
 	// Operations started with Start wait here for the loop (uring_remote.go).
 	mu        sync.Mutex
@@ -223,7 +223,7 @@ func newUring(p *Pool) (*Uring, error) {
 func (u *Uring) Probe(op uint8) bool { return u.probe.Supported(op) }
 
 // push puts op's SQE into the SQ. Loop only.
-func (u *Uring) push(op *uringOp, sqe *uring.SQE) {
+func (u *Uring) push(op *opSlot, sqe *uring.SQE) {
 	sqe.UserData = uint64(op.index) + 1
 	u.pushSQE(sqe)
 }
@@ -303,7 +303,7 @@ func (u *Uring) drain(wakers *WakerList) {
 // write into freed memory.
 var leakedOps struct {
 	sync.Mutex
-	ops []*uringOp
+	ops []*opSlot
 }
 
 // closeDeadline bounds how long Close waits for the kernel to complete the

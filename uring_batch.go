@@ -45,8 +45,8 @@ type Batch struct {
 
 // batchEntry is one operation of a Batch.
 type batchEntry struct {
-	op     *uringOp // while in the kernel; nil once its final completion arrived
-	res    int32    // its result, written by finish
+	op     *opSlot // while in the kernel; nil once its final completion arrived
+	res    int32   // its result, written by finish
 	opcode uint8
 	name   string // for its error; "" names it by opcode
 }
@@ -105,7 +105,7 @@ func (b *Batch) Submit(t *Task, prep func(*SQE), keep ...[]byte) error {
 }
 
 // queue adds an entry: it takes a slot, pins keep and pushes the SQE.
-func (b *Batch) queue(t *Task, name string, sqe *uring.SQE, keep ...[]byte) (*uringOp, error) {
+func (b *Batch) queue(t *Task, name string, sqe *uring.SQE, keep ...[]byte) (*opSlot, error) {
 	if err := b.u.checkTask(t); err != nil {
 		return nil, err
 	}

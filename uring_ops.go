@@ -46,7 +46,7 @@ func (u *Uring) checkPool(t *Task) {
 // Unless the completion was consumed first: then the result wins over the
 // cancel, so that a new fd or the bytes moved are never lost. name (or, if
 // empty, the opcode) names the operation in its error.
-func (u *Uring) run(t *Task, name string, op *uringOp, sqe *uring.SQE) (int32, error) {
+func (u *Uring) run(t *Task, name string, op *opSlot, sqe *uring.SQE) (int32, error) {
 	r := &t.extra().uringRes
 	*r = opResult{opcode: sqe.Opcode, fd: sqe.Fd}
 	op.result = r

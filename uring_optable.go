@@ -51,8 +51,9 @@ const (
 	opLeaked
 )
 
-// uringOp is one slot of the op table. Every field is the loop's.
-type uringOp struct {
+// opSlot is one slot of the io_uring op table: an operation in the kernel
+// (or a free slot). Every field is the loop's.
+type opSlot struct {
 	state    opState
 	index    uint32         // u.ops[index] == op; user_data is index+1; fixed
 	closesFd bool           // the result is a new fd (openat, accept): closed if abandoned
@@ -80,14 +81,14 @@ type opResult struct {
 
 // take moves a free op to inKernel for an SQE with opcode; the caller pins
 // the op's memory and pushes its SQE before anything can fail. Loop only.
-func (u *Uring) take(opcode uint8) *uringOp {
-	var op *uringOp
+func (u *Uring) take(opcode uint8) *opSlot {
+	var op *opSlot
 	if n := len(u.free); n > 0 {
 		op = u.free[n-1]
 		u.free[n-1] = nil
 		u.free = u.free[:n-1]
 	} else {
-		op = &uringOp{index: uint32(len(u.ops))}
+		op = &opSlot{index: uint32(len(u.ops))}
 		u.ops = append(u.ops, op)
 	}
 	op.state = opInKernel
@@ -106,7 +107,7 @@ func returnsFd(opcode uint8) bool {
 }
 
 // pin pins b's memory for the kernel until the op's final completion.
-func (op *uringOp) pin(b []byte) {
+func (op *opSlot) pin(b []byte) {
 	if len(b) > 0 {
 		op.pinner.Pin(&b[0])
 	}
@@ -116,7 +117,7 @@ func (op *uringOp) pin(b []byte) {
 // op lent to the kernel is unpinned and its slot freed. The result goes to
 // the waiter, whose waker is collected; an abandoned op's new fd is closed.
 // Loop only.
-func (u *Uring) finish(op *uringOp, res int32, wakers *WakerList) {
+func (u *Uring) finish(op *opSlot, res int32, wakers *WakerList) {
 	op.pinner.Unpin()
 	clear(op.iov)
 	op.iov = op.iov[:0]
@@ -155,7 +156,7 @@ func (u *Uring) finish(op *uringOp, res int32, wakers *WakerList) {
 // the kernel reads it: the slot is freed only at the op's final CQE, and an
 // SQE that reuses it is queued after the cancel, which the kernel handles
 // at submission, in order.
-func (u *Uring) abandon(op *uringOp) {
+func (u *Uring) abandon(op *opSlot) {
 	op.state, op.result, op.batch, op.entry = opAbandoned, nil, nil, 0
 	u.pushSQE(&uring.SQE{Opcode: uring.OpAsyncCancel, Addr: uint64(op.index) + 1, UserData: cancelUserData})
 }

@@ -39,7 +39,7 @@ func TestUringMoreCQEsKeepTheOpUntilTheFinalOne(t *testing.T) {
 		efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
 		require.NoError(t, err)
 		defer unix.Close(efd)
-		var op *uringOp
+		var op *opSlot
 		h := Spawn(tk.Driver(), "multishot", func(t *Task) (int32, error) {
 			op = u.take(OpPollAdd)
 			sqe := SQE{Opcode: OpPollAdd, Fd: int32(efd), OpFlags: uint32(PollIn), Len: 1} // IORING_POLL_ADD_MULTI
