@@ -30,52 +30,52 @@ const registrationEvents = PollIn | PollOut | PollPri | PollRdHup
 type fdRegistration struct {
 	mu        sync.Mutex     // guards interests
 	interests interestSet    // mu
-	pinner    runtime.Pinner // keeps the op's address stable while the kernel holds the token
+	pinner    runtime.Pinner // keeps the registration's address stable while the kernel holds the token
 	index     int            // pool.mu: position in the fd table, -1 when not in it
 }
 
 // deliver records events from the kernel and collects the wakers to wake.
-func (op *fdRegistration) deliver(ev PollEvents, wakers *WakerList) {
-	op.mu.Lock()
-	op.interests.wakeReady(ev, wakers)
-	op.mu.Unlock()
+func (reg *fdRegistration) deliver(ev PollEvents, wakers *WakerList) {
+	reg.mu.Lock()
+	reg.interests.wakeReady(ev, wakers)
+	reg.mu.Unlock()
 }
 
-// release unpins the op. It is called exactly once, when no kernel batch can
-// name the op any more.
-func (op *fdRegistration) release() { op.pinner.Unpin() }
+// release unpins the registration. It is called exactly once, when no
+// kernel batch can name it any more.
+func (reg *fdRegistration) release() { reg.pinner.Unpin() }
 
-// fdTable holds every registered op, so that they stay reachable while their
+// fdTable holds every registration, so that they stay reachable while their
 // tokens are in the kernel.
 type fdTable struct {
-	ops     []*fdRegistration
-	orphans []*fdRegistration // ops whose fd was closed before the FdReady; kept until Close
+	regs    []*fdRegistration
+	orphans []*fdRegistration // registrations whose fd was closed before the FdReady; kept until Close
 }
 
-func (t *fdTable) add(op *fdRegistration) {
-	op.index = len(t.ops)
-	t.ops = append(t.ops, op)
+func (t *fdTable) add(reg *fdRegistration) {
+	reg.index = len(t.regs)
+	t.regs = append(t.regs, reg)
 }
 
-func (t *fdTable) remove(op *fdRegistration) {
-	i := op.index
+func (t *fdTable) remove(reg *fdRegistration) {
+	i := reg.index
 	if i < 0 {
 		return
 	}
-	last := len(t.ops) - 1
-	t.ops[i] = t.ops[last]
-	t.ops[i].index = i
-	t.ops[last] = nil
-	t.ops = t.ops[:last]
-	op.index = -1
+	last := len(t.regs) - 1
+	t.regs[i] = t.regs[last]
+	t.regs[i].index = i
+	t.regs[last] = nil
+	t.regs = t.regs[:last]
+	reg.index = -1
 }
 
 func (t *fdTable) takeAll() []*fdRegistration {
-	all := append(t.ops, t.orphans...)
-	for _, op := range t.ops {
-		op.index = -1
+	all := append(t.regs, t.orphans...)
+	for _, reg := range t.regs {
+		reg.index = -1
 	}
-	t.ops, t.orphans = nil, nil
+	t.regs, t.orphans = nil, nil
 	return all
 }
 
@@ -88,7 +88,7 @@ func (t *fdTable) takeAll() []*fdRegistration {
 // An FdReady must be closed before its fd is closed.
 type FdReady struct {
 	p   *Pool
-	op  *fdRegistration
+	reg *fdRegistration
 	fd  int
 	dev uint64 // identity of the file at registration, checked by Close
 	ino uint64
@@ -109,39 +109,39 @@ func (d *Driver) NewFdReady(fd int) (*FdReady, error) {
 	if err := unix.Fstat(fd, &st); err != nil {
 		return nil, wrapError(os.NewSyscallError("fstat", err), "registering fd %d", fd)
 	}
-	op := &fdRegistration{index: -1}
-	op.pinner.Pin(op)
+	reg := &fdRegistration{index: -1}
+	reg.pinner.Pin(reg)
 
 	p.mu.Lock()
 	if p.closing || p.closed {
 		p.mu.Unlock()
-		op.release()
+		reg.release()
 		return nil, wrapError(ErrClosed, "registering fd %d", fd)
 	}
-	// Added to the table before epoll_ctl so that no event can name an op
+	// Added to the table before epoll_ctl so that no event can name a registration
 	// the pool does not hold.
-	p.fds.add(op)
+	p.fds.add(reg)
 	p.mu.Unlock()
 
-	// The token is op's address: op is pinned (above) and held by the
+	// The token is reg's address: reg is pinned (above) and held by the
 	// pool's fd table until it is released, so the address the kernel hands
-	// back always names a live, unmoved op.
-	if err := p.be.add(fd, registrationEvents, tokenOf(unsafe.Pointer(op))); err != nil {
+	// back always names a live, unmoved registration.
+	if err := p.be.add(fd, registrationEvents, tokenOf(unsafe.Pointer(reg))); err != nil {
 		p.mu.Lock()
 		// If Close released the pool meanwhile (add then fails with
-		// ErrClosed), op left the table with every other op and Close
-		// unpinned it: only the one who takes op out of the table
+		// ErrClosed), reg left the table with every other one and Close
+		// unpinned it: only the one who takes reg out of the table
 		// releases it.
-		ours := op.index >= 0
-		p.fds.remove(op)
+		ours := reg.index >= 0
+		p.fds.remove(reg)
 		p.mu.Unlock()
 		if ours {
-			op.release()
+			reg.release()
 		}
 		return nil, wrapError(err, "registering fd %d", fd)
 	}
 	p.stats.fdsRegistered.Add(1)
-	return &FdReady{p: p, op: op, fd: fd, dev: st.Dev, ino: st.Ino}, nil
+	return &FdReady{p: p, reg: reg, fd: fd, dev: st.Dev, ino: st.Ino}, nil
 }
 
 // Fd returns the registered fd.
@@ -162,9 +162,9 @@ func (fr *FdReady) PollReady(cx *PollContext, slot InterestSlot, events PollEven
 		return PollErr, true
 	}
 	var others WakerList
-	fr.op.mu.Lock()
-	ev, ok := fr.op.interests.pollReady(cx, slot, events, &others)
-	fr.op.mu.Unlock()
+	fr.reg.mu.Lock()
+	ev, ok := fr.reg.interests.pollReady(cx, slot, events, &others)
+	fr.reg.mu.Unlock()
 	if others.Len() > 0 {
 		others.WakeAll() // they poll again and see the readiness too
 	}
@@ -194,9 +194,9 @@ func (fr *FdReady) WaitReady(t *Task, slot InterestSlot, events PollEvents) (Pol
 // returned EAGAIN, so that the next PollReady waits for a new edge.
 func (fr *FdReady) ClearReady(slot InterestSlot) {
 	checkSlot(slot)
-	fr.op.mu.Lock()
-	fr.op.interests.clearReady(slot)
-	fr.op.mu.Unlock()
+	fr.reg.mu.Lock()
+	fr.reg.interests.clearReady(slot)
+	fr.reg.mu.Unlock()
 }
 
 // ClearEvents forgets only the readiness ev seen in slot. After a short
@@ -212,9 +212,9 @@ func (fr *FdReady) ClearReady(slot InterestSlot) {
 // queued is stranded with no edge to come (Socket does this for you).
 func (fr *FdReady) ClearEvents(slot InterestSlot, ev PollEvents) {
 	checkSlot(slot)
-	fr.op.mu.Lock()
-	fr.op.interests.clearEvents(slot, ev)
-	fr.op.mu.Unlock()
+	fr.reg.mu.Lock()
+	fr.reg.interests.clearEvents(slot, ev)
+	fr.reg.mu.Unlock()
 }
 
 // spendDataEdge is called by Socket.Read after a short read on a TCP
@@ -239,9 +239,9 @@ func (fr *FdReady) ClearEvents(slot InterestSlot, ev PollEvents) {
 //
 // Any other fd is read until EAGAIN (see Socket.Read).
 func (fr *FdReady) spendDataEdge() {
-	fr.op.mu.Lock()
-	fr.op.interests.spendDataEdge(SlotRead)
-	fr.op.mu.Unlock()
+	fr.reg.mu.Lock()
+	fr.reg.interests.spendDataEdge(SlotRead)
+	fr.reg.mu.Unlock()
 }
 
 // Close removes the registration. Call it before closing the fd. If the fd
@@ -264,9 +264,9 @@ func (fr *FdReady) close(closeFd bool) error {
 		return nil
 	}
 	var wakers WakerList
-	fr.op.mu.Lock()
-	fr.op.interests.wakeReady(PollErr, &wakers)
-	fr.op.mu.Unlock()
+	fr.reg.mu.Lock()
+	fr.reg.interests.wakeReady(PollErr, &wakers)
+	fr.reg.mu.Unlock()
 	wakers.WakeAll()
 	fr.ref.waitFor(refClosing + refOne) // only Close's reference is left
 	err, sameFile := fr.deregister()
@@ -322,13 +322,13 @@ func (fr *FdReady) acquire() bool {
 // releaseRef drops a reference taken by acquire.
 func (fr *FdReady) releaseRef() { fr.ref.decref() }
 
-// deregister takes the op out of the epoll set and the pool's table and
+// deregister takes the registration out of the epoll set and the pool's table and
 // frees it (now, or after the loop's dispatch). It reports whether fd still
 // names the registered file; if not, it was closed first (a caller bug) and
 // its number must not be touched.
 func (fr *FdReady) deregister() (err error, sameFile bool) {
 	p := fr.p
-	op := fr.op
+	reg := fr.reg
 	var st unix.Stat_t
 	if serr := unix.Fstat(fr.fd, &st); serr != nil || st.Dev != fr.dev || st.Ino != fr.ino {
 		err = wrapError(ErrFdClosedFirst, "FdReady.Close: fd %d (the stale registration is kept until the pool closes)", fr.fd)
@@ -343,31 +343,31 @@ func (fr *FdReady) deregister() (err error, sameFile bool) {
 
 	p.mu.Lock()
 	if p.closed {
-		// The pool released every registration (and unpinned op).
+		// The pool released every registration (and unpinned reg).
 		p.mu.Unlock()
 		if errors.Is(err, ErrFdClosedFirst) {
 			err = nil // nothing stale is left to report
 		}
 		return err, sameFile
 	}
-	p.fds.remove(op)
+	p.fds.remove(reg)
 	p.stats.fdsRegistered.Add(-1)
 	release, signal := false, false
 	switch {
 	case err != nil:
 		// The kernel may still deliver events with this token (the file may
-		// live on in a dup): keep the op pinned until the epoll fd closes.
-		p.fds.orphans = append(p.fds.orphans, op)
+		// live on in a dup): keep reg pinned until the epoll fd closes.
+		p.fds.orphans = append(p.fds.orphans, reg)
 	case p.state.isReferencingOps():
-		// The loop may hold an event naming op: free it after dispatch.
-		p.toDelete = append(p.toDelete, op)
+		// The loop may hold an event naming reg: free it after dispatch.
+		p.toDelete = append(p.toDelete, reg)
 		signal = p.state.wake()
 	default:
 		release = true
 	}
 	p.unlockAndSignal(signal)
 	if release {
-		op.release()
+		reg.release()
 	}
 	return err, sameFile
 }

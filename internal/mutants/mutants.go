@@ -17,7 +17,7 @@ var mutants = []mutant{
 	},
 	{
 		name: "clearready-noop", what: "FdReady.ClearReady forgets nothing (a task spins in Socket.Read)",
-		file: "fdready.go", old: "\tfr.op.interests.clearReady(slot)\n", new: "",
+		file: "fdready.go", old: "\tfr.reg.interests.clearReady(slot)\n", new: "",
 		pkgs: []string{"."}, run: "^TestEAGAINStorm$",
 	},
 	{
