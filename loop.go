@@ -58,6 +58,7 @@ func (p *Pool) runLoop(done func() bool) bool {
 	}()
 	canceledAll := false
 	busy := 0 // consecutive cycles that did not call epoll_wait
+	quick := quickCycles{done: done}
 	p.mu.Lock()
 	for {
 		p.state.reset()
@@ -86,23 +87,30 @@ func (p *Pool) runLoop(done func() bool) bool {
 		freeing := p.freeing
 		p.mu.Unlock()
 
-		completed := p.runCycle(freeing)
+		quick.left = max(harvestEvery-1-busy, 0)
+		completed := p.runCycle(freeing, &quick)
 		p.freeing = freeing[:0]
+		busy += quick.ran // quick cycles run by the run queue itself
+		cycles := uint64(quick.ran)
+		quick.ran = 0
 		// Quick cycles: while the only work is tasks woken while they ran
 		// (a Yield, a future ready at once), completions, or the waiters of
 		// tasks that finished (collected by finish), and nobody
 		// queued a task on the ready queue, the next cycle needs nothing
 		// that the lock guards: timers, Close, and the sleep decision wait
 		// for the full cycle that comes at least every harvestEvery cycles.
-		quick := uint64(0)
 		for (len(p.requeue) > 0 || completed || p.wakers.Len() > 0) && busy+1 < harvestEvery && !p.hasReady.Load() && !done() {
 			busy++
-			quick++
+			cycles++
 			p.runq, p.requeue = p.requeue, p.runq[:0]
-			completed = p.runCycle(nil)
+			quick.left = max(harvestEvery-1-busy, 0)
+			completed = p.runCycle(nil, &quick)
+			busy += quick.ran
+			cycles += uint64(quick.ran)
+			quick.ran = 0
 		}
-		if quick > 0 {
-			p.stats.cycles.Add(quick)
+		if cycles > 0 {
+			p.stats.cycles.Add(cycles)
 		}
 		if p.requeued > 0 {
 			p.stats.wakes.Add(p.requeued)
@@ -176,9 +184,10 @@ const harvestAfter = 50_000
 
 // runCycle is the part of a cycle that needs no lock: it drains io_uring
 // completions, wakes what was collected, releases freeing, resumes the
-// tasks of the run queue once each, in order, and submits the io_uring
-// SQEs they queued. It reports whether completions are already waiting.
-func (p *Pool) runCycle(freeing []*fdRegistration) (completed bool) {
+// tasks of the run queue once each, in order (and the quick cycles that
+// runQueue may run after them), and submits the io_uring SQEs they queued.
+// It reports whether completions are already waiting.
+func (p *Pool) runCycle(freeing []*fdRegistration, quick *quickCycles) (completed bool) {
 	if u := p.uring.Load(); u != nil {
 		u.drain(&p.wakers)
 	}
@@ -187,10 +196,7 @@ func (p *Pool) runCycle(freeing []*fdRegistration) (completed bool) {
 		op.release()
 		freeing[i] = nil
 	}
-	for i, t := range p.runq {
-		p.runq[i] = nil
-		p.resume(t)
-	}
+	p.runQueue(quick)
 	if u := p.uring.Load(); u != nil {
 		u.flush() // one io_uring_enter for what this cycle queued
 		// Operations that completed inside that enter (NOPs, cached

@@ -184,7 +184,7 @@ type stallState struct {
 // recordSuspend remembers where a watched task suspends: where it will
 // resume. Task only.
 func (st *stallState) recordSuspend() {
-	st.n = runtime.Callers(3, st.pcs[:])
+	st.n = runtime.Callers(4, st.pcs[:]) // from the await that called Task.suspend
 }
 
 // watchedRun is the task run in progress, for the watchdog.

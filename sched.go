@@ -36,40 +36,124 @@ func (p *Pool) enqueueNew(t *Task) {
 	p.pushReadyAndUnlock(t)
 }
 
-// resume runs t until it next suspends or finishes. Loop only.
-func (p *Pool) resume(t *Task) {
+// runQueue resumes every task of the run queue once, in order, and empties
+// it. Then, while the only work is tasks woken while they ran (a Yield, a
+// future ready at once: the requeue), it runs them as quick cycles of its
+// own, up to quick.left of them (see runLoop), counted in quick.ran. Loop
+// only.
+//
+// The loop's half of a task switch is here, in one function: the call to
+// the coroutine's next, and the loop around it. A return taken between two
+// switches costs a mispredicted branch (the switch changes stacks under the
+// processor's return predictor), so a task that awaits again and again is
+// resumed from this loop without returning to runLoop in between.
+//
+// A task that panics or calls runtime.Goexit leaves its coroutine as a
+// taskEndEscape panic (see runBody), which next re-raises on the loop
+// goroutine. One deferred recover per batch of tasks catches it, in
+// runBatch, rather than one per resume: the loop finishes that task
+// (taskEnded) and goes on with the next.
+func (p *Pool) runQueue(quick *quickCycles) {
+	i := 0
+	for !p.runBatch(&i, quick) {
+	}
+	p.runq = p.runq[:0]
+}
+
+// quickCycles is what runQueue may do on its own after the run queue: run
+// at most left quick cycles, which it counts in ran, and none once done
+// (the loop's done) reports true.
+type quickCycles struct {
+	left, ran int
+	done      func() bool
+}
+
+// runBatch resumes the tasks of the run queue from index *i on, and the
+// quick cycles after them. It returns false after a task that escaped its
+// coroutine (*i is then the next task's), true at the end. Any other panic
+// out of a coroutine is a bug in the scheduler and is re-raised.
+func (p *Pool) runBatch(i *int, quick *quickCycles) (end bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			if _, ok := v.(taskEndEscape); !ok {
+				panic(v)
+			}
+			*i++
+			p.taskEnded(p.current.Load(), runEscaped)
+		}
+	}()
+	for {
+		for ; *i < len(p.runq); *i++ {
+			t := p.runq[*i]
+			p.runq[*i] = nil
+			c := t.co
+			if c == nil {
+				if c = p.firstRun(t); c == nil {
+					continue
+				}
+			}
+			if p.current.Load() != t {
+				p.current.Store(t) // cleared by the loop before it takes its lock
+			}
+			c.polls++
+			w := t.wake.Load() // not 0: t was on the run queue
+			out := runSuspended
+			if c.watched {
+				out = p.resumeWatched(t)
+			} else if returned, _ := c.next(); returned {
+				out = runReturned
+			}
+			switch {
+			case out != runSuspended:
+				p.taskEnded(t, out)
+			case t.wake.Load() != w || !t.wake.CompareAndSwap(w, 0):
+				// Woken while it ran: still queued, for the next cycle.
+				p.requeue = append(p.requeue, t)
+				p.requeued++
+			}
+		}
+		if quick.left == 0 || len(p.requeue) == 0 || p.wakers.Len() > 0 || p.uring.Load() != nil ||
+			p.hasReady.Load() || quick.done() {
+			return true
+		}
+		quick.left--
+		quick.ran++
+		p.runq, p.requeue = p.requeue, p.runq[:0]
+		*i = 0
+	}
+}
+
+// firstRun returns the coroutine of a task that has none, to run it: a
+// task that has not run yet gets one. A stale wake of a finished task
+// (which holds no coroutine) runs nothing, and neither does a task
+// canceled before it started, which it finishes: then it returns nil.
+// Loop only.
+func (p *Pool) firstRun(t *Task) *coroutine {
 	if t.finished {
-		return // a stale wake
+		return nil
 	}
+	return p.startTask(t)
+}
+
+// startTask gives t, about to run for the first time, a coroutine, or
+// finishes it with its cancel error if it was canceled before it started
+// (then it returns nil). Loop only.
+func (p *Pool) startTask(t *Task) *coroutine {
+	if t.canceled.Load() {
+		p.finish(t, t.canceledErr(), nil)
+		return nil
+	}
+	c := p.takeCoroutine()
+	c.task, t.co = t, c
+	c.polls = 0 // tasktable.go; awaiting was cleared when its last task ended
+	return c
+}
+
+// taskEnded finishes t, whose coroutine run ended with out (runReturned or
+// runEscaped): a coroutine whose task returned is kept for another task,
+// one that escaped is over. Loop only.
+func (p *Pool) taskEnded(t *Task, out runOutcome) {
 	c := t.co
-	if c == nil {
-		if t.canceled.Load() {
-			p.finish(t, t.canceledErr(), nil)
-			return
-		}
-		c = p.takeCoroutine()
-		c.task, t.co = t, c
-		c.polls = 0 // tasktable.go; awaiting was cleared when its last task ended
-	}
-	if p.current.Load() != t {
-		p.current.Store(t) // cleared by the loop before it takes its lock
-	}
-	w := t.wake.Load() // not 0: t was on the run queue
-	c.polls++
-	var out runOutcome
-	if p.opts.obs.stallThreshold == 0 {
-		out = runTask(c)
-	} else {
-		out = p.resumeWatched(t)
-	}
-	if out == runSuspended {
-		if t.wake.Load() != w || !t.wake.CompareAndSwap(w, 0) {
-			// Woken while it ran: still queued, for the next cycle.
-			p.requeue = append(p.requeue, t)
-			p.requeued++
-		}
-		return
-	}
 	t.co, c.task, c.awaiting = nil, nil, nil
 	if out == runReturned {
 		p.idleCoroutine(c)
@@ -94,7 +178,7 @@ func (p *Pool) takeCoroutine() *coroutine {
 		p.idleCoros = p.idleCoros[:n-1]
 		return c
 	}
-	c := new(coroutine)
+	c := &coroutine{watched: p.opts.obs.stallThreshold != 0}
 	c.next, c.stop = iter.Pull(c.body)
 	return c
 }

@@ -177,6 +177,7 @@ type coroutine struct {
 
 	labeled   bool   // its goroutine carries the pprof labels of a task named labelName
 	labelName string // coroutine only
+	watched   bool   // WithStallReport: its task records where it suspends (set at creation)
 
 	// For the task table (tasktable.go), of the task it runs; loop only.
 	awaiting any    // the future of the task's await in progress
@@ -188,6 +189,13 @@ type coroutine struct {
 // or runtime.Goexit) ends the coroutine with it (see runBody).
 func (c *coroutine) body(yield func(bool) bool) {
 	c.yield = yield
+	if c.watched {
+		// WithStallReport: where the task suspends is where it resumes.
+		c.yield = func(returned bool) bool {
+			c.task.ext.Load().stall.recordSuspend()
+			return yield(returned)
+		}
+	}
 	for {
 		t := c.task
 		if !c.labeled || c.labelName != t.name {
@@ -270,19 +278,25 @@ func runTask(c *coroutine) (out runOutcome) {
 	return runSuspended
 }
 
-// suspend switches from the task back to the loop.
+// suspend switches from the task back to the loop. It is inlined into
+// every await: the one call it makes is the switch.
 func (t *Task) suspend() {
-	if e := t.ext.Load(); e != nil && e.stall != nil {
-		e.stall.recordSuspend()
-	}
-	t.co.yield(false)
+	t.co.yield(false) // a watched coroutine's yield records where (body)
 }
 
-// checkCurrent panics unless t is the task running now.
+// checkCurrent panics unless t is the task running now. Inlined; the panic
+// is out of line.
 func (t *Task) checkCurrent() {
 	if t.pool.current.Load() != t {
-		panic(fmt.Sprintf("iopool: *Task %q used outside its own task function (from another goroutine, another task, or after it returned)", t.name))
+		t.usedOutside()
 	}
+}
+
+// usedOutside is checkCurrent's panic.
+//
+//go:noinline
+func (t *Task) usedOutside() {
+	panic(fmt.Sprintf("iopool: *Task %q used outside its own task function (from another goroutine, another task, or after it returned)", t.name))
 }
 
 // Cancel cancels the task: its current and every later await returns
