@@ -165,15 +165,15 @@ func (h *Handle[T]) addWaiterLocked(w Waker) {
 	h.task.pool.notePark(w)
 }
 
-// Result returns the task's value and error once it has finished, and
-// reports whether it has.
-func (h *Handle[T]) Result() (T, error, bool) {
+// Result reports whether the task has finished and, if it has, returns its
+// value and error (before it has, the zero value and nil).
+func (h *Handle[T]) Result() (value T, done bool, err error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.done {
 		h.joined = true
 	}
-	return h.value, h.err, h.done
+	return h.value, h.done, h.err
 }
 
 // Join waits, inside task t, for the spawned task to finish and returns its

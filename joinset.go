@@ -178,7 +178,7 @@ func (s *JoinSet[T]) Poll(cx *PollContext) (Joined[T], bool) {
 		e := s.done[0]
 		s.done[0] = nil
 		s.done = s.done[1:]
-		v, err, _ := e.h.Result()
+		v, _, err := e.h.Result()
 		return Joined[T]{Task: e.h.Task(), Value: v, Err: err}, true
 	}
 	s.waiter = cx.waker

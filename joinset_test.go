@@ -93,7 +93,7 @@ func TestJoinSetCanceledByPoolClose(t *testing.T) {
 	require.NoError(t, p.Run(func(tk *Task) error { return tk.Yield() }))
 	require.NoError(t, p.Close())
 	for _, h := range hs {
-		_, err, done := h.Result()
+		_, done, err := h.Result()
 		require.True(t, done)
 		require.ErrorIs(t, err, ErrCanceled)
 	}

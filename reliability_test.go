@@ -211,7 +211,7 @@ func TestCloseFromAnotherGoroutineDuringLoad(t *testing.T) {
 	defer mu.Unlock()
 	require.NotEmpty(t, handles)
 	for _, h := range handles {
-		_, err, done := h.Result()
+		_, done, err := h.Result()
 		require.True(t, done)
 		// Canceled while running, or spawned after Close began.
 		require.True(t, errors.Is(err, ErrCanceled) || errors.Is(err, ErrClosed), "got %v", err)

@@ -72,7 +72,7 @@ func TestDialResolvesOffTheLoopAndCancels(t *testing.T) {
 			ticks++
 		}
 		require.Equal(t, 5, ticks, "the loop kept running while the name was looked up")
-		_, _, done := dialing.Result()
+		_, done, _ := dialing.Result()
 		require.False(t, done)
 		start := time.Now()
 		dialing.Cancel()

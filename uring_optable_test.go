@@ -56,7 +56,7 @@ func TestUringMoreCQEsKeepTheOpUntilTheFinalOne(t *testing.T) {
 			require.NoError(t, err)
 		}
 		require.GreaterOrEqual(t, tk.Driver().Pool().Stats().UringCompleted-before, uint64(2), "the poll posted several completions")
-		_, _, done := h.Result()
+		_, done, _ := h.Result()
 		require.False(t, done, "a completion with IORING_CQE_F_MORE completed the operation")
 		require.Equal(t, opInKernel, op.state)
 		h.Cancel()
