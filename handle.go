@@ -170,10 +170,14 @@ func (h *Handle[T]) addWaiterLocked(w Waker) {
 func (h *Handle[T]) Result() (value T, done bool, err error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.done {
-		h.joined = true
+	if !h.done {
+		// run may be writing h.value on the task's goroutine: only done
+		// (set under h.mu after it) publishes it.
+		var zero T
+		return zero, false, nil
 	}
-	return h.value, h.done, h.err
+	h.joined = true
+	return h.value, true, h.err
 }
 
 // Join waits, inside task t, for the spawned task to finish and returns its
