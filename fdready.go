@@ -269,7 +269,7 @@ func (fr *FdReady) close(closeFd bool) error {
 	fr.reg.mu.Unlock()
 	wakers.WakeAll()
 	fr.ref.waitFor(refClosing + refOne) // only Close's reference is left
-	err, sameFile := fr.deregister()
+	sameFile, err := fr.deregister()
 	if closeFd && sameFile {
 		if cerr := unix.Close(fr.fd); cerr != nil && err == nil {
 			err = wrapError(os.NewSyscallError("close", cerr), "close fd %d", fr.fd)
@@ -322,11 +322,11 @@ func (fr *FdReady) acquire() bool {
 // releaseRef drops a reference taken by acquire.
 func (fr *FdReady) releaseRef() { fr.ref.decref() }
 
-// deregister takes the registration out of the epoll set and the pool's table and
-// frees it (now, or after the loop's dispatch). It reports whether fd still
-// names the registered file; if not, it was closed first (a caller bug) and
-// its number must not be touched.
-func (fr *FdReady) deregister() (err error, sameFile bool) {
+// deregister takes the registration out of the epoll set and the pool's
+// table and frees it (now, or after the loop's dispatch). It reports whether
+// fd still names the registered file; if not, it was closed first (a caller
+// bug) and its number must not be touched.
+func (fr *FdReady) deregister() (sameFile bool, err error) {
 	p := fr.p
 	reg := fr.reg
 	var st unix.Stat_t
@@ -348,7 +348,7 @@ func (fr *FdReady) deregister() (err error, sameFile bool) {
 		if errors.Is(err, ErrFdClosedFirst) {
 			err = nil // nothing stale is left to report
 		}
-		return err, sameFile
+		return sameFile, err
 	}
 	p.fds.remove(reg)
 	p.stats.fdsRegistered.Add(-1)
@@ -369,7 +369,7 @@ func (fr *FdReady) deregister() (err error, sameFile bool) {
 	if release {
 		reg.release()
 	}
-	return err, sameFile
+	return sameFile, err
 }
 
 // readWait and writeWait are an FdReady seen as the Future that WaitReady
