@@ -73,8 +73,8 @@ type poolClock struct {
 // after its timeout in real time.
 //
 // The stall report (WithStallReport) measures real time on either clock.
-func WithVirtualClock() Option {
-	return func(o *options) error { o.virtualClock = true; return nil }
+func WithVirtualClock() PoolGroupOption {
+	return eachPoolOption(func(o *options) error { o.virtualClock = true; return nil })
 }
 
 // Now returns the pool's clock: time.Now() on a real pool; on a virtual one

@@ -1,7 +1,6 @@
 package iopool
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -22,30 +21,22 @@ const cpuSetSize = int(unsafe.Sizeof(unix.CPUSet{})) * 8
 //
 // In a Group use WithPinCPU instead, which gives each pool its own CPU.
 func WithCPU(cpu int) Option {
-	return func(o *options) error {
+	return poolOption(func(o *options) error {
 		if cpu < 0 || cpu >= cpuSetSize {
 			return fmt.Errorf("iopool: WithCPU(%d): want a CPU number 0..%d", cpu, cpuSetSize-1)
 		}
 		o.lockOSThread = true
 		o.cpu = cpu
 		return nil
-	}
+	})
 }
 
-// WithPinCPU is a Group option: NewGroup pins pool i's loop thread to the
-// i-th CPU the process may run on (Group.CPU(i)), as WithCPU would, wrapping
-// around when there are more pools than CPUs. A pool made with New has no
-// index to choose a CPU by; New rejects WithPinCPU without WithCPU.
-func WithPinCPU() Option {
-	return func(o *options) error { o.pinEach = true; return nil }
-}
-
-// checkCPUOptions rejects pinning options that do not fit a lone pool.
-func checkCPUOptions(o *options) error {
-	if o.pinEach && o.cpu < 0 {
-		return errors.New("iopool: New: WithPinCPU chooses CPUs for the pools of a Group; pin a lone pool with WithCPU(cpu)")
-	}
-	return nil
+// WithPinCPU pins pool i of a Group's loop thread to the i-th CPU the
+// process may run on (Group.CPU(i)), as WithCPU would, wrapping around when
+// there are more pools than CPUs. It is a GroupOption only: a pool made
+// with New has no index to choose a CPU by (pin it with WithCPU).
+func WithPinCPU() GroupOption {
+	return groupOption(func(g *groupOptions) error { g.pinEach = true; return nil })
 }
 
 // pinLoopThread pins the pool's loop thread to its CPU. It runs the

@@ -29,11 +29,13 @@ func TestGroupPinsEachPoolToItsCPU(t *testing.T) {
 }
 
 func TestCPUOptionsRejectMisuse(t *testing.T) {
-	_, err := New(WithPinCPU())
-	require.ErrorContains(t, err, "WithCPU(cpu)")
-	_, err = NewGroup(2, WithCPU(0))
-	require.ErrorContains(t, err, "WithPinCPU")
-	_, err = New(WithCPU(-1))
+	// WithCPU fits a lone pool only and WithPinCPU a group only, so
+	// New(WithPinCPU()) and NewGroup(n, WithCPU(0)) do not compile.
+	_, fitsGroup := WithCPU(0).(GroupOption)
+	require.False(t, fitsGroup, "WithCPU is a GroupOption")
+	_, fitsPool := WithPinCPU().(Option)
+	require.False(t, fitsPool, "WithPinCPU is an Option")
+	_, err := New(WithCPU(-1))
 	require.ErrorContains(t, err, "WithCPU(-1)")
 	fds := openFds(t)
 	_, err = New(WithCPU(cpuSetSize - 1)) // no such CPU on this machine
@@ -41,7 +43,7 @@ func TestCPUOptionsRejectMisuse(t *testing.T) {
 	require.ErrorContains(t, err, "CPUs this process may use: "+formatCPUs(processCPUs()))
 	require.Equal(t, fds, openFds(t), "a failed New closes its fds")
 	_, err = NewGroup(2, nil)
-	require.ErrorContains(t, err, "nil Option")
+	require.ErrorContains(t, err, "nil GroupOption")
 }
 
 func TestWithCPUPinsALonePool(t *testing.T) {

@@ -27,31 +27,27 @@ type Group struct {
 
 // NewGroup creates n pools with the given options. n ≤ 0 means one pool per
 // CPU the process may run on (sched_getaffinity of the process). Every pool
-// gets opts and is named after its index: "pool-i", or "name-i" with
-// WithName(name); with WithPinCPU, pool i is also pinned to the i-th of those
-// CPUs (as WithCPU would do), wrapping around when n exceeds them. If a pool
-// cannot be created, the ones already made are closed and the error names
-// the pool.
-func NewGroup(n int, opts ...Option) (*Group, error) {
-	var probe options
-	probe.cpu = -1
+// is made with the PoolGroupOptions among opts and is named after its index:
+// "pool-i", or "name-i" with WithName(name); with WithPinCPU, pool i is also
+// pinned to the i-th of those CPUs (as WithCPU would do), wrapping around
+// when n exceeds them. If a pool cannot be created (an option's bad input
+// included), the ones already made are closed and the error names the pool.
+func NewGroup(n int, opts ...GroupOption) (*Group, error) {
+	var gopts groupOptions
 	for _, o := range opts {
 		if o == nil {
-			return nil, errors.New("iopool: NewGroup: nil Option")
+			return nil, errors.New("iopool: NewGroup: nil GroupOption")
 		}
-		if err := o(&probe); err != nil {
+		if err := o.applyToGroup(&gopts); err != nil {
 			return nil, err
 		}
-	}
-	if probe.cpu >= 0 {
-		return nil, errors.New("iopool: NewGroup: WithCPU pins a single pool; use WithPinCPU to give each pool of a group its own CPU")
 	}
 	cpus := processCPUs()
 	if n <= 0 {
 		n = len(cpus)
 	}
 	g := &Group{pools: make([]*Pool, 0, n), cpus: make([]int, n), index: make(map[*Pool]int, n)}
-	name := probe.obs.name
+	name := gopts.name
 	if name == "" {
 		name = "pool"
 	}
@@ -59,9 +55,9 @@ func NewGroup(n int, opts ...Option) (*Group, error) {
 		// Each pool is named after its index ("pool-0", or "srv-0" with
 		// WithName("srv")): the pprof label "pool" and the logs tell them
 		// apart.
-		popts := append(append([]Option(nil), opts...), WithName(fmt.Sprintf("%s-%d", name, i)))
+		popts := append(gopts.eachPool[:len(gopts.eachPool):len(gopts.eachPool)], WithName(fmt.Sprintf("%s-%d", name, i)))
 		g.cpus[i] = -1
-		if probe.pinEach {
+		if gopts.pinEach {
 			g.cpus[i] = cpus[i%len(cpus)]
 			popts = append(popts, WithCPU(g.cpus[i]))
 		}

@@ -21,7 +21,7 @@ import (
 
 // newTestGroup makes a group closed (and checked for leaks) at the end of
 // the test.
-func newTestGroup(t *testing.T, n int, opts ...Option) *Group {
+func newTestGroup(t *testing.T, n int, opts ...GroupOption) *Group {
 	t.Helper()
 	requireNoLeaks(t)
 	g, err := NewGroup(n, opts...)

@@ -26,28 +26,39 @@ type observeOptions struct {
 // WithName names the pool. The name appears in the pprof label "pool" of
 // every task, in log records and in stall reports; pools are named "pool"
 // when unnamed.
-func WithName(name string) Option {
-	return func(o *options) error {
-		if name == "" {
-			return errors.New("iopool: WithName: empty name")
-		}
-		o.obs.name = name
-		return nil
+func WithName(name string) PoolGroupOption { return nameOption(name) }
+
+// nameOption is WithName: a pool's name, or the prefix of a group's.
+type nameOption string
+
+func (n nameOption) applyToPool(o *options) error {
+	if n == "" {
+		return errors.New("iopool: WithName: empty name")
 	}
+	o.obs.name = string(n)
+	return nil
+}
+
+func (n nameOption) applyToGroup(g *groupOptions) error {
+	if n == "" {
+		return errors.New("iopool: WithName: empty name")
+	}
+	g.name = string(n)
+	return nil
 }
 
 // WithLogger has the pool log rare events to logger: a listener backing off
 // because the process is out of fds (Warn), the kernel refusing io_uring
 // (Warn), a task that panicked (Error). Nothing on the hot path is logged.
 // Without it the pool is silent.
-func WithLogger(logger *slog.Logger) Option {
-	return func(o *options) error {
+func WithLogger(logger *slog.Logger) PoolGroupOption {
+	return eachPoolOption(func(o *options) error {
 		if logger == nil {
 			return errors.New("iopool: WithLogger: nil logger")
 		}
 		o.obs.logger = logger
 		return nil
-	}
+	})
 }
 
 // Name returns the pool's name (WithName), "pool" by default.
@@ -165,14 +176,14 @@ type StallReport struct {
 // Without this option nothing is measured and no goroutine is started.
 // With it, each run of a task reads the clock twice and takes a lock, and
 // each suspension records its call stack (about a microsecond).
-func WithStallReport(threshold time.Duration, report func(StallReport)) Option {
-	return func(o *options) error {
+func WithStallReport(threshold time.Duration, report func(StallReport)) PoolGroupOption {
+	return eachPoolOption(func(o *options) error {
 		if threshold <= 0 {
 			return fmt.Errorf("iopool: WithStallReport(%v): want a threshold > 0", threshold)
 		}
 		o.obs.stallThreshold, o.obs.stallReport = threshold, report
 		return nil
-	}
+	})
 }
 
 // stallState is what a watched task records when it suspends.

@@ -50,7 +50,7 @@ func TestLoggerRecordsRareEvents(t *testing.T) {
 		var pe *PanicError
 		require.ErrorAs(t, err, &pe)
 		return nil
-	}, WithName("web"), WithLogger(logger), withUringRefused(unix.EPERM))
+	}, WithName("web"), WithLogger(logger), withFaults(failUringSetup(unix.EPERM)))
 	out := buf.String()
 	require.Contains(t, out, `level=WARN msg="iopool: io_uring unavailable" pool=web`)
 	require.Contains(t, out, `level=ERROR msg="iopool: task panicked" pool=web task=doomed panic=boom`)
@@ -64,7 +64,7 @@ func TestLoggerRecordsRareEvents(t *testing.T) {
 		_, err := tk.Driver().Uring()
 		require.Error(t, err)
 		return nil
-	}, withUringRefused(unix.EPERM))
+	}, withFaults(failUringSetup(unix.EPERM)))
 	require.Empty(t, def.String(), "a pool without a logger is silent")
 }
 

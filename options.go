@@ -7,18 +7,61 @@ import (
 	"github.com/iopool/iopool/internal/sys"
 )
 
-// Option configures a Pool in New.
-type Option func(*options) error
+// Option configures a Pool in New. Every option fits a lone pool; all but
+// WithCPU fit a Group too, and are PoolGroupOptions.
+type Option interface {
+	applyToPool(*options) error
+}
 
+// GroupOption configures a Group in NewGroup: WithPinCPU, and every
+// PoolGroupOption. An Option that fits a lone pool only (WithCPU) is not a
+// GroupOption, so passing it to NewGroup does not compile.
+type GroupOption interface {
+	applyToGroup(*groupOptions) error
+}
+
+// PoolGroupOption configures a Pool in New, and each pool of a Group in
+// NewGroup: it is both an Option and a GroupOption.
+type PoolGroupOption interface {
+	Option
+	GroupOption
+}
+
+// poolOption is an Option for a lone pool only (WithCPU).
+type poolOption func(*options) error
+
+func (f poolOption) applyToPool(o *options) error { return f(o) }
+
+// eachPoolOption is a PoolGroupOption that NewGroup hands to each pool.
+type eachPoolOption func(*options) error
+
+func (f eachPoolOption) applyToPool(o *options) error { return f(o) }
+
+func (f eachPoolOption) applyToGroup(g *groupOptions) error {
+	g.eachPool = append(g.eachPool, f)
+	return nil
+}
+
+// groupOption is a GroupOption for a Group only (WithPinCPU).
+type groupOption func(*groupOptions) error
+
+func (f groupOption) applyToGroup(g *groupOptions) error { return f(g) }
+
+// groupOptions is what NewGroup's options set, each applied once.
+type groupOptions struct {
+	name     string   // WithName: pool i is named name-i ("pool-i" without it)
+	pinEach  bool     // WithPinCPU: pool i is pinned to a CPU of its own
+	eachPool []Option // the options every pool is made with
+}
+
+// options is what New's options set.
 type options struct {
 	lockOSThread bool
 	eventBuffer  int
 	uringEntries uint32
-	uringRefuse  error       // test hook: make io_uring setup fail with this error
-	faults       *sys.Faults // test hook (withFaults, in a test file): the pool's fault seam
+	faults       *sys.Faults // the pool's fault seam; set only by tests (withFaults, export_test.go)
 	obs          observeOptions
-	cpu          int  // WithCPU: the CPU the loop thread is pinned to, or -1
-	pinEach      bool // WithPinCPU: a Group pins each pool to a CPU of its own
+	cpu          int // WithCPU: the CPU the loop thread is pinned to, or -1
 	// notRunningBound: how long goroutine code waits on a pool whose loop
 	// is not running before it fails with ErrNotRunning (see parkOn).
 	notRunningBound time.Duration
@@ -58,18 +101,18 @@ const (
 // ends the process ("fatal error: coro: OS thread locking must match
 // locking at coroutine creation") at the task's next suspension. The runtime
 // offers no cheap way to detect it before (see Task).
-func WithLockOSThread() Option {
-	return func(o *options) error { o.lockOSThread = true; return nil }
+func WithLockOSThread() PoolGroupOption {
+	return eachPoolOption(func(o *options) error { o.lockOSThread = true; return nil })
 }
 
 // WithEventBuffer sets how many epoll events the loop takes from the kernel
 // per wait (default 256, at most 65536).
-func WithEventBuffer(n int) Option {
-	return func(o *options) error {
+func WithEventBuffer(n int) PoolGroupOption {
+	return eachPoolOption(func(o *options) error {
 		if n < 1 || n > maxEventBuffer {
 			return fmt.Errorf("iopool: WithEventBuffer(%d): want 1..%d events", n, maxEventBuffer)
 		}
 		o.eventBuffer = n
 		return nil
-	}
+	})
 }

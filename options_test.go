@@ -1,6 +1,7 @@
 package iopool
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -13,4 +14,19 @@ func TestNewRejectsBadOptions(t *testing.T) {
 	}
 	_, err := New(nil)
 	require.Error(t, err)
+}
+
+// NewGroup applies each option once per pool, and WithName once to the
+// group (it used to apply every option to a probe first, to peek at them).
+func TestNewGroupAppliesEachOptionOncePerPool(t *testing.T) {
+	applied := 0
+	count := eachPoolOption(func(*options) error { applied++; return nil })
+	g := newTestGroup(t, 3, count, WithName("srv"))
+	require.Equal(t, 3, applied)
+	for i := range g.Len() {
+		require.Equal(t, fmt.Sprintf("srv-%d", i), g.Pool(i).Name())
+	}
+	_, err := NewGroup(2, WithEventBuffer(0))
+	require.ErrorContains(t, err, "NewGroup: pool 0")
+	require.ErrorContains(t, err, "WithEventBuffer(0)")
 }

@@ -88,12 +88,9 @@ func New(opts ...Option) (*Pool, error) {
 		if o == nil {
 			return nil, errors.New("iopool: New: nil Option")
 		}
-		if err := o(&p.opts); err != nil {
+		if err := o.applyToPool(&p.opts); err != nil {
 			return nil, err
 		}
-	}
-	if err := checkCPUOptions(&p.opts); err != nil {
-		return nil, err
 	}
 	if p.opts.virtualClock {
 		p.epoch, p.clock.virtual = virtualEpoch, true

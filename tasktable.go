@@ -85,8 +85,8 @@ type TaskInfo struct {
 // that finishes unjoined (a few hundred nanoseconds each), so it is off by
 // default; without it SpawnedAt names where the task's function is defined,
 // Age is 0, and a finished task leaves the table.
-func WithTaskTracking() Option {
-	return func(o *options) error { o.trackTasks = true; return nil }
+func WithTaskTracking() PoolGroupOption {
+	return eachPoolOption(func(o *options) error { o.trackTasks = true; return nil })
 }
 
 // spawnSite is the call stack of a task's spawn (WithTaskTracking).

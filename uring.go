@@ -71,19 +71,14 @@ const (
 )
 
 // WithUringEntries sets the io_uring submission queue size (default 64).
-func WithUringEntries(n uint32) Option {
-	return func(o *options) error {
+func WithUringEntries(n uint32) PoolGroupOption {
+	return eachPoolOption(func(o *options) error {
 		if n < 1 || n > uring.MaxEntries {
 			return fmt.Errorf("iopool: WithUringEntries(%d): want 1..%d entries", n, uring.MaxEntries)
 		}
 		o.uringEntries = n
 		return nil
-	}
-}
-
-// withUringRefused makes io_uring setup fail with err; for tests.
-func withUringRefused(err error) Option {
-	return func(o *options) error { o.uringRefuse = err; return nil }
+	})
 }
 
 // Uring submits io_uring operations on a pool. Operations that take a
@@ -189,9 +184,6 @@ func setupFlags(locked bool) []uint32 {
 
 func newUring(p *Pool) (*Uring, error) {
 	unavailable := func(err error) error { return fmt.Errorf("%w: %w", ErrUringUnavailable, err) }
-	if p.opts.uringRefuse != nil {
-		return nil, unavailable(os.NewSyscallError("io_uring_setup", p.opts.uringRefuse))
-	}
 	if err := p.be.faults.Inject(sys.CallUringSetup); err != nil {
 		return nil, unavailable(os.NewSyscallError("io_uring_setup", err))
 	}

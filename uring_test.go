@@ -105,7 +105,7 @@ func requireAllOpsFree(t *testing.T, u *Uring) {
 func TestUringUnavailableKeepsPoolWorking(t *testing.T) {
 	parallel(t)
 	requireNoLeaks(t)
-	p, err := New(withUringRefused(unix.EPERM))
+	p, err := New(withFaults(failUringSetup(unix.EPERM)))
 	require.NoError(t, err)
 	_, err = p.Driver().Uring()
 	require.ErrorIs(t, err, ErrUringUnavailable)

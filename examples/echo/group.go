@@ -24,7 +24,7 @@ type poolCounters struct {
 // steered by the receiving CPU, and prints a table of connections and
 // requests per pool.
 func runGroup(ctx context.Context, c config, addr string, out io.Writer) error {
-	opt := iopool.WithLockOSThread()
+	var opt iopool.GroupOption = iopool.WithLockOSThread()
 	if c.pin {
 		opt = iopool.WithPinCPU()
 	}
