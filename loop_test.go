@@ -7,34 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
-
-	"github.com/iopool/iopool/internal/sys"
 )
-
-// TestEpollWaitFallbackRoundsUp runs sleeps with epoll_wait (milliseconds)
-// instead of epoll_pwait2: a sub-millisecond sleep never ends early and the
-// loop does not spin (few sleeps per timer).
-func TestEpollWaitFallbackRoundsUp(t *testing.T) {
-	sys.ForceEpollWaitFallback(true)
-	defer sys.ForceEpollWaitFallback(false)
-	p := newTestPool(t)
-	require.NoError(t, p.Run(func(tk *Task) error {
-		for range 10 {
-			start := time.Now()
-			if err := tk.Sleep(300 * time.Microsecond); err != nil {
-				return err
-			}
-			require.GreaterOrEqual(t, time.Since(start), 300*time.Microsecond)
-		}
-		return nil
-	}))
-	require.LessOrEqual(t, p.Stats().Sleeps, uint64(20), "rounding down would spin with zero timeouts")
-	require.Equal(t, 1, sys.MillisRoundedUp(1))
-	require.Equal(t, 1, sys.MillisRoundedUp(1_000_000))
-	require.Equal(t, 2, sys.MillisRoundedUp(1_000_001))
-	require.Equal(t, -1, sys.MillisRoundedUp(-5))
-	require.Equal(t, 0, sys.MillisRoundedUp(0))
-}
 
 // A task that never blocks (a Yield loop, or io_uring NOPs that complete
 // inside the enter) keeps the loop out of epoll_wait; an fd event must still

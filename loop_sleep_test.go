@@ -1,3 +1,5 @@
+//go:build linux
+
 package iopool
 
 import (
@@ -6,6 +8,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/iopool/iopool/internal/sys"
 )
 
 // A locked loop that sleeps often passes through the Go scheduler about
@@ -99,4 +103,29 @@ func TestRegressionLockedLoopHandsOverWokenGoroutinesBeforeSleeping(t *testing.T
 		return nil
 	}))
 	require.NotEqual(t, before, p.passed, "no pass through the scheduler after waking a goroutine")
+}
+
+// TestEpollWaitFallbackRoundsUp runs sleeps with epoll_wait (milliseconds)
+// instead of epoll_pwait2: a sub-millisecond sleep never ends early and the
+// loop does not spin (few sleeps per timer).
+func TestEpollWaitFallbackRoundsUp(t *testing.T) {
+	sys.ForceEpollWaitFallback(true)
+	defer sys.ForceEpollWaitFallback(false)
+	p := newTestPool(t)
+	require.NoError(t, p.Run(func(tk *Task) error {
+		for range 10 {
+			start := time.Now()
+			if err := tk.Sleep(300 * time.Microsecond); err != nil {
+				return err
+			}
+			require.GreaterOrEqual(t, time.Since(start), 300*time.Microsecond)
+		}
+		return nil
+	}))
+	require.LessOrEqual(t, p.Stats().Sleeps, uint64(20), "rounding down would spin with zero timeouts")
+	require.Equal(t, 1, sys.MillisRoundedUp(1))
+	require.Equal(t, 1, sys.MillisRoundedUp(1_000_000))
+	require.Equal(t, 2, sys.MillisRoundedUp(1_000_001))
+	require.Equal(t, -1, sys.MillisRoundedUp(-5))
+	require.Equal(t, 0, sys.MillisRoundedUp(0))
 }
