@@ -119,12 +119,12 @@
 //     If the completion was consumed before the task saw the cancel, the
 //     result wins: the call returns it (a new fd, the bytes read). If an
 //     Openat or Accept the task gave up on succeeds anyway, the pool closes
-//     the new fd. A canceled Batch.Wait cancels the entries still in the
+//     the new fd. A canceled Batch.Await cancels the entries still in the
 //     kernel the same way and closes the fds its completed entries opened.
 //   - A task that ends without waiting. A Batch whose task returned or
-//     panicked before Wait, or a Completion nobody waits for, holds its
+//     panicked before Await, or a Completion nobody waits for, holds its
 //     memory until the operation completes and not a moment longer: the
-//     result is stored where Wait would have found it, and the slot freed.
+//     result is stored where Await or Wait would have found it, and the slot freed.
 //   - Close. Pool.Close cancels every operation still in the kernel, task,
 //     batch and remote alike, waits for their completions (at most a
 //     second: an operation the kernel will not let go of stays pinned for

@@ -201,7 +201,7 @@ func ExampleBatch() {
 					return err
 				}
 			}
-			if err := b.Wait(t); err != nil { // one suspension for the four reads
+			if err := b.Await(t); err != nil { // one suspension for the four reads
 				return err
 			}
 		}

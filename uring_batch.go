@@ -20,7 +20,7 @@ import (
 //			...
 //		}
 //	}
-//	if err := b.Wait(t); err != nil {
+//	if err := b.Await(t); err != nil {
 //		return err // canceled: every queued operation was canceled too
 //	}
 //	for i := range bufs {
@@ -28,11 +28,11 @@ import (
 //		...
 //	}
 //
-// Wait is what hands the results over; the operations themselves need no
-// Wait to be released: each one's buffers are unpinned and its slot freed
+// Await is what hands the results over; the operations themselves need no
+// Await to be released: each one's buffers are unpinned and its slot freed
 // when its completion arrives, so a batch whose task returns (or panics)
 // without waiting holds nothing once the kernel is done, and Pool.Close
-// cancels what is still in the kernel. Adding after Wait starts a new batch
+// cancels what is still in the kernel. Adding after Await starts a new batch
 // on the same memory, so a reused Batch allocates nothing. A Batch is used
 // by one task at a time.
 type Batch struct {
@@ -40,7 +40,7 @@ type Batch struct {
 	entries []batchEntry // loop: the operations queued, in order
 	pending int          // loop: entries whose final completion has not arrived
 	waker   Waker        // loop: the waiting task, woken when pending reaches 0
-	waited  bool         // entries hold the last Wait's results
+	waited  bool         // entries hold the last Await's results
 }
 
 // batchEntry is one operation of a Batch.
@@ -54,7 +54,7 @@ type batchEntry struct {
 // NewBatch returns an empty batch of operations on u.
 func (u *Uring) NewBatch() *Batch { return &Batch{u: u} }
 
-// Len reports how many operations the batch holds: queued ones before Wait,
+// Len reports how many operations the batch holds: queued ones before Await,
 // results after it.
 func (b *Batch) Len() int { return len(b.entries) }
 
@@ -123,7 +123,7 @@ func (b *Batch) queue(t *Task, name string, sqe *uring.SQE, keep ...[]byte) (*op
 	return op, nil
 }
 
-// reset forgets the entries (after Wait, or a canceled Wait).
+// reset forgets the entries (after Await, or a canceled Await).
 func (b *Batch) reset() {
 	b.waited = false
 	clear(b.entries)
@@ -141,14 +141,14 @@ func (b *Batch) complete(i int, res int32, wakers *WakerList) {
 	}
 }
 
-// Wait suspends task t until every queued operation has completed; then
+// Await suspends task t until every queued operation has completed; then
 // Result gives each one's outcome. An empty batch returns at once. If the
-// task is canceled while operations are still in the kernel, Wait returns
+// task is canceled while operations are still in the kernel, Await returns
 // ErrCanceled, cancels them (their buffers stay pinned until their
 // completions arrive) and closes the fds that completed ones opened or
 // accepted; the batch is empty afterwards. If every operation had completed
-// when the cancel was seen, the results win and Wait returns nil.
-func (b *Batch) Wait(t *Task) error {
+// when the cancel was seen, the results win and Await returns nil.
+func (b *Batch) Await(t *Task) error {
 	if b.waited || len(b.entries) == 0 {
 		return nil
 	}
@@ -184,12 +184,12 @@ func (f *batchWait) Poll(cx *PollContext) (struct{}, bool) {
 }
 
 // Result returns the outcome of the i-th operation queued before the last
-// Wait: the CQE's result, or an error naming the operation for a negative
-// one. Calling it before Wait, or with i out of range, is a programmer error
+// Await: the CQE's result, or an error naming the operation for a negative
+// one. Calling it before Await, or with i out of range, is a programmer error
 // and panics.
 func (b *Batch) Result(i int) (int32, error) {
 	if !b.waited {
-		panic("iopool: Batch.Result called before Wait")
+		panic("iopool: Batch.Result called before Await")
 	}
 	if i < 0 || i >= len(b.entries) {
 		panic(fmt.Sprintf("iopool: Batch.Result(%d) out of range: the batch held %d operations", i, len(b.entries)))

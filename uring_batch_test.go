@@ -34,7 +34,7 @@ func TestUringBatchReadWrite(t *testing.T) {
 		}
 		require.Equal(t, blocks, b.Len())
 		enters := tk.Driver().Pool().Stats().UringEnters
-		require.NoError(t, b.Wait(tk))
+		require.NoError(t, b.Await(tk))
 		require.Equal(t, enters+1, tk.Driver().Pool().Stats().UringEnters, "one io_uring_enter for the whole batch")
 		for i := range blocks {
 			n, err := b.Result(i)
@@ -50,7 +50,7 @@ func TestUringBatchReadWrite(t *testing.T) {
 		require.NoError(t, b.Nop(tk))
 		require.NoError(t, b.Read(tk, -1, make([]byte, 8), 0)) // EBADF in its CQE
 		require.NoError(t, b.Submit(tk, func(sqe *SQE) { sqe.Opcode = OpNop }))
-		require.NoError(t, b.Wait(tk))
+		require.NoError(t, b.Await(tk))
 		require.Equal(t, blocks+3, b.Len())
 		for i := range blocks {
 			n, err := b.Result(i)
@@ -77,14 +77,14 @@ func TestUringBatchBadInputAndMisuse(t *testing.T) {
 	runPool(t, func(tk *Task) error {
 		u := requireUring(t, tk.Driver())
 		b := u.NewBatch()
-		require.NoError(t, b.Wait(tk), "an empty batch is done at once")
-		require.PanicsWithValue(t, "iopool: Batch.Result called before Wait", func() { _, _ = b.Result(0) })
+		require.NoError(t, b.Await(tk), "an empty batch is done at once")
+		require.PanicsWithValue(t, "iopool: Batch.Result called before Await", func() { _, _ = b.Result(0) })
 		require.NoError(t, b.Nop(tk))
 		require.ErrorContains(t, b.Read(tk, 0, nil, 0), "io_uring read: nil buffer")
 		require.ErrorContains(t, b.Write(tk, 0, make([]byte, 1), -2), "io_uring write: negative offset -2")
 		require.Equal(t, 1, b.Len())
-		require.NoError(t, b.Wait(tk))
-		require.NoError(t, b.Wait(tk), "a second Wait keeps the results")
+		require.NoError(t, b.Await(tk))
+		require.NoError(t, b.Await(tk), "a second Wait keeps the results")
 		require.Equal(t, 1, b.Len())
 		require.PanicsWithValue(t, "iopool: Batch.Result(1) out of range: the batch held 1 operations", func() { _, _ = b.Result(1) })
 		require.Panics(t, func() { _ = u.NewBatch().Nop(nil) }, "a nil task")
@@ -104,7 +104,7 @@ func TestUringBatchLargerThanRing(t *testing.T) {
 			for range 1000 {
 				require.NoError(t, b.Nop(tk))
 			}
-			require.NoError(t, b.Wait(tk), "round %d", round)
+			require.NoError(t, b.Await(tk), "round %d", round)
 			require.Equal(t, 1000, b.Len())
 			for i := range 1000 {
 				_, err := b.Result(i)
@@ -136,7 +136,7 @@ func TestUringBatchCancel(t *testing.T) {
 					return 0, err
 				}
 			}
-			err := b.Wait(t)
+			err := b.Await(t)
 			return b.Len(), err
 		})
 		require.NoError(t, tk.Sleep(2*time.Millisecond))
@@ -201,7 +201,7 @@ func TestUringSubmitRefusedIsRetried(t *testing.T) {
 		for range 100 {
 			require.NoError(t, b.Nop(tk))
 		}
-		require.NoError(t, b.Wait(tk))
+		require.NoError(t, b.Await(tk))
 		require.Equal(t, 100, b.Len())
 		require.Positive(t, refused.Load(), "submissions were refused")
 		require.Less(t, refused.Load(), int32(100), "each refusal is followed by a drain, then accepted")

@@ -111,7 +111,7 @@ func TestUringOpTableStress(t *testing.T) {
 							return -1, err
 						}
 					}
-					return -1, b.Wait(t)
+					return -1, b.Await(t)
 				default:
 					c, err := u.Start(func(s *SQE) { s.Opcode = OpNop })
 					if err != nil {

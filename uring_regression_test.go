@@ -133,7 +133,7 @@ func TestRegressionUringPrepPanicLeavesNothing(t *testing.T) {
 		} {
 			require.Panics(t, call, name)
 		}
-		require.NoError(t, b.Wait(tk))
+		require.NoError(t, b.Await(tk))
 		require.Zero(t, u.inflight, "ops left in flight")
 		require.Len(t, u.free, len(u.ops), "every op is free, unpinned")
 		require.NoError(t, u.Nop(tk), "the ring still works")
@@ -144,7 +144,7 @@ func TestRegressionUringPrepPanicLeavesNothing(t *testing.T) {
 	require.Less(t, time.Since(start), 500*time.Millisecond, "Close waited for an op that was never submitted")
 }
 
-// Scenario 3: a Batch whose task returned or panicked without Wait, and a
+// Scenario 3: a Batch whose task returned or panicked without Await, and a
 // Start nobody waits for, all with reads that never complete: Close cancels
 // every one of them, waits for their completions and returns promptly;
 // nothing is left pinned or on the leaked list, and the Start's waiter sees
@@ -172,12 +172,12 @@ func TestRegressionUringCloseCancelsOpsLeftBehind(t *testing.T) {
 		panics := Spawn(tk.Driver(), "panics", func(pt *Task) (int, error) {
 			b := u.NewBatch()
 			require.NoError(t, b.Read(pt, fds[0], make([]byte, 64), -1))
-			panic("the task ends without Wait")
+			panic("the task ends without Await")
 		})
 		_, err := returns.Join(tk)
 		require.NoError(t, err)
 		_, err = panics.Join(tk)
-		require.ErrorContains(t, err, "without Wait")
+		require.ErrorContains(t, err, "without Await")
 		buf := make([]byte, 64)
 		c, err = u.Start(func(s *SQE) {
 			s.Opcode, s.Fd, s.Off = OpRead, int32(fds[0]), ^uint64(0)
@@ -238,7 +238,7 @@ func TestRegressionUringRefusesMultishotAndLinks(t *testing.T) {
 				if err := b.Submit(t, tc.prep); err != nil {
 					return 0, err
 				}
-				return 0, b.Wait(t)
+				return 0, b.Await(t)
 			})
 			require.ErrorIs(t, err, ErrUnsupportedSQE, "Batch.Submit %s", tc.flag)
 			_, err = u.Start(tc.prep)
@@ -337,7 +337,7 @@ func TestRegressionUringTaskOfAnotherPool(t *testing.T) {
 				if err := b.Nop(t); err != nil {
 					return err
 				}
-				return b.Wait(t)
+				return b.Await(t)
 			},
 		} {
 			got, err := withWatchdog(tk, time.Second, func(t *Task) (any, error) {
@@ -408,7 +408,7 @@ func TestUringCloseLeaksWhatTheKernelKeeps(t *testing.T) {
 // Issue 19, bug 5: an io_uring operation of a task canceled with a cause
 // (SpawnContext with context.WithCancelCause, or a context deadline)
 // returned plain ErrCanceled, dropping the cause that Sleep, Chan.Recv and
-// Batch.Wait keep: the ring had its own copy of the await. Checked for an
+// Batch.Await keep: the ring had its own copy of the await. Checked for an
 // operation in the kernel when the cancel lands, for one started after it
 // (refused before it reaches the ring), and for a Batch; every canceled
 // operation is still released at its completion.
@@ -430,7 +430,7 @@ func TestRegressionUringCancelKeepsCause(t *testing.T) {
 				if err := b.Nop(t); err != nil {
 					o.batch = err
 				} else {
-					o.batch = b.Wait(t)
+					o.batch = b.Await(t)
 				}
 				return 0, nil
 			})

@@ -198,7 +198,7 @@ func BenchmarkUringNop32Batch(b *testing.B) {
 					return 0, err
 				}
 			}
-			if err := batch.Wait(tk); err != nil {
+			if err := batch.Await(tk); err != nil {
 				return 0, err
 			}
 		}
@@ -297,7 +297,7 @@ func BenchmarkUringRead4KBatch(b *testing.B) {
 					return err
 				}
 			}
-			if err := batch.Wait(tk); err != nil {
+			if err := batch.Await(tk); err != nil {
 				return err
 			}
 			for i := range bufs {

@@ -174,7 +174,7 @@ func copyFile(t *iopool.Task, u *iopool.Uring, c config) (size int64, err error)
 	batch := u.NewBatch()
 	// On an early return, operations already queued are still waited for
 	// (or, if the task was canceled, canceled), so their buffers are free.
-	defer batch.Wait(t)
+	defer batch.Await(t)
 	for off := int64(0); ; {
 		// Queue depth reads, wait for all of them at once.
 		for i := range bufs {
@@ -182,7 +182,7 @@ func copyFile(t *iopool.Task, u *iopool.Uring, c config) (size int64, err error)
 				return 0, err
 			}
 		}
-		if err := batch.Wait(t); err != nil {
+		if err := batch.Await(t); err != nil {
 			return 0, err
 		}
 		// A short read (the end of the file, or the kernel gave less) ends
@@ -243,7 +243,7 @@ func writeAll(t *iopool.Task, u *iopool.Uring, batch *iopool.Batch, fd int, regu
 		}
 		at += int64(n)
 	}
-	if err := batch.Wait(t); err != nil {
+	if err := batch.Await(t); err != nil {
 		return err
 	}
 	at = off
