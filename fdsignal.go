@@ -41,24 +41,24 @@ func (d *Driver) NewFdSignal(fd, readSize int) (*FdSignal, error) {
 // the race: it polls again. Once the FdSignal is closed, or its pool, Poll is
 // ready with an error wrapping ErrClosed and reads nothing: the fd number
 // may already name another file.
-func (w *FdSignal) Poll(cx *PollContext) (error, bool) {
+func (fs *FdSignal) Poll(cx *PollContext) (error, bool) {
 	for {
-		if _, ok := w.fr.PollReady(cx, SlotRead, PollIn); !ok {
+		if _, ok := fs.fr.PollReady(cx, SlotRead, PollIn); !ok {
 			return nil, false
 		}
-		if !w.fr.acquire() {
-			return wrapError(ErrClosed, "wait fd %d", w.fd), true
+		if !fs.fr.acquire() {
+			return wrapError(ErrClosed, "wait fd %d", fs.fd), true
 		}
-		w.fr.ClearReady(SlotRead)
-		_, err := sys.Read(w.fr.p.be.faults, w.fd, w.buf[:w.readSize])
-		w.fr.releaseRef()
+		fs.fr.ClearReady(SlotRead)
+		_, err := sys.Read(fs.fr.p.be.faults, fs.fd, fs.buf[:fs.readSize])
+		fs.fr.releaseRef()
 		switch err {
 		case nil:
 			return nil, true
 		case unix.EAGAIN, unix.EINTR:
 			continue
 		default:
-			return fmt.Errorf("iopool: wait fd %d: %w", w.fd, os.NewSyscallError("read", err)), true
+			return fmt.Errorf("iopool: wait fd %d: %w", fs.fd, os.NewSyscallError("read", err)), true
 		}
 	}
 }
@@ -66,8 +66,8 @@ func (w *FdSignal) Poll(cx *PollContext) (error, bool) {
 // Recv suspends task t until the fd is signaled and consumes the signal.
 // If t is canceled first, Recv returns an error wrapping ErrCanceled and
 // consumes nothing: the signal stays for the next Recv.
-func (w *FdSignal) Recv(t *Task) error {
-	err, cerr := Await[error](t, w)
+func (fs *FdSignal) Recv(t *Task) error {
+	err, cerr := Await[error](t, fs)
 	if cerr != nil {
 		return cerr
 	}
@@ -77,4 +77,4 @@ func (w *FdSignal) Recv(t *Task) error {
 // Close removes the registration (not the fd). A task or goroutine waiting
 // in the FdSignal returns ErrClosed. Close returns once no read of the fd is in
 // flight, so the caller may close the fd then.
-func (w *FdSignal) Close() error { return w.fr.Close() }
+func (fs *FdSignal) Close() error { return fs.fr.Close() }

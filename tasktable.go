@@ -354,7 +354,7 @@ func (o *Oneshot[T]) waitingOn(*Pool) string { return "Oneshot.Recv" }
 func (h *Handle[T]) waitingOn(*Pool) string  { return fmt.Sprintf("Join of task %q", h.task.name) }
 func (s *JoinSet[T]) waitingOn(*Pool) string { return "JoinSet.Next" }
 func (s *Signals) waitingOn(*Pool) string    { return "Signals.Next" }
-func (w *FdSignal) waitingOn(*Pool) string   { return fmt.Sprintf("FdSignal on fd %d", w.fd) }
+func (fs *FdSignal) waitingOn(*Pool) string  { return fmt.Sprintf("FdSignal on fd %d", fs.fd) }
 func (f *readWait) waitingOn(*Pool) string   { return fmt.Sprintf("readable fd %d", f.fd) }
 func (f *writeWait) waitingOn(*Pool) string  { return fmt.Sprintf("writable fd %d", f.fd) }
 func (f *batchWait) waitingOn(*Pool) string  { return "io_uring Batch" }
