@@ -40,13 +40,13 @@ type WakerFunc func()
 func (f WakerFunc) Wake() { f() }
 
 // PollContext is what a poll function receives: the waker to store when it
-// returns pending. A PollContext is valid only for the duration of one Poll call;
-// keep the Waker, not the PollContext.
+// returns pending. A PollContext is valid only for the duration of one Poll
+// call; keep the Waker, not the PollContext.
 type PollContext struct {
 	waker Waker
 }
 
-// NewPollContext returns a Context that carries w. A nil w is allowed: every
+// NewPollContext returns a PollContext that carries w. A nil w is allowed: every
 // future of this package then records no waker and nothing is woken, so
 // the caller must poll again by itself.
 func NewPollContext(w Waker) *PollContext { return &PollContext{waker: w} }
