@@ -32,7 +32,7 @@ func TestRegressionBlockingCallsFromTaskPanic(t *testing.T) {
 			require.NoError(t, err)
 			require.Equal(t, 7, v)
 
-			pending := PollFunc[int](func(cx *PollContext) (int, bool) { return 0, false })
+			pending := PollFunc[int](func(cx *PollContext) (int, error) { return 0, ErrPending })
 			require.Contains(t, panicValue(func() { BlockOn[int](pending) }),
 				"iopool: BlockOn called from inside a task")
 			require.Contains(t, panicValue(func() { BlockOn[int](pending) }), "use Await(t, fut)")

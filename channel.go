@@ -50,26 +50,26 @@ func (o *Oneshot[T]) Close() {
 // Poll is ready with the value once it has been sent, or with
 // ErrChannelClosed if the oneshot was closed empty or its value was already
 // received.
-func (o *Oneshot[T]) Poll(cx *PollContext) (Result[T], bool) {
+func (o *Oneshot[T]) Poll(cx *PollContext) (T, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	var zero T
 	switch {
 	case o.sent && !o.taken:
 		o.taken = true
 		v := o.value
-		var zero T
 		o.value = zero
-		return Result[T]{Value: v}, true
+		return v, nil
 	case o.closed || o.taken:
-		return Result[T]{Err: ErrChannelClosed}, true
+		return zero, ErrChannelClosed
 	}
 	o.waker = cx.waker
-	return Result[T]{}, false
+	return zero, ErrPending
 }
 
 // Recv waits inside task t for the value.
 func (o *Oneshot[T]) Recv(t *Task) (T, error) {
-	return awaitResult[T](t, o)
+	return Await[T](t, o)
 }
 
 // Wait blocks a plain goroutine until the value arrives. The sender may be
@@ -77,11 +77,7 @@ func (o *Oneshot[T]) Recv(t *Task) (T, error) {
 // BlockOn of a pool's future): it waits for Send or Close. Called from
 // inside a task before the value is there, it panics: use Recv(t).
 func (o *Oneshot[T]) Wait() (T, error) {
-	r, err := blockOn[Result[T]](o, "Oneshot.Wait", "Recv(t)")
-	if err != nil {
-		return r.Value, err
-	}
-	return r.Value, r.Err
+	return blockOn[T](o, "Oneshot.Wait", "Recv(t)")
 }
 
 // Chan is an unbounded multi-producer, single-consumer channel: any
@@ -142,17 +138,18 @@ func (c *Chan[T]) Len() int {
 
 // Poll is ready with the next value, or with ErrChannelClosed once the
 // channel is closed and drained.
-func (c *Chan[T]) Poll(cx *PollContext) (Result[T], bool) {
+func (c *Chan[T]) Poll(cx *PollContext) (T, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if v, ok := c.popLocked(); ok {
-		return Result[T]{Value: v}, true
+		return v, nil
 	}
+	var zero T
 	if c.closed {
-		return Result[T]{Err: ErrChannelClosed}, true
+		return zero, ErrChannelClosed
 	}
 	c.waker = cx.waker
-	return Result[T]{}, false
+	return zero, ErrPending
 }
 
 // TryRecv takes the next value if one is queued, without waiting. The error
@@ -213,7 +210,7 @@ const chanKeepCap = 1024
 
 // Recv waits inside task t for the next value.
 func (c *Chan[T]) Recv(t *Task) (T, error) {
-	return awaitResult[T](t, c)
+	return Await[T](t, c)
 }
 
 // RecvWait blocks a plain goroutine until the next value arrives. Like
@@ -230,8 +227,8 @@ func (c *Chan[T]) RecvWait() (T, error) {
 	cx := &PollContext{waker: w}
 	checked := false
 	for {
-		if r, ok := c.Poll(cx); ok {
-			return r.Value, r.Err
+		if v, err := c.Poll(cx); err != ErrPending {
+			return v, err
 		}
 		if !checked {
 			checked = true

@@ -242,7 +242,7 @@ func TestVirtualClockAfter(t *testing.T) {
 		start := tk.Now()
 		never := NewChan[int]()
 		tm := tk.Driver().After(90 * time.Second)
-		i, err := Select(tk, Case[Result[int]](never, nil), Case[time.Time](tm, nil))
+		i, err := Select(tk, Case[int](never, nil), Case[time.Time](tm, nil))
 		require.NoError(t, err)
 		require.Equal(t, 1, i)
 		require.Equal(t, 90*time.Second, tk.Now().Sub(start))

@@ -45,14 +45,14 @@ func BenchmarkSpawnJoin(b *testing.B) {
 // one await that suspends and is resumed by the same pool.
 type pendingOnce struct{ armed bool }
 
-func (f *pendingOnce) Poll(cx *PollContext) (struct{}, bool) {
+func (f *pendingOnce) Poll(cx *PollContext) (struct{}, error) {
 	if f.armed {
 		f.armed = false
-		return struct{}{}, true
+		return struct{}{}, nil
 	}
 	f.armed = true
 	cx.Waker().Wake()
-	return struct{}{}, false
+	return struct{}{}, ErrPending
 }
 
 func BenchmarkAwaitPendingOnce(b *testing.B) {

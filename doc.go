@@ -12,10 +12,12 @@
 //
 // # Two layers
 //
-// The poll layer is made of futures: a Future's Poll is ready now, or stores
-// the PollContext's Waker and is pending; FdReady.PollReady, Timer.PollTimer and
-// the channels' Poll are such functions, and they allocate nothing in steady
-// state. The task layer turns them into straight-line Go: a task is a
+// The poll layer is made of futures: a Future's Poll is ready now, with its
+// value and error (the one way a future reports failure), or stores the
+// PollContext's Waker and returns ErrPending. The channels, Handle, Timer,
+// FdSignal and Completion are futures; FdReady.PollReady and
+// Timer.PollTimer are poll functions of the same kind that cannot fail and
+// report readiness as a bool. They allocate nothing in steady state. The task layer turns them into straight-line Go: a task is a
 // func(t *Task) running as a coroutine on the pool, and Await(t, fut) polls
 // fut and, while it is pending, switches back to the loop until its waker
 // fires (docs/micro.md measures a switch out and back).

@@ -23,6 +23,12 @@ var (
 	// its own poll) before trying again.
 	ErrWouldBlock = errors.New("iopool: operation would block")
 
+	// ErrPending is what a Future's Poll returns while it is not ready,
+	// after storing the waker (see Future). It is compared with ==: a
+	// future returns it as is, never wrapped, and no call of this package
+	// returns it to its caller.
+	ErrPending = errors.New("iopool: future pending")
+
 	// ErrTruncated is returned (wrapped) by ReadFrom when a datagram was
 	// larger than the buffer: the buffer holds its first len(p) bytes, the
 	// rest is lost, and the error says how large the datagram was. Package
@@ -107,3 +113,13 @@ func (e *wrappedError) Error() string {
 }
 
 func (e *wrappedError) Unwrap() error { return e.err }
+
+// checkPending returns err, the error a future was ready with, and panics
+// if it wraps ErrPending: a future that wrapped "pending" would be taken
+// for failed, and its poller would stop waiting.
+func checkPending(err error) error {
+	if err != nil && errors.Is(err, ErrPending) {
+		panic(fmt.Sprintf("iopool: a future returned a wrapped ErrPending (%v); return ErrPending itself while pending", err))
+	}
+	return err
+}

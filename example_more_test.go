@@ -257,14 +257,14 @@ func ExampleSelect() {
 				_ = msgs.Send("hello")
 			}
 			timeout := t.Driver().After(10 * time.Millisecond) // fires 10ms from now
-			var msg iopool.Result[string]
+			var msg string
 			i, err := iopool.Select(t, iopool.Case(msgs, &msg), iopool.Case[time.Time](timeout, nil))
 			timeout.Stop() // leaves the heap now if the message won
 			switch {
 			case err != nil:
 				return err
 			case i == 0:
-				fmt.Println("message:", msg.Value)
+				fmt.Println("message:", msg)
 			case i == 1:
 				fmt.Println("timed out")
 			}

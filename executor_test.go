@@ -30,15 +30,15 @@ type flagFuture struct {
 	polls int
 }
 
-func (f *flagFuture) Poll(cx *PollContext) (struct{}, bool) {
+func (f *flagFuture) Poll(cx *PollContext) (struct{}, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.polls++
 	if f.set {
-		return struct{}{}, true
+		return struct{}{}, nil
 	}
 	f.waker = cx.Waker()
-	return struct{}{}, false
+	return struct{}{}, ErrPending
 }
 
 func (f *flagFuture) fire() {

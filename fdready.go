@@ -379,12 +379,14 @@ type (
 	writeWait FdReady
 )
 
-func (f *readWait) Poll(cx *PollContext) (PollEvents, bool) {
+func (f *readWait) Poll(cx *PollContext) (PollEvents, error) {
 	fr := (*FdReady)(f)
-	return fr.PollReady(cx, SlotRead, fr.waitEvents[SlotRead])
+	ev, ok := fr.PollReady(cx, SlotRead, fr.waitEvents[SlotRead])
+	return ev, pendingUnless(ok)
 }
 
-func (f *writeWait) Poll(cx *PollContext) (PollEvents, bool) {
+func (f *writeWait) Poll(cx *PollContext) (PollEvents, error) {
 	fr := (*FdReady)(f)
-	return fr.PollReady(cx, SlotWrite, fr.waitEvents[SlotWrite])
+	ev, ok := fr.PollReady(cx, SlotWrite, fr.waitEvents[SlotWrite])
+	return ev, pendingUnless(ok)
 }

@@ -41,24 +41,24 @@ func (d *Driver) NewFdSignal(fd, readSize int) (*FdSignal, error) {
 // the race: it polls again. Once the FdSignal is closed, or its pool, Poll is
 // ready with an error wrapping ErrClosed and reads nothing: the fd number
 // may already name another file.
-func (fs *FdSignal) Poll(cx *PollContext) (error, bool) {
+func (fs *FdSignal) Poll(cx *PollContext) (struct{}, error) {
 	for {
 		if _, ok := fs.fr.PollReady(cx, SlotRead, PollIn); !ok {
-			return nil, false
+			return struct{}{}, ErrPending
 		}
 		if !fs.fr.acquire() {
-			return wrapError(ErrClosed, "wait fd %d", fs.fd), true
+			return struct{}{}, wrapError(ErrClosed, "wait fd %d", fs.fd)
 		}
 		fs.fr.ClearReady(SlotRead)
 		_, err := sys.Read(fs.fr.p.be.faults, fs.fd, fs.buf[:fs.readSize])
 		fs.fr.releaseRef()
 		switch err {
 		case nil:
-			return nil, true
+			return struct{}{}, nil
 		case unix.EAGAIN, unix.EINTR:
 			continue
 		default:
-			return fmt.Errorf("iopool: wait fd %d: %w", fs.fd, os.NewSyscallError("read", err)), true
+			return struct{}{}, fmt.Errorf("iopool: wait fd %d: %w", fs.fd, os.NewSyscallError("read", err))
 		}
 	}
 }
@@ -67,10 +67,7 @@ func (fs *FdSignal) Poll(cx *PollContext) (error, bool) {
 // If t is canceled first, Recv returns an error wrapping ErrCanceled and
 // consumes nothing: the signal stays for the next Recv.
 func (fs *FdSignal) Recv(t *Task) error {
-	err, cerr := Await[error](t, fs)
-	if cerr != nil {
-		return cerr
-	}
+	_, err := Await[struct{}](t, fs)
 	return err
 }
 

@@ -51,6 +51,10 @@ func (h *Handle[T]) complete(err error, pe *PanicError, wakers *WakerList) (uncl
 	if pe != nil {
 		err = pe
 	}
+	if err == ErrPending {
+		// As the handle's result it would read as "still running".
+		err = fmt.Errorf("iopool: task %q returned ErrPending, which only a future's Poll may return", h.task.name)
+	}
 	h.mu.Lock()
 	h.done = true
 	h.err = err
@@ -114,19 +118,19 @@ func (h *Handle[T]) Task() *Task { return &h.task }
 // Cancel cancels the task (see Task.Cancel).
 func (h *Handle[T]) Cancel() { h.task.Cancel() }
 
-// Poll is ready with the task's value once it has finished; its error is
-// then returned by Result. A nil waker (NewPollContext(nil)) is not stored, as
-// with every future of this package: the poller polls again on its own.
-func (h *Handle[T]) Poll(cx *PollContext) (T, bool) {
+// Poll is ready with the task's value and error once it has finished. A
+// nil waker (NewPollContext(nil)) is not stored, as with every future of
+// this package: the poller polls again on its own.
+func (h *Handle[T]) Poll(cx *PollContext) (T, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.done {
 		h.joined = true
-		return h.value, true
+		return h.value, h.err
 	}
 	h.addWaiterLocked(cx.waker)
 	var zero T
-	return zero, false
+	return zero, ErrPending
 }
 
 // watch registers w, a bookkeepingWaker, to be woken when the task
@@ -184,13 +188,7 @@ func (h *Handle[T]) Result() (value T, done bool, err error) {
 // value and error (a *PanicError if it panicked, an error wrapping ErrGoexit
 // if it called runtime.Goexit).
 func (h *Handle[T]) Join(t *Task) (T, error) {
-	v, err := Await[T](t, h)
-	if err != nil {
-		return v, err
-	}
-	// Poll saw done under mu, after complete wrote err under it; err is
-	// never written again.
-	return v, h.err
+	return Await[T](t, h)
 }
 
 // Wait blocks the calling plain goroutine until the task finishes, and

@@ -91,26 +91,23 @@ func (w *ioWait) await(how waiter, try bool) error {
 // or t is canceled. A Close makes the side ready: the caller's next try
 // sees it at the syscall's door.
 func (w *ioWait) wait(t *Task) error {
-	err, cerr := Await[error](t, w)
-	if cerr != nil {
-		return cerr
-	}
+	_, err := Await[struct{}](t, w)
 	return err
 }
 
 // Poll is ready with nil when the fd is ready, or with an error when the
 // deadline passes first. It is the future a task awaits.
-func (w *ioWait) Poll(cx *PollContext) (error, bool) {
+func (w *ioWait) Poll(cx *PollContext) (struct{}, error) {
 	if _, ok := w.fr.PollReady(cx, w.slot, w.events); ok {
-		return nil, true
+		return struct{}{}, nil
 	}
 	if d := w.recordWaiter(cx); d != 0 {
 		// The timer was created before the deadline was stored.
 		if _, fired := w.timer.poll(cx, d, true); fired {
-			return os.ErrDeadlineExceeded, true
+			return struct{}{}, os.ErrDeadlineExceeded
 		}
 	}
-	return nil, false
+	return struct{}{}, ErrPending
 }
 
 // park parks a plain goroutine until the side is ready, its deadline
@@ -118,7 +115,7 @@ func (w *ioWait) Poll(cx *PollContext) (error, bool) {
 func (w *ioWait) park(park *parkWaker) error {
 	cx := PollContext{waker: park}
 	for checked := false; ; checked = true {
-		if err, ok := w.Poll(&cx); ok {
+		if _, err := w.Poll(&cx); err != ErrPending {
 			return err
 		}
 		p := w.fr.p
@@ -154,12 +151,12 @@ func (w *ioWait) pause(how waiter, d time.Duration) error {
 	case how.t != nil:
 		tm := how.t.Driver().NewTimer()
 		defer tm.Stop()
-		_, err := Await[struct{}](how.t, PollFunc[struct{}](func(cx *PollContext) (struct{}, bool) {
+		_, err := Await[struct{}](how.t, PollFunc[struct{}](func(cx *PollContext) (struct{}, error) {
 			if closed(cx) {
-				return struct{}{}, true
+				return struct{}{}, nil
 			}
 			_, fired := tm.poll(cx, until, true)
-			return struct{}{}, fired
+			return struct{}{}, pendingUnless(fired)
 		}))
 		return err
 	case how.park != nil:

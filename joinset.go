@@ -171,7 +171,7 @@ func (s *JoinSet[T]) Len() int {
 // set is pending, like one whose tasks all still run: it never wins a
 // Select, and the poller is woken when a task spawned into it later
 // finishes. (Next tells an empty set apart: it returns ErrJoinSetEmpty.)
-func (s *JoinSet[T]) Poll(cx *PollContext) (Joined[T], bool) {
+func (s *JoinSet[T]) Poll(cx *PollContext) (Joined[T], error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.done) > 0 {
@@ -179,10 +179,10 @@ func (s *JoinSet[T]) Poll(cx *PollContext) (Joined[T], bool) {
 		s.done[0] = nil
 		s.done = s.done[1:]
 		v, _, err := e.h.Result()
-		return Joined[T]{Task: e.h.Task(), Value: v, Err: err}, true
+		return Joined[T]{Task: e.h.Task(), Value: v, Err: err}, nil
 	}
 	s.waiter = cx.waker
-	return Joined[T]{}, false
+	return Joined[T]{}, ErrPending
 }
 
 // Next waits inside task t for the next task of the set to finish, in

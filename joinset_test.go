@@ -112,16 +112,16 @@ func TestRegressionEmptyJoinSetIsPendingInSelect(t *testing.T) {
 	runPool(t, func(tk *Task) error {
 		set := NewJoinSet[int](tk.Driver())
 		ch := NewChan[string]()
-		_, ready := set.Poll(NewPollContext(nil))
-		require.False(t, ready, "an empty set is pending")
+		_, err := set.Poll(NewPollContext(nil))
+		require.Equal(t, ErrPending, err, "an empty set is pending")
 
 		require.NoError(t, ch.Send("msg"))
 		var j Joined[int]
-		var msg Result[string]
+		var msg string
 		i, err := Select(tk, Case[Joined[int]](set, &j), Case(ch, &msg))
 		require.NoError(t, err)
 		require.Equal(t, 1, i, "the empty set must not win the select")
-		require.Equal(t, "msg", msg.Value)
+		require.Equal(t, "msg", msg)
 
 		// The select waits on the empty set; a task spawned into it from
 		// another task wakes it when it finishes.

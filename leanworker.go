@@ -52,7 +52,7 @@ const leanBatch = 64
 
 // Poll is ready with the next ready connection, or with nil when the
 // worker should end; it is pending while the queue is empty.
-func (w *leanWorker) Poll(cx *PollContext) (*leanConn, bool) {
+func (w *leanWorker) Poll(cx *PollContext) (*leanConn, error) {
 	srv := w.srv
 	srv.mu.Lock()
 	if w.called {
@@ -61,7 +61,7 @@ func (w *leanWorker) Poll(cx *PollContext) (*leanConn, bool) {
 	}
 	if srv.closed {
 		srv.mu.Unlock()
-		return nil, true
+		return nil, nil
 	}
 	if c := srv.popReadyLocked(); c != nil {
 		if w.idle { // woken by something else than a call
@@ -72,18 +72,18 @@ func (w *leanWorker) Poll(cx *PollContext) (*leanConn, bool) {
 		call := srv.callWorkerLocked() // for the rest of the queue
 		srv.mu.Unlock()
 		call.run()
-		return c, true
+		return c, nil
 	}
 	if !w.idle {
 		if len(srv.idle) >= maxIdleWorkers {
 			srv.mu.Unlock()
-			return nil, true
+			return nil, nil
 		}
 		w.idle = true
 		srv.idle = append(srv.idle, w)
 	}
 	srv.mu.Unlock()
-	return nil, false
+	return nil, ErrPending
 }
 
 // exit takes the worker out of the server's books, and calls another

@@ -412,10 +412,7 @@ func TestRegressionCloseReleasesTimerAndWaitWaiters(t *testing.T) {
 	}()
 	waitDone := make(chan error, 1)
 	go func() {
-		werr, err := BlockOn[error](w)
-		if err == nil {
-			err = werr
-		}
+		_, err := BlockOn[struct{}](w)
 		waitDone <- err
 	}()
 	time.Sleep(10 * time.Millisecond) // both goroutines park

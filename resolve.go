@@ -98,16 +98,20 @@ func lookup(t *Task, network, addr string) ([]inetAddr, error) {
 // the lookup sees its context canceled and its goroutine ends soon after.
 func resolveOnHelper(t *Task, resolve func(ctx context.Context) ([]inetAddr, error)) ([]inetAddr, error) {
 	ctx := t.Context()
-	done := NewOneshot[Result[[]inetAddr]]()
+	type lookup struct {
+		addrs []inetAddr
+		err   error
+	}
+	done := NewOneshot[lookup]()
 	go func() {
 		as, err := resolve(ctx)
-		_ = done.Send(Result[[]inetAddr]{Value: as, Err: err})
+		_ = done.Send(lookup{as, err})
 	}()
 	r, err := done.Recv(t)
 	if err != nil {
 		return nil, err
 	}
-	return r.Value, r.Err
+	return r.addrs, r.err
 }
 
 // ipNetwork is the resolver's network for a socket network.

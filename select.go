@@ -4,8 +4,9 @@ import "time"
 
 // SelectCase is one future of a Select, made with Case.
 type SelectCase interface {
-	// poll polls the future and, when it is ready, stores its value.
-	poll(cx *PollContext) bool
+	// poll polls the future: ErrPending while it is pending; once it is
+	// ready, it stores the future's value and returns its error.
+	poll(cx *PollContext) error
 	// future returns the case's future, for the task table (tasktable.go).
 	future() any
 }
@@ -17,16 +18,16 @@ type selectCase[T any] struct {
 
 func (c selectCase[T]) future() any { return c.fut }
 
-func (c selectCase[T]) poll(cx *PollContext) bool {
-	v, ok := c.fut.Poll(cx)
-	if ok && c.dst != nil {
+func (c selectCase[T]) poll(cx *PollContext) error {
+	v, err := c.fut.Poll(cx)
+	if err != ErrPending && c.dst != nil {
 		*c.dst = v
 	}
-	return ok
+	return err
 }
 
 // Case makes fut a case of Select; when fut is the one ready, its value is
-// stored in *dst (dst may be nil to drop it).
+// stored in *dst (dst may be nil to drop it) and Select returns its error.
 func Case[T any](fut Future[T], dst *T) SelectCase {
 	if fut == nil {
 		panic("iopool: Case called with a nil future")
@@ -45,36 +46,37 @@ func Case[T any](fut Future[T], dst *T) SelectCase {
 //
 //	timeout := t.Driver().After(time.Second) // a *Timer armed for now+1s
 //	defer timeout.Stop()
-//	var msg iopool.Result[string]
+//	var msg string
 //	switch i, err := iopool.Select(t, iopool.Case(ch, &msg), iopool.Case[time.Time](timeout, nil)); {
-//	case err != nil: // t was canceled
+//	case i < 0:      // t was canceled (err says why)
+//	case err != nil: // case i failed (the Chan is closed: ErrChannelClosed)
 //	case i == 0:     // msg arrived
 //	case i == 1:     // timed out
 //	}
 //
-// If t is canceled, Select returns -1 and ErrCanceled.
+// Select returns the index of the ready case and the error that case's
+// future was ready with (nil, or its failure). If t is canceled, Select
+// returns -1 and ErrCanceled.
 func Select(t *Task, cases ...SelectCase) (int, error) {
 	if len(cases) == 0 {
 		panic("iopool: Select called with no cases")
 	}
+	// One more than the index, so that a canceled Await's zero is -1.
 	i, err := Await[int](t, selectFuture(cases))
-	if err != nil {
-		return -1, err
-	}
-	return i, nil
+	return i - 1, err
 }
 
-// selectFuture is Select's future: ready with the index of the first
-// ready case.
+// selectFuture is Select's future: ready with one more than the index of
+// the first ready case, and that case's error.
 type selectFuture []SelectCase
 
-func (f selectFuture) Poll(cx *PollContext) (int, bool) {
+func (f selectFuture) Poll(cx *PollContext) (int, error) {
 	for i, c := range f {
-		if c.poll(cx) {
-			return i, true
+		if err := c.poll(cx); err != ErrPending {
+			return i + 1, err
 		}
 	}
-	return -1, false
+	return 0, ErrPending
 }
 
 // After returns a timer of drv's pool armed to fire d from now: a case of

@@ -13,7 +13,7 @@ import (
 func TestSelectTimesOutWithAfter(t *testing.T) {
 	runPool(t, func(tk *Task) error {
 		ch := NewChan[string]()
-		var msg Result[string]
+		var msg string
 		var at time.Time
 
 		start := time.Now()
@@ -28,7 +28,7 @@ func TestSelectTimesOutWithAfter(t *testing.T) {
 		i, err = Select(tk, Case(ch, &msg), Case[time.Time](timeout, nil))
 		require.NoError(t, err)
 		require.Equal(t, 0, i)
-		require.Equal(t, "hi", msg.Value)
+		require.Equal(t, "hi", msg)
 		timeout.Stop()
 		tk.pool.mu.Lock()
 		armed := tk.pool.timers.len()
@@ -51,7 +51,7 @@ func TestSelectFirstReadyOfDifferentTypes(t *testing.T) {
 		timer := tk.Driver().NewTimer()
 		timer.SetDeadline(time.Now().Add(10 * time.Millisecond))
 
-		var msg Result[string]
+		var msg string
 		var v int
 		var at time.Time
 		i, err := Select(tk, Case(ch, &msg), Case(h, &v), Case(timer, &at))
@@ -68,7 +68,7 @@ func TestSelectFirstReadyOfDifferentTypes(t *testing.T) {
 		i, err = Select(tk, Case(ch, &msg), Case[int](h, nil))
 		require.NoError(t, err)
 		require.Equal(t, 0, i, "an earlier ready case wins")
-		require.Equal(t, "hi", msg.Value)
+		require.Equal(t, "hi", msg)
 		require.Zero(t, ch.Len())
 
 		// A pending channel case takes nothing: the value sent later is
@@ -93,4 +93,20 @@ func TestSelectFirstReadyOfDifferentTypes(t *testing.T) {
 		return nil
 	})
 	require.PanicsWithValue(t, "iopool: Case called with a nil future", func() { Case[int](nil, nil) })
+}
+
+// The case that wins a Select brings its future's error: a closed Chan's
+// case is ready with ErrChannelClosed, and Select returns its index with it.
+func TestSelectReturnsTheReadyCaseError(t *testing.T) {
+	runPool(t, func(tk *Task) error {
+		ch := NewChan[string]()
+		ch.Close()
+		var msg string
+		timeout := tk.Driver().After(time.Hour)
+		defer timeout.Stop()
+		i, err := Select(tk, Case[time.Time](timeout, nil), Case(ch, &msg))
+		require.Equal(t, 1, i)
+		require.ErrorIs(t, err, ErrChannelClosed)
+		return nil
+	})
 }

@@ -84,12 +84,12 @@ func (s *Signals) Recv(t *Task) (os.Signal, error) {
 
 // Poll is ready with the next signal, or with an error wrapping ErrClosed
 // once the delivery is stopped and drained.
-func (s *Signals) Poll(cx *PollContext) (Result[os.Signal], bool) {
-	r, ok := s.q.Poll(cx)
-	if ok && r.Err == ErrChannelClosed {
-		r.Err = errSignalsStopped
+func (s *Signals) Poll(cx *PollContext) (os.Signal, error) {
+	sig, err := s.q.Poll(cx)
+	if err == ErrChannelClosed {
+		err = errSignalsStopped
 	}
-	return r, ok
+	return sig, err
 }
 
 // Stop ends the delivery: the signals get their default effect back (as

@@ -348,9 +348,9 @@ func (t *Task) Context() context.Context {
 }
 
 // Await polls fut with the task's waker until it is ready and returns its
-// value. While fut is pending the task is suspended and the loop runs other
-// work. If the task is canceled, Await returns ErrCanceled at once, without
-// polling.
+// value and error, as Poll returned them. While fut is pending the task is
+// suspended and the loop runs other work. If the task is canceled, Await
+// returns ErrCanceled at once, without polling.
 func Await[T any](t *Task, fut Future[T]) (T, error) {
 	t.checkCurrent()
 	for {
@@ -358,8 +358,11 @@ func Await[T any](t *Task, fut Future[T]) (T, error) {
 			var zero T
 			return zero, t.canceledErr()
 		}
-		if v, ok := fut.Poll(&t.cx); ok {
-			return v, nil
+		if v, err := fut.Poll(&t.cx); err != ErrPending {
+			if err != nil {
+				err = checkPending(err)
+			}
+			return v, err
 		}
 		t.co.awaiting = fut // for Pool.Tasks: what it waits on
 		t.suspend()

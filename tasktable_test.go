@@ -194,7 +194,7 @@ func TestTasksBetweenRuns(t *testing.T) {
 		Spawn(tk.Driver(), "selecting", func(t *Task) (int, error) {
 			tm := t.Driver().After(time.Minute)
 			defer tm.Stop()
-			return Select(t, Case[Result[int]](ch, nil), Case[time.Time](tm, nil))
+			return Select(t, Case[int](ch, nil), Case[time.Time](tm, nil))
 		})
 		require.NoError(t, tk.Yield())
 		tasks := tk.Driver().Pool().Tasks()

@@ -42,35 +42,35 @@ func (d *Driver) NewTicker(period time.Duration) (*Ticker, error) {
 var errTickerStopped = wrapError(ErrClosed, "ticker stopped")
 
 // Poll is ready when the next tick is due, with the number of ticks
-// missed before it in Value (see Next), and it takes the tick: the ticker
-// moves on to the next one, so a Ticker can be a case of Select. After
-// Stop it is ready with an error wrapping ErrClosed in Err.
-func (tk *Ticker) Poll(cx *PollContext) (Result[int], bool) {
+// missed before it (see Next), and it takes the tick: the ticker moves on
+// to the next one, so a Ticker can be a case of Select. After Stop it is
+// ready with an error wrapping ErrClosed.
+func (tk *Ticker) Poll(cx *PollContext) (int, error) {
 	tk.mu.Lock()
 	if tk.stop {
 		tk.mu.Unlock()
-		return Result[int]{Err: errTickerStopped}, true
+		return 0, errTickerStopped
 	}
 	tk.waiter = cx.waker
 	next := tk.next
 	tk.mu.Unlock()
 	if _, ok := tk.tm.PollTimer(cx, next); !ok {
-		return Result[int]{}, false
+		return 0, ErrPending
 	}
 	now := tk.tm.p.Now()
 	tk.mu.Lock()
 	defer tk.mu.Unlock()
 	tk.waiter = nil
 	if tk.stop {
-		return Result[int]{Err: errTickerStopped}, true
+		return 0, errTickerStopped
 	}
 	late := now.Sub(tk.next)
 	if late < 0 {
-		return Result[int]{}, true // the tick of a grid that Reset replaced meanwhile
+		return 0, nil // the tick of a grid that Reset replaced meanwhile
 	}
 	missed := int(late / tk.period)
 	tk.next = tk.next.Add(time.Duration(missed+1) * tk.period)
-	return Result[int]{Value: missed}, true
+	return missed, nil
 }
 
 // Next waits inside task t for the next tick and returns how many ticks
@@ -79,7 +79,7 @@ func (tk *Ticker) Poll(cx *PollContext) (Result[int], bool) {
 // missed == 2, and then tick 7 on time. After Stop it returns an error
 // wrapping ErrClosed; if t is canceled, ErrCanceled.
 func (tk *Ticker) Next(t *Task) (missed int, err error) {
-	return awaitResult[int](t, tk)
+	return Await[int](t, tk)
 }
 
 // Reset stops the ticker and starts it again with period: the next tick is

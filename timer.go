@@ -29,10 +29,12 @@ func (tm *Timer) PollTimer(cx *PollContext, deadline time.Time) (time.Time, bool
 }
 
 // Poll polls the timer at its current deadline (set by SetDeadline or an
-// earlier PollTimer), so Timer is a Future of the time it fired. A timer
-// that never had a deadline stays pending.
-func (tm *Timer) Poll(cx *PollContext) (time.Time, bool) {
-	return tm.poll(cx, 0, false)
+// earlier PollTimer), so Timer is a Future of the time it fired (never
+// failing: on a closed pool it is ready with the zero time, see Err). A
+// timer that never had a deadline stays pending.
+func (tm *Timer) Poll(cx *PollContext) (time.Time, error) {
+	now, ok := tm.poll(cx, 0, false)
+	return now, pendingUnless(ok)
 }
 
 func (tm *Timer) poll(cx *PollContext, d int64, setDeadline bool) (time.Time, bool) {
@@ -134,6 +136,7 @@ type timerFuture struct {
 	deadline int64 // on the pool's clock, converted once
 }
 
-func (f *timerFuture) Poll(cx *PollContext) (time.Time, bool) {
-	return f.timer.poll(cx, f.deadline, true)
+func (f *timerFuture) Poll(cx *PollContext) (time.Time, error) {
+	now, ok := f.timer.poll(cx, f.deadline, true)
+	return now, pendingUnless(ok)
 }

@@ -175,12 +175,12 @@ func (b *Batch) Await(t *Task) error {
 // completed. Only the last completion wakes the task.
 type batchWait Batch
 
-func (f *batchWait) Poll(cx *PollContext) (struct{}, bool) {
+func (f *batchWait) Poll(cx *PollContext) (struct{}, error) {
 	if f.pending == 0 {
-		return struct{}{}, true
+		return struct{}{}, nil
 	}
 	f.waker = cx.waker
-	return struct{}{}, false
+	return struct{}{}, ErrPending
 }
 
 // Result returns the outcome of the i-th operation queued before the last

@@ -70,12 +70,12 @@ func (u *Uring) run(t *Task, name string, op *opSlot, sqe *uring.SQE) (int32, er
 // final completion. Loop only, like the task's opResult it is.
 type opWait opResult
 
-func (w *opWait) Poll(cx *PollContext) (struct{}, bool) {
+func (w *opWait) Poll(cx *PollContext) (struct{}, error) {
 	if w.done {
-		return struct{}{}, true
+		return struct{}{}, nil
 	}
 	w.waker = cx.waker // finish takes it: re-armed at every poll
-	return struct{}{}, false
+	return struct{}{}, ErrPending
 }
 
 // opError is the error of a CQE with a negative result.

@@ -81,37 +81,32 @@ func (u *Uring) takeRemote() {
 	u.spare = queued[:0]
 }
 
-// Poll is ready with the operation's result once its completion arrived.
-func (c *Completion) Poll(cx *PollContext) (int32, bool) {
+// Poll is ready once the operation's completion arrived, with its result,
+// and an error for a negative one (the result is then the negated errno).
+// If the pool closed first (the operation was canceled by Close, or never
+// submitted), the error wraps ErrClosed as well as ECANCELED.
+func (c *Completion) Poll(cx *PollContext) (int32, error) {
 	u := c.u
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if c.result.done {
-		return c.result.res, true
+	if !c.result.done {
+		c.result.waker = cx.waker
+		u.p.notePark(cx.waker)
+		return 0, ErrPending
 	}
-	c.result.waker = cx.waker
-	u.p.notePark(cx.waker)
-	return 0, false
-}
-
-// Wait blocks a plain goroutine until the operation completes and returns
-// its result, or an error for a negative one. If the pool closed first (the
-// operation was canceled by Close, or never submitted), the error wraps
-// ErrClosed as well as ECANCELED.
-func (c *Completion) Wait() (int32, error) {
-	res, err := BlockOn[int32](c)
-	if err != nil {
-		return res, err
-	}
+	res := c.result.res
 	if res >= 0 {
 		return res, nil
 	}
-	err = os.NewSyscallError("io_uring", unix.Errno(-res))
-	c.u.mu.Lock()
-	closed := c.result.closed
-	c.u.mu.Unlock()
-	if closed && errors.Is(err, unix.ECANCELED) {
+	err := os.NewSyscallError("io_uring", unix.Errno(-res))
+	if c.result.closed && errors.Is(err, unix.ECANCELED) {
 		return res, fmt.Errorf("%w: %w", ErrClosed, err)
 	}
 	return res, fmt.Errorf("iopool: %w", err)
+}
+
+// Wait blocks a plain goroutine until the operation completes and returns
+// its result and error, as Poll does.
+func (c *Completion) Wait() (int32, error) {
+	return BlockOn[int32](c)
 }

@@ -54,19 +54,35 @@ func NewPollContext(w Waker) *PollContext { return &PollContext{waker: w} }
 // Waker returns the waker to notify when the polled object becomes ready.
 func (cx *PollContext) Waker() Waker { return cx.waker }
 
-// Future is a value that becomes ready later. Poll returns (value, true) once
-// ready; otherwise it stores cx.Waker() and returns false, and the waker is
-// called when polling again may succeed. Spurious wakes are allowed: a woken
-// poller simply polls again.
+// Future is a value, or an error, that becomes ready later. Poll returns
+// the value and a nil error once ready, or the error the future failed
+// with; while it is not ready, it stores cx.Waker() and returns the error
+// ErrPending itself (compared with ==, never wrapped), and the waker is
+// called when polling again may succeed. Spurious wakes are allowed: a
+// woken poller simply polls again.
+//
+// This is the one way a future reports failure: the error is Poll's last
+// result, as Await, Select and BlockOn return it, and a future built on
+// another passes ErrPending on like any error.
 type Future[T any] interface {
-	Poll(cx *PollContext) (T, bool)
+	Poll(cx *PollContext) (T, error)
 }
 
 // PollFunc adapts a poll function to the Future interface.
-type PollFunc[T any] func(cx *PollContext) (T, bool)
+type PollFunc[T any] func(cx *PollContext) (T, error)
 
 // Poll calls f.
-func (f PollFunc[T]) Poll(cx *PollContext) (T, bool) { return f(cx) }
+func (f PollFunc[T]) Poll(cx *PollContext) (T, error) { return f(cx) }
+
+// pendingUnless is the error of a future built on a poll function that
+// reports readiness (FdReady.PollReady, Timer.PollTimer): nil once ready,
+// ErrPending before.
+func pendingUnless(ready bool) error {
+	if ready {
+		return nil
+	}
+	return ErrPending
+}
 
 // WakerList collects wakers while a lock is held so that they can be woken
 // after it is released: a Wake may re-enter the object that collected it.
@@ -95,13 +111,13 @@ func (l *WakerList) WakeAll() {
 }
 
 // BlockOn drives fut from a plain goroutine until it is ready, parking the
-// goroutine between polls, and returns its value. If fut waits on a pool's
-// loop (a Timer, an FdReady or Wait, a Handle, an io_uring Completion, or a
-// future built on them) while that loop is not running, BlockOn waits at
-// most one second for a Run or Start and then returns an error wrapping
-// ErrNotRunning (ErrClosed if the pool was closed); it never returns
-// another error. Called from inside a task when fut is pending, it panics
-// instead of blocking the task's pool: use Await(t, fut).
+// goroutine between polls, and returns its value and error. If fut waits
+// on a pool's loop (a Timer, an FdReady or FdSignal, a Handle, an io_uring
+// Completion, or a future built on them) while that loop is not running,
+// BlockOn waits at most one second for a Run or Start and then returns an
+// error wrapping ErrNotRunning (ErrClosed if the pool was closed). Called
+// from inside a task when fut is pending, it panics instead of blocking
+// the task's pool: use Await(t, fut).
 func BlockOn[T any](fut Future[T]) (T, error) {
 	return blockOn(fut, "BlockOn", "Await(t, fut)")
 }
@@ -112,8 +128,8 @@ func blockOn[T any](fut Future[T], call, instead string) (T, error) {
 	cx := &PollContext{waker: w}
 	checked := false
 	for {
-		if v, ok := fut.Poll(cx); ok {
-			return v, nil
+		if v, err := fut.Poll(cx); err != ErrPending {
+			return v, checkPending(err)
 		}
 		if !checked {
 			checked = true

@@ -2,6 +2,7 @@ package iopool
 
 import (
 	"errors"
+	"fmt"
 
 	"sync/atomic"
 	"testing"
@@ -42,18 +43,18 @@ func TestRegressionNilWakerIsIgnoredEverywhere(t *testing.T) {
 		require.NoError(t, p.Run(func(tk *Task) error {
 			drv := tk.Driver()
 			h := Spawn(drv, "polled-with-nil", func(t *Task) (int, error) { return 1, t.Sleep(time.Millisecond) })
-			_, ok := h.Poll(nilcx)
-			require.False(t, ok)
+			_, err := h.Poll(nilcx)
+			require.Equal(t, ErrPending, err)
 
 			one := NewOneshot[int]()
-			_, ok = one.Poll(nilcx)
-			require.False(t, ok)
+			_, err = one.Poll(nilcx)
+			require.Equal(t, ErrPending, err)
 			ch := NewChan[int]()
-			_, ok = ch.Poll(nilcx)
-			require.False(t, ok)
+			_, err = ch.Poll(nilcx)
+			require.Equal(t, ErrPending, err)
 
 			tm := drv.NewTimer()
-			_, ok = tm.PollTimer(nilcx, time.Now().Add(time.Millisecond))
+			_, ok := tm.PollTimer(nilcx, time.Now().Add(time.Millisecond))
 			require.False(t, ok)
 
 			efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
@@ -67,14 +68,14 @@ func TestRegressionNilWakerIsIgnoredEverywhere(t *testing.T) {
 
 			js := NewJoinSet[int](drv)
 			js.Spawn("member", func(t *Task) (int, error) { return 2, t.Sleep(time.Millisecond) })
-			_, ok = js.Poll(nilcx)
-			require.False(t, ok)
+			_, err = js.Poll(nilcx)
+			require.Equal(t, ErrPending, err)
 
 			ticker, err := drv.NewTicker(time.Millisecond)
 			require.NoError(t, err)
 			defer ticker.Stop()
-			_, ok = ticker.Poll(nilcx)
-			require.False(t, ok)
+			_, err = ticker.Poll(nilcx)
+			require.Equal(t, ErrPending, err)
 
 			// Make every one of them ready, then let the loop deliver.
 			require.NoError(t, one.Send(1))
@@ -87,12 +88,12 @@ func TestRegressionNilWakerIsIgnoredEverywhere(t *testing.T) {
 			require.NoError(t, err)
 			require.NoError(t, tk.Sleep(5*time.Millisecond))
 
-			_, ok = h.Poll(nilcx)
-			require.True(t, ok)
-			_, ok = one.Poll(nilcx)
-			require.True(t, ok)
-			_, ok = ch.Poll(nilcx)
-			require.True(t, ok)
+			_, err = h.Poll(nilcx)
+			require.NotEqual(t, ErrPending, err)
+			_, err = one.Poll(nilcx)
+			require.NotEqual(t, ErrPending, err)
+			_, err = ch.Poll(nilcx)
+			require.NotEqual(t, ErrPending, err)
 			_, ok = tm.PollTimer(nilcx, time.Now())
 			require.True(t, ok)
 			_, ok = fr.PollReady(nilcx, SlotRead, PollIn)
@@ -116,7 +117,7 @@ func TestRegressionUncomparableWakersLeaveNoLockHeld(t *testing.T) {
 	fr, err := drv.NewFdReady(pair[0])
 	require.NoError(t, err)
 	h := Spawn(drv, "never", func(t *Task) (int, error) {
-		_, err := Await[struct{}](t, PollFunc[struct{}](func(*PollContext) (struct{}, bool) { return struct{}{}, false }))
+		_, err := Await[struct{}](t, PollFunc[struct{}](func(*PollContext) (struct{}, error) { return struct{}{}, ErrPending }))
 		return 0, err
 	})
 	tm := drv.NewTimer()
@@ -146,4 +147,34 @@ func TestRegressionUncomparableWakersLeaveNoLockHeld(t *testing.T) {
 		t.Fatal("Close hangs on a lock a waker comparison left held")
 	}
 	require.Positive(t, woken.Load(), "the WakerFunc pollers were woken by Close")
+}
+
+// A future reports failure one way: the error Poll returns when ready.
+// Await returns it as is; a future that wraps ErrPending (pending taken for
+// failed) panics with a message saying so; a task that returns ErrPending
+// does not leave its joiner waiting forever.
+func TestFutureErrorIsPollsLastResult(t *testing.T) {
+	failure := errors.New("failed")
+	runPool(t, func(tk *Task) error {
+		polls := 0
+		v, err := Await[int](tk, PollFunc[int](func(cx *PollContext) (int, error) {
+			if polls++; polls == 1 {
+				cx.Waker().Wake()
+				return 0, ErrPending
+			}
+			return 7, failure
+		}))
+		require.Equal(t, 7, v)
+		require.Same(t, failure, err)
+
+		wrapped := PollFunc[int](func(*PollContext) (int, error) { return 0, fmt.Errorf("x: %w", ErrPending) })
+		require.PanicsWithValue(t, "iopool: a future returned a wrapped ErrPending (x: iopool: future pending); return ErrPending itself while pending",
+			func() { _, _ = Await[int](tk, wrapped) })
+
+		h := Spawn(tk.Driver(), "returns-pending", func(*Task) (int, error) { return 0, ErrPending })
+		_, err = h.Join(tk)
+		require.Error(t, err)
+		require.NotErrorIs(t, err, ErrPending)
+		return nil
+	})
 }
