@@ -29,26 +29,6 @@ import (
 
 const defaultUringEntries = 64
 
-// SQE is an io_uring submission queue entry (struct io_uring_sqe), filled by
-// the function given to Uring.Submit, Uring.Start or Batch.Submit. Its
-// fields are the kernel's (Opcode, Flags, Ioprio, Fd, Off, Addr, Len,
-// OpFlags, UserData, BufIndex, Personality, FileIndex, Addr3); UserData is
-// the pool's and is overwritten. Its setters store the address of Go memory in the entry:
-// SetBuffer(b []byte) (addr, len), SetIovecs([]unix.Iovec) (addr, len),
-// SetPath(*byte) (addr), SetStatx(*unix.Statx_t) (off), SetTimespec
-// (addr, len 1) and SetSockaddr(*unix.RawSockaddrAny, n) (addr, off).
-//
-// Memory rule: the call pins and keeps reachable only the []byte buffers
-// listed in its keep arguments, until the operation's final completion
-// (which, after a cancel, may come after the call returned). Any other
-// memory a setter points the kernel at (an iovec array and the buffers it
-// names, a path, a Statx_t, a Timespec, a sockaddr) is the caller's to keep
-// allocated on the heap, pinned with a runtime.Pinner and reachable until
-// that final completion; a stack variable may move. The Uring methods for
-// those operations (Readv, Writev, Openat, Statx, Timeout, Connect) pin
-// everything themselves.
-type SQE = uring.SQE
-
 // Opcodes for Uring.Submit and Uring.Probe (enum io_uring_op).
 const (
 	OpNop    = uring.OpNop

@@ -61,7 +61,7 @@ func (b *Batch) Len() int { return len(b.entries) }
 // Nop queues a no-op.
 func (b *Batch) Nop(t *Task) error {
 	sqe := uring.SQE{Opcode: uring.OpNop}
-	if _, err := b.queue(t, "nop", &sqe); err != nil {
+	if _, err := b.queue(t, "nop", &sqe, nil); err != nil {
 		return err
 	}
 	return nil
@@ -84,7 +84,7 @@ func (b *Batch) rw(t *Task, name string, opcode uint8, fd int, buf []byte, off i
 		return err
 	}
 	sqe := bufSQE(opcode, fd, buf, off, 0)
-	_, err := b.queue(t, name, &sqe, buf)
+	_, err := b.queue(t, name, &sqe, nil, buf)
 	return err
 }
 
@@ -96,16 +96,17 @@ func (b *Batch) Submit(t *Task, prep func(*SQE), keep ...[]byte) error {
 	if err := b.u.checkTask(t); err != nil {
 		return err
 	}
-	sqe, err := prepSQE("Batch.Submit", prep)
+	sqe, lent, err := prepSQE("Batch.Submit", prep)
 	if err != nil {
 		return err
 	}
-	_, err = b.queue(t, "", &sqe, keep...)
+	_, err = b.queue(t, "", &sqe, lent, keep...)
 	return err
 }
 
-// queue adds an entry: it takes a slot, pins keep and pushes the SQE.
-func (b *Batch) queue(t *Task, name string, sqe *uring.SQE, keep ...[]byte) (*opSlot, error) {
+// queue adds an entry: it takes a slot, pins lent (what a user's SQE
+// setters pointed at) and keep, and pushes the SQE.
+func (b *Batch) queue(t *Task, name string, sqe *uring.SQE, lent []any, keep ...[]byte) (*opSlot, error) {
 	if err := b.u.checkTask(t); err != nil {
 		return nil, err
 	}
@@ -113,9 +114,7 @@ func (b *Batch) queue(t *Task, name string, sqe *uring.SQE, keep ...[]byte) (*op
 		b.reset()
 	}
 	op := b.u.take(sqe.Opcode)
-	for _, k := range keep {
-		op.pin(k)
-	}
+	op.pinLent(lent, keep)
 	op.batch, op.entry = b, len(b.entries)
 	b.entries = append(b.entries, batchEntry{op: op, opcode: sqe.Opcode, name: name})
 	b.pending++

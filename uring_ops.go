@@ -105,14 +105,16 @@ func checkSQE(call string, sqe *uring.SQE) error {
 }
 
 // prepSQE runs a user's prep function on a fresh SQE, before any slot is
-// taken: a prep that panics leaves nothing behind.
-func prepSQE(call string, prep func(*SQE)) (uring.SQE, error) {
+// taken: a prep that panics leaves nothing behind. It returns the ring's
+// entry and the memory the SQE's setters lent, for the op to pin.
+func prepSQE(call string, prep func(*SQE)) (sqe uring.SQE, lent []any, err error) {
 	if prep == nil {
 		panic("iopool: " + call + " called with a nil prep function")
 	}
-	var sqe uring.SQE
-	prep(&sqe)
-	return sqe, checkSQE(call, &sqe)
+	var s SQE
+	prep(&s)
+	sqe = s.entry()
+	return sqe, s.lent, checkSQE(call, &sqe)
 }
 
 func checkRW(name string, buf []byte, off int64) error {
@@ -366,13 +368,11 @@ func (u *Uring) Submit(t *Task, prep func(*SQE), keep ...[]byte) (int32, error) 
 	if err := u.checkTask(t); err != nil {
 		return -1, err
 	}
-	sqe, err := prepSQE("Uring.Submit", prep)
+	sqe, lent, err := prepSQE("Uring.Submit", prep)
 	if err != nil {
 		return -1, err
 	}
 	op := u.take(sqe.Opcode)
-	for _, b := range keep {
-		op.pin(b)
-	}
+	op.pinLent(lent, keep)
 	return u.run(t, "", op, &sqe)
 }

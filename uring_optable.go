@@ -113,6 +113,18 @@ func (op *opSlot) pin(b []byte) {
 	}
 }
 
+// pinLent pins, until the op's final completion, the memory a user's SQE
+// lent to the kernel: what its setters pointed at (lent, see SQE) and the
+// buffers of the call's keep list.
+func (op *opSlot) pinLent(lent []any, keep [][]byte) {
+	for _, p := range lent {
+		op.pinner.Pin(p)
+	}
+	for _, b := range keep {
+		op.pin(b)
+	}
+}
+
 // finish is the final completion of op: the one place where the memory an
 // op lent to the kernel is unpinned and its slot freed. The result goes to
 // the waiter, whose waker is collected; an abandoned op's new fd is closed.

@@ -9,6 +9,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/iopool/iopool/internal/uring"
 )
 
 // Scenario 1: a task is canceled in the same cycle as its Openat or Accept
@@ -42,7 +44,7 @@ func TestUringMoreCQEsKeepTheOpUntilTheFinalOne(t *testing.T) {
 		var op *opSlot
 		h := Spawn(tk.Driver(), "multishot", func(t *Task) (int32, error) {
 			op = u.take(OpPollAdd)
-			sqe := SQE{Opcode: OpPollAdd, Fd: int32(efd), OpFlags: uint32(PollIn), Len: 1} // IORING_POLL_ADD_MULTI
+			sqe := uring.SQE{Opcode: OpPollAdd, Fd: int32(efd), OpFlags: uint32(PollIn), Len: 1} // IORING_POLL_ADD_MULTI
 			return u.run(t, "poll_add multishot", op, &sqe)
 		})
 		require.NoError(t, tk.Yield())

@@ -16,9 +16,11 @@ import (
 )
 
 // remoteEntry is an operation started with Start, waiting for the loop.
-// keep holds the buffers reachable until the loop pins them in the op.
+// lent and keep hold the memory the entry names reachable until the loop
+// pins it in the op.
 type remoteEntry struct {
 	sqe  uring.SQE
+	lent []any
 	keep [][]byte
 	c    *Completion
 }
@@ -39,7 +41,7 @@ type Completion struct {
 // several completions or none are refused with ErrUnsupportedSQE (see
 // Submit); a nil prep panics. On a closed pool Start returns ErrClosed.
 func (u *Uring) Start(prep func(*SQE), keep ...[]byte) (*Completion, error) {
-	sqe, err := prepSQE("Uring.Start", prep)
+	sqe, lent, err := prepSQE("Uring.Start", prep)
 	if err != nil {
 		return nil, err
 	}
@@ -49,7 +51,7 @@ func (u *Uring) Start(prep func(*SQE), keep ...[]byte) (*Completion, error) {
 		u.mu.Unlock()
 		return nil, ErrClosed
 	}
-	u.remote = append(u.remote, remoteEntry{sqe: sqe, keep: keep, c: c})
+	u.remote = append(u.remote, remoteEntry{sqe: sqe, lent: lent, keep: keep, c: c})
 	first := !u.hasRemote.Swap(true)
 	u.mu.Unlock()
 	if first {
@@ -71,9 +73,7 @@ func (u *Uring) takeRemote() {
 	for i := range queued {
 		e := &queued[i]
 		op := u.take(e.sqe.Opcode)
-		for _, b := range e.keep {
-			op.pin(b)
-		}
+		op.pinLent(e.lent, e.keep)
 		op.remote, op.result = true, &e.c.result
 		u.push(op, &e.sqe)
 	}

@@ -14,11 +14,11 @@ import (
 // Why that is safe, for all of them: an SQE is plain data in memory the
 // kernel shares with us (not Go heap), so storing an address there hides
 // nothing from the garbage collector that it needs: the caller (iopool's op
-// table, or the user of Uring.Submit through its keep list) keeps the memory
-// reachable and pinned with a runtime.Pinner from before the SQE is
-// published until its final completion has been consumed, and Go's heap does
-// not move pinned objects. The helpers never turn an integer back into a
-// pointer.
+// table; for a user's iopool.SQE, the memory its setters lent and the call's
+// keep list) keeps the memory reachable and pinned with a runtime.Pinner
+// from before the SQE is published until its final completion has been
+// consumed, and Go's heap does not move pinned objects. The helpers never
+// turn an integer back into a pointer.
 
 // addrOf is the address of p as the kernel wants it.
 func addrOf(p unsafe.Pointer) uint64 { return uint64(uintptr(p)) }
