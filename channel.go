@@ -227,7 +227,7 @@ func (c *Chan[T]) RecvWait() (T, error) {
 	cx := &PollContext{waker: w}
 	checked := false
 	for {
-		if v, err := c.Poll(cx); err != ErrPending {
+		if v, err := c.Poll(cx); !isPending(err) {
 			return v, err
 		}
 		if !checked {

@@ -27,7 +27,7 @@ var (
 	// after storing the waker (see Future). It is compared with ==: a
 	// future returns it as is, never wrapped, and no call of this package
 	// returns it to its caller.
-	ErrPending = errors.New("iopool: future pending")
+	ErrPending error = pendingError{}
 
 	// ErrTruncated is returned (wrapped) by ReadFrom when a datagram was
 	// larger than the buffer: the buffer holds its first len(p) bytes, the
@@ -113,6 +113,20 @@ func (e *wrappedError) Error() string {
 }
 
 func (e *wrappedError) Unwrap() error { return e.err }
+
+// pendingError is ErrPending's type: no other error has it, so a type
+// check (isPending) tells ErrPending apart without comparing interfaces.
+type pendingError struct{}
+
+func (pendingError) Error() string { return "iopool: future pending" }
+
+// isPending reports whether err is ErrPending (the check of every poll
+// loop: one comparison of the type word, where err == ErrPending would
+// call the runtime to compare the values).
+func isPending(err error) bool {
+	_, ok := err.(pendingError)
+	return ok
+}
 
 // checkPending returns err, the error a future was ready with, and panics
 // if it wraps ErrPending: a future that wrapped "pending" would be taken

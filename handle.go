@@ -51,7 +51,7 @@ func (h *Handle[T]) complete(err error, pe *PanicError, wakers *WakerList) (uncl
 	if pe != nil {
 		err = pe
 	}
-	if err == ErrPending {
+	if isPending(err) {
 		// As the handle's result it would read as "still running".
 		err = fmt.Errorf("iopool: task %q returned ErrPending, which only a future's Poll may return", h.task.name)
 	}

@@ -115,7 +115,7 @@ func (w *ioWait) Poll(cx *PollContext) (struct{}, error) {
 func (w *ioWait) park(park *parkWaker) error {
 	cx := PollContext{waker: park}
 	for checked := false; ; checked = true {
-		if _, err := w.Poll(&cx); err != ErrPending {
+		if _, err := w.Poll(&cx); !isPending(err) {
 			return err
 		}
 		p := w.fr.p

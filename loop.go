@@ -52,6 +52,7 @@ type loopOnly struct {
 	idleCoros     []*coroutine         // coroutines whose task returned, for the next ones (sched.go)
 	requeue       []*Task              // tasks woken while they ran, for the next cycle (runBatch, sched.go)
 	requeued      uint64               // wakes counted by requeue, not yet in stats
+	finished      uint64               // tasks finished (Pool.finish), for quickCycles
 	lastHarvest   int64                // real ns since epoch of the last harvest
 	passed        int64                // pool clock ns of a locked loop's last pass through the Go scheduler
 	wokeGoroutine bool                 // a parked goroutine was woken since the last sleep
@@ -66,7 +67,7 @@ type loopOnly struct {
 func (p *Pool) runLoop(done func() bool) bool {
 	defer p.leaveLoop()
 	p.busy, p.canceledAll = 0, false
-	quick := quickCycles{done: done}
+	quick := quickCycles{done: done, finishedSeen: p.finished - 1} // done is asked at the first quick cycle
 	p.mu.Lock()
 	for {
 		p.state.reset() // Running: a wake from now on asks for another cycle

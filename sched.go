@@ -54,38 +54,44 @@ func (p *Pool) enqueueNew(t *Task) {
 // runBatch, rather than one per resume: the loop finishes that task
 // (taskEnded) and goes on with the next.
 func (p *Pool) runQueue(quick *quickCycles) {
-	i := 0
-	for !p.runBatch(&i, quick) {
+	for i, end := 0, false; !end; {
+		i, end = p.runBatch(i, quick)
 	}
 	p.runq = p.runq[:0]
 }
 
 // quickCycles is what runQueue may do on its own after the run queue: run
 // at most left quick cycles, which it counts in ran, and none once done
-// (the loop's done) reports true.
+// (the loop's done) reports true. done can turn true only when a task
+// finishes, so it is asked again only after one did (Pool.finished moved
+// from finishedSeen).
 type quickCycles struct {
-	left, ran int
-	done      func() bool
+	left, ran    int
+	done         func() bool
+	finishedSeen uint64
 }
 
-// runBatch resumes the tasks of the run queue from index *i on, and the
-// quick cycles after them. It returns false after a task that escaped its
-// coroutine (*i is then the next task's), true at the end. Any other panic
-// out of a coroutine is a bug in the scheduler and is re-raised.
-func (p *Pool) runBatch(i *int, quick *quickCycles) (end bool) {
+// runBatch resumes the tasks of the run queue from index i on, and the
+// quick cycles after them, and reports the end. After a task that escaped
+// its coroutine it returns where to go on instead. Any other panic out of a
+// coroutine is a bug in the scheduler and is re-raised.
+func (p *Pool) runBatch(i int, quick *quickCycles) (next int, end bool) {
 	defer func() {
 		if v := recover(); v != nil {
 			if _, ok := v.(taskEndEscape); !ok {
 				panic(v)
 			}
-			*i++
+			// Each task is cleared from the queue as it is resumed, the
+			// one that escaped included: go on with the first one left.
+			for next = 0; next < len(p.runq) && p.runq[next] == nil; next++ {
+			}
 			p.taskEnded(p.current.Load(), runEscaped)
 		}
 	}()
 	for {
-		for ; *i < len(p.runq); *i++ {
-			t := p.runq[*i]
-			p.runq[*i] = nil
+		for ; i < len(p.runq); i++ {
+			t := p.runq[i]
+			p.runq[i] = nil
 			c := t.co
 			if c == nil {
 				if c = p.firstRun(t); c == nil {
@@ -112,14 +118,19 @@ func (p *Pool) runBatch(i *int, quick *quickCycles) (end bool) {
 				p.requeued++
 			}
 		}
-		if quick.left == 0 || len(p.requeue) == 0 || p.wakers.Len() > 0 || p.uring.Load() != nil ||
-			p.hasReady.Load() || quick.done() {
-			return true
+		if quick.left == 0 || len(p.requeue) == 0 || p.wakers.Len() > 0 || p.uring.Load() != nil || p.hasReady.Load() {
+			return i, true
+		}
+		if p.finished != quick.finishedSeen {
+			quick.finishedSeen = p.finished
+			if quick.done() {
+				return i, true
+			}
 		}
 		quick.left--
 		quick.ran++
 		p.runq, p.requeue = p.requeue, p.runq[:0]
-		*i = 0
+		i = 0
 	}
 }
 
@@ -207,6 +218,7 @@ func (p *Pool) stopIdleCoroutines() {
 // released, and its runner learns the result. Loop only.
 func (p *Pool) finish(t *Task, err error, pe *PanicError) {
 	t.finished = true
+	p.finished++
 	if e := t.ext.Load(); e != nil {
 		e.sleep.timer.Stop()
 	}

@@ -20,7 +20,7 @@ func (c selectCase[T]) future() any { return c.fut }
 
 func (c selectCase[T]) poll(cx *PollContext) error {
 	v, err := c.fut.Poll(cx)
-	if err != ErrPending && c.dst != nil {
+	if !isPending(err) && c.dst != nil {
 		*c.dst = v
 	}
 	return err
@@ -72,7 +72,7 @@ type selectFuture []SelectCase
 
 func (f selectFuture) Poll(cx *PollContext) (int, error) {
 	for i, c := range f {
-		if err := c.poll(cx); err != ErrPending {
+		if err := c.poll(cx); !isPending(err) {
 			return i + 1, err
 		}
 	}

@@ -358,7 +358,7 @@ func Await[T any](t *Task, fut Future[T]) (T, error) {
 			var zero T
 			return zero, t.canceledErr()
 		}
-		if v, err := fut.Poll(&t.cx); err != ErrPending {
+		if v, err := fut.Poll(&t.cx); !isPending(err) {
 			if err != nil {
 				err = checkPending(err)
 			}

@@ -128,7 +128,7 @@ func blockOn[T any](fut Future[T], call, instead string) (T, error) {
 	cx := &PollContext{waker: w}
 	checked := false
 	for {
-		if v, err := fut.Poll(cx); err != ErrPending {
+		if v, err := fut.Poll(cx); !isPending(err) {
 			return v, checkPending(err)
 		}
 		if !checked {
