@@ -66,3 +66,57 @@ func TestBusyTaskDoesNotStarveFdEvents(t *testing.T) {
 		})
 	}
 }
+
+// The loop stops when done reports true, except while closing: then only
+// once every task was canceled and none is left.
+func TestLoopStopsWhenDoneOrClosedAndDrained(t *testing.T) {
+	parallel(t)
+	for _, tc := range []struct {
+		closing, canceledAll, done bool
+		live                       int
+		stop, finished             bool
+	}{
+		{done: false, stop: false, finished: true},
+		{done: true, stop: true, finished: true},
+		{closing: true, done: true, live: 0, stop: false},
+		{closing: true, canceledAll: true, live: 1, done: true, stop: false},
+		{closing: true, canceledAll: true, live: 0, stop: true, finished: false},
+	} {
+		var p Pool
+		p.closing, p.canceledAll, p.live.n = tc.closing, tc.canceledAll, tc.live
+		stop, finished := p.stopLocked(func() bool { return tc.done })
+		require.Equal(t, tc.stop, stop, "%+v", tc)
+		if stop {
+			require.Equal(t, tc.finished, finished, "%+v", tc)
+		}
+	}
+}
+
+// A cycle runs the tasks woken since the last one in wake order, then the
+// tasks woken while they ran (a Yield lets the others go first), and frees
+// the registrations the last dispatch deferred; those deferred by the next
+// dispatch wait for the cycle after.
+func TestCycleTakesReadyThenRequeuedAndDefersFrees(t *testing.T) {
+	parallel(t)
+	var p Pool
+	a, b, c := &Task{name: "a"}, &Task{name: "b"}, &Task{name: "c"}
+	closed, closedLater := &fdRegistration{}, &fdRegistration{}
+	p.ready = []*Task{a, b}
+	p.hasReady.Store(true)
+	p.requeue = []*Task{c}
+	p.toDelete = []*fdRegistration{closed}
+	p.deferFreesLocked()
+	require.Empty(t, p.toDelete)
+
+	freeing := p.takeRunQueueLocked()
+	require.Equal(t, []*Task{a, b, c}, p.runq)
+	require.Empty(t, p.ready)
+	require.Empty(t, p.requeue)
+	require.False(t, p.hasReady.Load())
+	require.Equal(t, []*fdRegistration{closed}, freeing)
+	require.Empty(t, p.freeing, "taken: the next dispatch's frees start afresh")
+
+	p.toDelete = append(p.toDelete, closedLater)
+	p.deferFreesLocked()
+	require.Equal(t, []*fdRegistration{closedLater}, p.freeing)
+}
