@@ -24,8 +24,10 @@ func (e *canceledError) Unwrap() error { return e.cause }
 // canceledErr is what the awaits of a canceled task return: ErrCanceled,
 // or the error carrying the cause the task was canceled with.
 func (t *Task) canceledErr() error {
-	if ce := t.cause.Load(); ce != nil {
-		return ce
+	if e := t.ext.Load(); e != nil {
+		if ce := e.cause.Load(); ce != nil {
+			return ce
+		}
 	}
 	return ErrCanceled
 }
@@ -40,7 +42,7 @@ func (t *Task) cancelWithCause(cause error) {
 
 func (t *Task) recordCause(cause error) {
 	if cause != nil && cause != context.Canceled && !t.canceled.Load() {
-		t.cause.CompareAndSwap(nil, &canceledError{cause: cause})
+		t.extra().cause.CompareAndSwap(nil, &canceledError{cause: cause})
 	}
 }
 

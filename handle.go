@@ -9,16 +9,23 @@ import (
 // so it can be awaited from another task (Join), waited for from a plain
 // goroutine (Wait), or polled.
 type Handle[T any] struct {
-	task    Task // the task itself: one allocation for both
-	fn      func(t *Task) (T, error)
-	value   T             // valid once done
-	err     error         // valid once done
-	waiter  Waker         // mu: the first poller to wake when done
-	waiters *[]Waker      // mu: the others, rarely any
-	doneCh  chan struct{} // mu: created by Wait, closed when done
-	mu      sync.Mutex
-	done    bool // mu: the task finished
-	joined  bool // mu: its result was taken (Join, Wait, Result, Poll ready, JoinSet.Next)
+	task   Task // the task itself: one allocation for both
+	fn     func(t *Task) (T, error)
+	value  T              // valid once done
+	err    error          // valid once done
+	waiter Waker          // mu: the first poller to wake when done
+	more   *handleWaiters // mu: the other waiters, rarely any
+	mu     sync.Mutex
+	done   bool // mu: the task finished
+	joined bool // mu: its result was taken (Join, Wait, Result, Poll ready, JoinSet.Next)
+}
+
+// handleWaiters are the waiters of a handle beyond its first poller: more
+// pollers, and the goroutines in Wait. Few handles have any, so they cost a
+// pointer until then.
+type handleWaiters struct {
+	wakers []Waker
+	doneCh chan struct{} // created by Wait, closed when done
 }
 
 // Spawn starts fn as a new task on drv's pool. It is safe from any goroutine.
@@ -58,19 +65,20 @@ func (h *Handle[T]) complete(err error, pe *PanicError, wakers *WakerList) (uncl
 	h.mu.Lock()
 	h.done = true
 	h.err = err
-	w, more := h.waiter, h.waiters
-	h.waiter, h.waiters = nil, nil
+	w, more := h.waiter, h.more
+	h.waiter, h.more = nil, nil
 	h.fn = nil
 	// Nobody waits to take the result now: no Join or Select is polling
 	// it, no goroutine is in Wait; or a JoinSet holds it for Next.
-	unclaimed = h.doneCh == nil && !takesResult(w)
+	unclaimed = !takesResult(w)
 	if more != nil {
-		for _, o := range *more {
+		unclaimed = unclaimed && more.doneCh == nil
+		for _, o := range more.wakers {
 			unclaimed = unclaimed && !takesResult(o)
 		}
-	}
-	if h.doneCh != nil {
-		close(h.doneCh)
+		if more.doneCh != nil {
+			close(more.doneCh)
+		}
 	}
 	h.mu.Unlock()
 	if wakers == nil {
@@ -79,7 +87,7 @@ func (h *Handle[T]) complete(err error, pe *PanicError, wakers *WakerList) (uncl
 	}
 	wakers.Add(w)
 	if more != nil {
-		for _, w := range *more {
+		for _, w := range more.wakers {
 			wakers.Add(w)
 		}
 	}
@@ -156,17 +164,23 @@ func (h *Handle[T]) addWaiterLocked(w Waker) {
 	case sameWaker(h.waiter, w):
 		return
 	default:
-		if h.waiters == nil {
-			h.waiters = new([]Waker)
-		}
-		for _, o := range *h.waiters {
+		m := h.waitersLocked()
+		for _, o := range m.wakers {
 			if sameWaker(o, w) {
 				return
 			}
 		}
-		*h.waiters = append(*h.waiters, w)
+		m.wakers = append(m.wakers, w)
 	}
 	h.task.pool.notePark(w)
+}
+
+// waitersLocked returns h.more, allocating it on first use. With h.mu held.
+func (h *Handle[T]) waitersLocked() *handleWaiters {
+	if h.more == nil {
+		h.more = new(handleWaiters)
+	}
+	return h.more
 }
 
 // Result reports whether the task has finished and, if it has, returns its
@@ -208,10 +222,11 @@ func (h *Handle[T]) Wait() (T, error) {
 		h.mu.Lock()
 	}
 	if !h.done {
-		if h.doneCh == nil {
-			h.doneCh = make(chan struct{})
+		m := h.waitersLocked()
+		if m.doneCh == nil {
+			m.doneCh = make(chan struct{})
 		}
-		ch := h.doneCh
+		ch := m.doneCh
 		h.mu.Unlock()
 		if err := h.task.pool.parkUntilClosed(ch); err != nil {
 			var zero T

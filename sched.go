@@ -171,10 +171,12 @@ func (p *Pool) taskEnded(t *Task, out runOutcome) {
 	} else {
 		c.stop()
 	}
-	if t.panicked != nil {
-		p.logTaskPanic(t.panicked)
+	end := p.ended
+	p.ended = taskOutcome{}
+	if end.panicked != nil {
+		p.logTaskPanic(end.panicked)
 	}
-	p.finish(t, t.err, t.panicked)
+	p.finish(t, end.err, end.panicked)
 }
 
 // maxIdleCoroutines bounds the coroutines a pool keeps for its next tasks.

@@ -48,28 +48,35 @@ type Task struct {
 	wake     atomic.Uint64 // wakes since it was last idle: 0 idle, else queued or running (Wake)
 	canceled atomic.Bool   // Cancel was called
 	finished bool          // loop only: the function returned
-	err      error         // loop only: the function's result
-	panicked *PanicError   // loop only: the function's panic
 	prev     *Task         // pool.mu: live list
 	nextLive *Task         // pool.mu: live list
 	_        [0]func()     // not comparable by value
 
-	cause atomic.Pointer[canceledError] // set before canceled when canceled with a cause
-	ext   atomic.Pointer[taskExt]       // what few tasks use, allocated on first use (extra)
+	ext atomic.Pointer[taskExt] // what few tasks use, allocated on first use (extra)
+}
+
+// taskOutcome is how a task's function ended: its error, or its panic. The
+// coroutine writes it (runBody) as the function ends, and the loop, to
+// which the coroutine then switches, takes it at once (taskEnded): one per
+// pool, not one per task, since one task runs at a time.
+type taskOutcome struct {
+	err      error
+	panicked *PanicError
 }
 
 // taskExt holds the parts of a Task that most tasks never use, so that an
 // idle task costs little: its timer, its io_uring result, its context, and
 // its stall bookkeeping.
 type taskExt struct {
-	sleep    timerFuture        // task only: t.Sleep's timer
-	uringRes opResult           // loop only: the result of the task's io_uring operation in flight (uring_ops.go)
-	parent   context.Context    // SpawnContext's ctx, or nil; set before the task starts
-	stall    *stallState        // loop/task: where it suspended; only WithStallReport
-	site     *spawnSite         // WithTaskTracking: where it was spawned; set before the task is queued
-	ctxMu    sync.Mutex         // guards ctx and cancel
-	ctx      context.Context    // created by Context()
-	cancel   context.CancelFunc // cancels ctx
+	cause    atomic.Pointer[canceledError] // set before canceled when canceled with a cause
+	sleep    timerFuture                   // task only: t.Sleep's timer
+	uringRes opResult                      // loop only: the result of the task's io_uring operation in flight (uring_ops.go)
+	parent   context.Context               // SpawnContext's ctx, or nil; set before the task starts
+	stall    *stallState                   // loop/task: where it suspended; only WithStallReport
+	site     *spawnSite                    // WithTaskTracking: where it was spawned; set before the task is queued
+	ctxMu    sync.Mutex                    // guards ctx and cancel
+	ctx      context.Context               // created by Context()
+	cancel   context.CancelFunc            // cancels ctx
 }
 
 // extra returns t's taskExt, allocating it on first use. Safe from any
@@ -175,13 +182,14 @@ type coroutine struct {
 	yield func(bool) bool     // suspends it: true when its task has returned
 	task  *Task               // the task it runs, set by the loop before that task's first run
 
-	labeled   bool   // its goroutine carries the pprof labels of a task named labelName
 	labelName string // coroutine only
-	watched   bool   // WithStallReport: its task records where it suspends (set at creation)
 
 	// For the task table (tasktable.go), of the task it runs; loop only.
 	awaiting any    // the future of the task's await in progress
 	polls    uint32 // times the task was resumed
+
+	labeled bool // its goroutine carries the pprof labels of a task named labelName
+	watched bool // WithStallReport: its task records where it suspends (set at creation)
 }
 
 // body is the coroutine: it runs its task, and then the next one the loop
@@ -214,9 +222,9 @@ func (c *coroutine) body(yield func(bool) bool) {
 // runBody runs the task's function and records how it ended, whichever of
 // the ways a Go function can end.
 //
-//   - It returned: t.err is its error.
-//   - It panicked: the panic is recovered into t.panicked.
-//   - It called runtime.Goexit (a test's t.FailNow, require.*): t.err says
+//   - It returned: the pool's ended.err is its error.
+//   - It panicked: the panic is recovered into ended.panicked.
+//   - It called runtime.Goexit (a test's t.FailNow, require.*): ended.err says
 //     so. Nothing can stop a Goexit, and iter.Pull would re-raise it on
 //     the loop goroutine, ending the loop.
 //
@@ -235,13 +243,13 @@ func (t *Task) runBody() {
 			return
 		}
 		if v := recover(); v != nil {
-			t.panicked = &PanicError{Task: t.name, Value: v, Stack: debug.Stack()}
+			t.pool.ended.panicked = &PanicError{Task: t.name, Value: v, Stack: debug.Stack()}
 		} else {
-			t.err = fmt.Errorf("iopool: task %q ended: %w (t.FailNow and require.* in a test do that)", t.name, ErrGoexit)
+			t.pool.ended.err = fmt.Errorf("iopool: task %q ended: %w (t.FailNow and require.* in a test do that)", t.name, ErrGoexit)
 		}
 		panic(taskEndEscape{})
 	}()
-	t.err = t.runner.run(t)
+	t.pool.ended.err = t.runner.run(t)
 	returned = true
 }
 
