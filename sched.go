@@ -92,46 +92,66 @@ func (p *Pool) runBatch(i int, quick *quickCycles) (next int, end bool) {
 		for ; i < len(p.runq); i++ {
 			t := p.runq[i]
 			p.runq[i] = nil
-			c := t.co
-			if c == nil {
-				if c = p.firstRun(t); c == nil {
-					continue
-				}
-			}
 			if p.current.Load() != t {
 				p.current.Store(t) // cleared by the loop before it takes its lock
 			}
-			c.polls++
-			w := t.wake.Load() // not 0: t was on the run queue
-			out := runSuspended
-			if c.watched {
-				out = p.resumeWatched(t)
-			} else if returned, _ := c.next(); returned {
-				out = runReturned
-			}
-			switch {
-			case out != runSuspended:
-				p.taskEnded(t, out)
-			case t.wake.Load() != w || !t.wake.CompareAndSwap(w, 0):
+			for {
+				c := t.co
+				if c == nil {
+					if c = p.firstRun(t); c == nil {
+						break
+					}
+				}
+				c.polls++
+				w := t.wake.Load() // not 0: t was on the run queue
+				out := runSuspended
+				if c.watched {
+					out = p.resumeWatched(t)
+				} else if returned, _ := c.next(); returned {
+					out = runReturned
+				}
+				if out != runSuspended {
+					p.taskEnded(t, out)
+					break
+				}
+				if t.wake.Load() == w && t.wake.CompareAndSwap(w, 0) {
+					break // idle until woken
+				}
 				// Woken while it ran: still queued, for the next cycle.
-				p.requeue = append(p.requeue, t)
 				p.requeued++
+				if i < len(p.runq)-1 || len(p.requeue) > 0 || !p.quickCycle(quick) {
+					p.requeue = append(p.requeue, t)
+					break
+				}
+				// The next cycle would run t alone: run it now, as that
+				// cycle, without queueing it.
 			}
 		}
-		if quick.left == 0 || len(p.requeue) == 0 || p.wakers.Len() > 0 || p.uring.Load() != nil || p.hasReady.Load() {
+		if len(p.requeue) == 0 || !p.quickCycle(quick) {
 			return i, true
 		}
-		if p.finished != quick.finishedSeen {
-			quick.finishedSeen = p.finished
-			if quick.done() {
-				return i, true
-			}
-		}
-		quick.left--
-		quick.ran++
 		p.runq, p.requeue = p.requeue, p.runq[:0]
 		i = 0
 	}
+}
+
+// quickCycle reports whether the run queue may run another quick cycle of
+// its own, and counts it: some are left, and there is no other work (no
+// wakers collected, no io_uring to drain or flush, no task queued from
+// elsewhere, and the loop not done). Loop only.
+func (p *Pool) quickCycle(quick *quickCycles) bool {
+	if quick.left == 0 || p.wakers.Len() > 0 || p.uring.Load() != nil || p.hasReady.Load() {
+		return false
+	}
+	if p.finished != quick.finishedSeen {
+		quick.finishedSeen = p.finished
+		if quick.done() {
+			return false
+		}
+	}
+	quick.left--
+	quick.ran++
+	return true
 }
 
 // firstRun returns the coroutine of a task that has none, to run it: a
