@@ -164,8 +164,8 @@ func (p *Pool) drainCompletions() {
 	}
 }
 
-// releaseFreed releases the registrations the last epoll_wait could still name, now
-// that their events were dispatched, and clears freeing.
+// releaseFreed releases the registrations the last epoll_wait could still
+// name, now that their events were dispatched, and clears freeing.
 func releaseFreed(freeing []*fdRegistration) {
 	for i, reg := range freeing {
 		reg.release()
@@ -283,9 +283,9 @@ func (p *Pool) harvestLocked() (n int, looked bool) {
 	return p.epollWait(0), true
 }
 
-// deferFreesLocked moves the registrations closed while the kernel batch could name
-// them (toDelete) to freeing, now that dispatch is over: the next cycle
-// releases them.
+// deferFreesLocked moves the registrations closed while the kernel batch
+// could name them (toDelete) to freeing, now that dispatch is over: the
+// next cycle releases them.
 func (p *Pool) deferFreesLocked() {
 	p.freeing = append(p.freeing, p.toDelete...)
 	clear(p.toDelete)
