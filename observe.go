@@ -208,7 +208,7 @@ type watchedRun struct {
 	reported bool        // mu: the watchdog reported this run
 }
 
-// resumeWatched resumes t like resume does, measuring the run and
+// resumeWatched resumes t as runBatch does, measuring the run and
 // reporting it if it exceeded the stall threshold. Loop only.
 func (p *Pool) resumeWatched(t *Task) (out runOutcome) {
 	e := t.extra()

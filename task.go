@@ -148,7 +148,7 @@ func (t *Task) Driver() *Driver { return &t.pool.drv }
 // any goroutine; a task woken several times before it runs is queued once.
 // A task woken while it runs (Yield, a future that wakes its poller at once)
 // runs again in a later cycle: the loop sees the wake when the task
-// suspends (Pool.resume) and queues it again without the pool's lock.
+// suspends (runBatch) and queues it again without the pool's lock.
 func (t *Task) Wake() {
 	if t.wake.Add(1) == 1 { // it was idle: queue it
 		t.pool.stats.wakes.Add(1)
@@ -231,7 +231,7 @@ func (c *coroutine) body(yield func(bool) bool) {
 // So unless the function returned, runBody leaves the coroutine by
 // panicking with taskEndEscape: iter.Pull recovers that panic in its own
 // deferred call and re-raises it from next, on the loop goroutine, where
-// runTask recovers it. A Goexit under way (the function's own, or one below
+// the loop recovers it (runBatch; runTask for a watched task). A Goexit under way (the function's own, or one below
 // a panic that a deferred call raised during it, which runBody cannot tell
 // apart from a plain panic) then completes on this coroutine goroutine
 // alone: a panic recovered during a Goexit does not cancel the Goexit. The
@@ -267,10 +267,11 @@ const (
 	runEscaped                     // the task panicked or called runtime.Goexit; its coroutine is over
 )
 
-// runTask resumes c until its task suspends or ends. A task that panicked
-// or called runtime.Goexit arrives here as taskEndEscape, which is
-// recovered; any other panic from next is a bug in the scheduler and is
-// re-raised.
+// runTask resumes c until its task suspends or ends, for resumeWatched,
+// which measures the run around it (runBatch resumes the other tasks
+// itself). A task that panicked or called runtime.Goexit arrives here as
+// taskEndEscape, which is recovered; any other panic from next is a bug in
+// the scheduler and is re-raised.
 func runTask(c *coroutine) (out runOutcome) {
 	defer func() {
 		if v := recover(); v != nil {
