@@ -92,15 +92,15 @@ func (p *Pool) runBatch(i int, quick *quickCycles) (next int, end bool) {
 		for ; i < len(p.runq); i++ {
 			t := p.runq[i]
 			p.runq[i] = nil
-			if p.current.Load() != t {
-				p.current.Store(t) // cleared by the loop before it takes its lock
-			}
 			for {
 				c := t.co
 				if c == nil {
 					if c = p.firstRun(t); c == nil {
 						break
 					}
+				}
+				if p.current.Load() != t {
+					p.current.Store(t) // cleared by the loop before it takes its lock
 				}
 				c.polls++
 				w := t.wake.Load() // not 0: t was on the run queue
