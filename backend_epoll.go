@@ -1,3 +1,5 @@
+//go:build linux
+
 package iopool
 
 // The epoll backend: the one type that owns a pool's epoll fd and its wake

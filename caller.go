@@ -1,3 +1,5 @@
+//go:build linux
+
 package iopool
 
 // Who is calling. A call that blocks its goroutine (Pool.Close, Handle.Wait,

@@ -1,3 +1,5 @@
+//go:build linux
+
 package iopool
 
 // The pool's clock: real (monotonic nanoseconds since New) or virtual

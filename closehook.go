@@ -1,3 +1,5 @@
+//go:build linux
+
 package iopool
 
 // closeHook is work that Close runs for another object tied to the pool

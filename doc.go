@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package iopool is an embeddable, single-threaded epoll + io_uring executor.
 //
 // A Pool is one event loop on one goroutine (optionally one locked OS

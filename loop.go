@@ -1,3 +1,5 @@
+//go:build linux
+
 package iopool
 
 // The loop: the cycle that drives a pool. runLoop calls one function per

@@ -1,3 +1,5 @@
+//go:build linux
+
 package iopool
 
 // The pool's own fd numbers, for the tests that reuse them after Close.

@@ -1,3 +1,5 @@
+//go:build linux
+
 package iopool
 
 // Regression tests of issue 11, "Ownership and close": no syscall on a number

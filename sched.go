@@ -1,3 +1,5 @@
+//go:build linux
+
 package iopool
 
 // The scheduler's state, all guarded by Pool.mu unless noted: the ready

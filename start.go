@@ -1,3 +1,5 @@
+//go:build linux
+
 package iopool
 
 // A pool that runs itself (Start), and the rule that goroutine code never

@@ -1,3 +1,5 @@
+//go:build linux
+
 package iopool
 
 // The task table: Pool.Tasks lists a pool's live tasks with what each

@@ -1,3 +1,5 @@
+//go:build linux
+
 package iopool
 
 // timerEntry is one timer's place in the queue, embedded in its Timer.

@@ -1,3 +1,5 @@
+//go:build linux
+
 package iopool
 
 // The io_uring submitter: the ring and the loop's side (push, enter, flush,

@@ -1,3 +1,5 @@
+//go:build linux
+
 package iopool
 
 // The operations a task runs on its pool's io_uring. Each one checks its

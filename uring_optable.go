@@ -1,3 +1,5 @@
+//go:build linux
+
 package iopool
 
 // The io_uring op table: one slot per operation in flight, its states and

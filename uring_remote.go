@@ -1,3 +1,5 @@
+//go:build linux
+
 package iopool
 
 // Operations started from any goroutine: Start queues the SQE under u.mu,

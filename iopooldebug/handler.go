@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package iopooldebug serves a live view of iopool pools over HTTP: every
 // live task of every pool, with what it waits on and where it was spawned,
 // and each pool's counters, in the spirit of net/http/pprof's goroutine

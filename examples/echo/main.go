@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command echo runs a TCP echo server on iopool pools and drives it with a
 // load generator, then prints throughput, latency, the server's CPU time
 // per request and the pools' counters, each explained.

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command httpserver serves net/http from an iopool pool: the pool runs its
 // own loop (Pool.Start), its listener is handed to http.Server as a
 // net.Listener (Listener.NetListener),

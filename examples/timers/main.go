@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command timers waits on a timerfd and an eventfd on an iopool pool, next to
 // the pool's own timers, and reports how late each wake-up was:
 //

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command ucopy copies a file with io_uring on an iopool pool:
 //
 //	go run ./examples/ucopy SRC DST

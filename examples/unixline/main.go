@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command unixline serves a line protocol over a unix socket on an iopool
 // pool, one task per connection, with bufio reading and writing inside the
 // tasks. With no flags it serves a socket in a temporary directory, talks to

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command mutants plants known bugs, one at a time, in a scratch copy of the
 // module and checks that the test suite catches each within a time bound:
 // the repeatable form of issue 24's exercise. Run it from the module root:

@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 // mutants is the list the exercise plants. Keep each snippet small and

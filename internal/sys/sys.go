@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package sys holds the raw Linux system calls iopool's loop makes, behind a
 // small seam through which tests inject faults into one pool's calls (Faults).
 //

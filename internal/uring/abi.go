@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package uring is a minimal io_uring ring: setup, the shared SQ and CQ
 // mappings, submission and completion. It is driven by one goroutine at a
 // time (the pool's loop); it keeps no Go pointers in kernel memory.

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command compare runs the servers of cmd/echoserver and examples/echo side
 // by side, each as its own process, against one load client, and reports
 // for each load point the requests per second, the p99 latency and the

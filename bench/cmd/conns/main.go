@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command conns holds N concurrent TCP connections to one echo server and
 // reports what each costs the server while it is idle:
 //

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command echoserver is one server of the comparison, run as its own
 // process by cmd/compare:
 //
