@@ -78,7 +78,7 @@ func dialSockaddr(t *Task, sa unix.Sockaddr, family int) (*Socket, error) {
 		}
 	}
 	if family != unix.AF_UNIX {
-		_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+		setConnOptions(fd)
 	}
 	return s, nil
 }

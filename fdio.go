@@ -152,7 +152,7 @@ func (s *Socket) doAccept(how waiter, addr net.Addr) (*Socket, error) {
 		switch err {
 		case nil:
 			if s.read.kind == kindTCP {
-				setAcceptedOptions(nfd)
+				setConnOptions(nfd)
 			}
 			c, err := newSocket(&s.fr.p.drv, nfd, s.read.tcp, s.read.kind, PollIn|PollOut)
 			if err != nil {

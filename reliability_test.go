@@ -206,7 +206,13 @@ func TestCloseFromAnotherGoroutineDuringLoad(t *testing.T) {
 			}
 		})
 	}()
-	time.Sleep(30 * time.Millisecond)
+	// Close once the load is on: a few workers spawned (not after a sleep
+	// that a slow machine could lose).
+	spawned := func() int { mu.Lock(); defer mu.Unlock(); return len(handles) }
+	for deadline := time.Now().Add(10 * time.Second); spawned() < 5 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	require.GreaterOrEqual(t, spawned(), 5, "the root spawned too few workers in 10 s")
 	require.NoError(t, p.Close())
 	require.ErrorIs(t, <-runErr, ErrClosed)
 	mu.Lock()

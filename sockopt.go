@@ -15,10 +15,10 @@ import (
 // may already name another file). Options that only TCP has fail with the kernel's EOPNOTSUPP or
 // ENOPROTOOPT on a unix socket.
 
-// setAcceptedOptions gives an accepted connection the options Go's net
-// package gives it: TCP_NODELAY, so small writes go out at once. It fails
-// harmlessly (ignored) on a unix socket.
-func setAcceptedOptions(fd int) {
+// setConnOptions gives an accepted or dialed connection the options Go's
+// net package gives it: TCP_NODELAY, so small writes go out at once. It
+// fails harmlessly (ignored) on a unix socket.
+func setConnOptions(fd int) {
 	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 }
 

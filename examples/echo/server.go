@@ -33,14 +33,14 @@ func isTerminal(w io.Writer) bool {
 func serve(t *iopool.Task, l *iopool.Listener) error {
 	defer l.Close()
 	var echoed int64
+	var bufs bufferList
 	for {
 		s, err := l.Accept(t)
 		if err != nil {
 			return err
 		}
-		_ = unix.SetsockoptInt(s.Fd(), unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 		iopool.Spawn(t.Driver(), "conn", func(t *iopool.Task) (struct{}, error) {
-			return struct{}{}, echoSocket(t, s, &echoed)
+			return struct{}{}, echoSocket(t, s, &bufs, &echoed)
 		})
 	}
 }

@@ -29,7 +29,7 @@ var mutants = []mutant{
 	},
 	{
 		name: "dial-no-nodelay", what: "a dialed TCP socket without TCP_NODELAY",
-		file: "dial.go", old: "\t\t_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)\n", new: "",
+		file: "dial.go", old: "\t\tsetConnOptions(fd)\n", new: "",
 		pkgs: []string{"."}, run: "^TestDialedTCPHasNoDelay$",
 	},
 	{

@@ -116,7 +116,6 @@ func serveIopoolTask(addr string, ready func()) error {
 			if err != nil {
 				return err
 			}
-			_ = unix.SetsockoptInt(s.Fd(), unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 			iopool.Spawn(t.Driver(), "conn", func(t *iopool.Task) (struct{}, error) {
 				echo.ServeTask(t, s, &bufs)
 				return struct{}{}, nil
