@@ -67,6 +67,13 @@ func (s *Socket) ioLoop(w *ioWait, how waiter, call func(fd int) error) error {
 	}
 }
 
+// readFd is read(2) on fd, the fd of fr, through the pool's fault seam:
+// the package's one call of it, for sockets (doRead) and for the counter of
+// an FdSignal. The caller holds a reference on fd.
+func (fr *FdReady) readFd(fd int, p []byte) (int, error) {
+	return sys.Read(fr.p.be.faults, fd, p)
+}
+
 // syscallErr wraps a kernel error as package net does; other errors (a
 // closed socket, a deadline) are returned as they are.
 func syscallErr(call string, err error) error {
@@ -92,7 +99,7 @@ func (s *Socket) doRead(how waiter, p []byte) (int, error) {
 	}
 	var n int
 	err := s.ioLoop(&s.read, how, func(fd int) (err error) {
-		n, err = sys.Read(s.fr.p.be.faults, fd, p)
+		n, err = s.fr.readFd(fd, p)
 		return err
 	})
 	switch {

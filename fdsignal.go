@@ -7,8 +7,6 @@ import (
 	"os"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/iopool/iopool/internal/sys"
 )
 
 // FdSignal waits for a signal on an eventfd-like fd (eventfd, timerfd): readable
@@ -50,7 +48,7 @@ func (fs *FdSignal) Poll(cx *PollContext) (struct{}, error) {
 			return struct{}{}, wrapError(ErrClosed, "wait fd %d", fs.fd)
 		}
 		fs.fr.ClearReady(SlotRead)
-		_, err := sys.Read(fs.fr.p.be.faults, fs.fd, fs.buf[:fs.readSize])
+		_, err := fs.fr.readFd(fs.fd, fs.buf[:fs.readSize])
 		fs.fr.releaseRef()
 		switch err {
 		case nil:
