@@ -66,7 +66,7 @@ func dialSockaddr(t *Task, sa unix.Sockaddr, family int) (*Socket, error) {
 		unix.Close(fd)
 		return nil, os.NewSyscallError("connect", err)
 	}
-	s, err := newSocket(t.Driver(), fd, family != unix.AF_UNIX, sockKindOf(family, unix.SOCK_STREAM), ready)
+	s, err := newSocket(t.Driver(), fd, family != unix.AF_UNIX, sockKindOf(family, unix.SOCK_STREAM), ready, true)
 	if err != nil {
 		unix.Close(fd)
 		return nil, err

@@ -3,6 +3,7 @@
 package iopool
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -18,12 +19,13 @@ import (
 // (withFd, the one door to the number), EAGAIN and EINTR, the edge
 // bookkeeping and the short-read rule. The caller says only how to wait
 // (see waiter): Socket's methods pass their task, the net adapters
-// (NetConn, NetListener, NetPacketConn) their goroutine's parkWaker,
-// TryRead and TryWrite nobody. Socket.Read and Socket.Write pass nobody
-// too and wait themselves (ioWait.wait) when told ErrWouldBlock: a task
-// suspended there keeps a shallower stack (see Socket.Read). Errors leave these functions bare (an
-// *os.SyscallError, ErrClosed, os.ErrDeadlineExceeded, ErrCanceled, io.EOF,
-// ErrWouldBlock); each caller wraps them in the *net.OpError it reports.
+// (NetConn, NetListener, NetPacketConn) their goroutine's side of the
+// runtime's poller (goSide), TryRead and TryWrite nobody. Socket.Read and
+// Socket.Write pass nobody too and wait themselves (ioWait.wait) when told
+// ErrWouldBlock: a task suspended there keeps a shallower stack (see
+// Socket.Read). Errors leave these functions bare (an *os.SyscallError,
+// ErrClosed, os.ErrDeadlineExceeded, ErrCanceled, io.EOF, ErrWouldBlock);
+// each caller wraps them in the *net.OpError it reports.
 //
 // A task makes a syscall only while the side's readiness is recorded, or
 // as the side's first call (ioWait.untried: a new socket may well have
@@ -31,40 +33,114 @@ import (
 // to arrive); after EAGAIN (or a short read, see doRead) the side waits
 // for the kernel's next edge. That first try is the syscall path's alone:
 // it is not recorded as readiness, so a wait without a syscall
-// (WaitReadable) waits for the kernel's word.
-// A task runs on the loop, which records the edges, so its record is
-// current. A goroutine tries the syscall once before it waits: the
-// record is the loop's, a cycle behind the kernel, and that loop may be
-// busy or not running, while data the kernel holds must be served anyway.
-// TryRead and TryWrite trust the record: they are called after a wait on
-// the pool's readiness (or on a new socket), when it is current. The
-// edges are recorded in the slot's delivered set, which ClearReady leaves
-// alone, so an edge that arrives between a goroutine's EAGAIN and its
-// ClearReady is not lost.
+// (WaitReadable) waits for the kernel's word. A task runs on the loop,
+// which records the edges, so its record is current. TryRead and TryWrite
+// trust the record: they are called after a wait on the pool's readiness
+// (or on a new socket), when it is current.
+//
+// A goroutine's socket is out of the pool's epoll set: it tries the
+// syscall first and waits in the runtime's poller after EAGAIN, as package
+// net's goroutines do; the runtime resets its readiness before the first
+// try, so no edge is lost between a try and the wait. The loop's readiness
+// record plays no part there.
 
-// ioLoop makes the nonblocking syscall call on side w until it does
-// something other than fail with EAGAIN or EINTR, waiting as how says for
-// the side's readiness before each try. It returns call's error as the
+// ioArgs are one socket operation's arguments and results, passed by
+// pointer from the operation (doRead, doAccept, ...) through ioLoop to its
+// system call (Socket.call): no closure is made per operation, and a
+// task's ioArgs stay on its stack (a goroutine's wait copies them, see
+// goSide.loop).
+type ioArgs struct {
+	p   []byte                // read, write, recvfrom, sendto: the buffer
+	sa  unix.Sockaddr         // sendto: the destination; recvfrom: the sender
+	raw func(fd uintptr) bool // RawConn.Read and Write: the caller's function
+	n   int                   // the bytes moved; accept: the new fd
+}
+
+// ioCall names an operation's system call (see ioLoop). It is a number,
+// not a function value: a call through a function value would make its
+// *ioArgs escape to the heap.
+type ioCall uint8
+
+const (
+	callRead     ioCall = iota // read(2) into a.p
+	callWrite                  // write(2) of a.p
+	callAccept                 // accept4(2); a.n is the new fd
+	callRecvFrom               // recvfrom(2) into a.p; a.sa is the sender
+	callSendTo                 // sendto(2) of a.p to a.sa
+	callRaw                    // a RawConn's function: not done is EAGAIN
+)
+
+// ioLoop makes the nonblocking system call c on side w, with a's arguments
+// and into a's results, until it does something other than fail with
+// EAGAIN or EINTR, waiting as how says for the side's readiness before
+// each try. It is the package's one call site of each of these system
+// calls (of read(2), through readFd). It returns the call's error as the
 // kernel gave it (a unix.Errno), or why it could not make the call.
-func (s *Socket) ioLoop(w *ioWait, how waiter, call func(fd int) error) error {
-	try := how.park != nil
+//
+// A goroutine's wait (how.g) calls back here once per try of the runtime's
+// poller, with how.now: the call is made at once, and EAGAIN ends the try
+// with ErrWouldBlock (the goroutine then waits in the poller).
+func (s *Socket) ioLoop(w *ioWait, how waiter, c ioCall, a *ioArgs) error {
+	if how.g != nil {
+		return how.g.loop(c, a)
+	}
+	try := how.now
 	if !try && w.untried {
 		w.untried, try = false, true
 	}
-	for ; ; try = false {
+	for {
 		if err := w.await(how, try); err != nil {
 			return err
 		}
-		switch err := s.fr.withFd(call); err {
+		err := s.fr.withFd(func(fd int) (err error) {
+			switch c {
+			case callRead:
+				a.n, err = s.fr.readFd(fd, a.p)
+			case callWrite:
+				a.n, err = sys.Write(s.fr.p.be.faults, fd, a.p)
+			default:
+				err = s.callOther(c, fd, a)
+			}
+			return err
+		})
+		switch err {
 		case unix.EINTR:
 			// A signal arrived before any data moved: try again.
+			try = true
 		case unix.EAGAIN:
+			if how.now {
+				return ErrWouldBlock
+			}
 			// The edge is spent: wait for the next one.
 			w.fr.ClearReady(w.slot)
+			try = false
 		default:
 			return err
 		}
 	}
+}
+
+// callOther is ioLoop's system call for what is not a read or a write, out
+// of line so that the frames of a task's read stay small (see
+// TestRegressionTaskInReadFitsTheSmallestStack).
+func (s *Socket) callOther(c ioCall, fd int, a *ioArgs) (err error) {
+	faults := s.fr.p.be.faults
+	switch c {
+	case callAccept:
+		a.n, _, err = sys.Accept4(faults, fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+	case callRecvFrom:
+		// MSG_TRUNC makes the kernel return a datagram's real length.
+		a.n, a.sa, err = sys.Recvfrom(faults, fd, a.p, unix.MSG_TRUNC)
+	case callSendTo:
+		err = sys.Sendto(faults, fd, a.p, 0, a.sa)
+	case callRaw:
+		if !a.raw(uintptr(fd)) {
+			err = unix.EAGAIN
+		}
+	default:
+		panic(fmt.Sprintf("iopool: unknown ioCall %d", c))
+	}
+	return err
 }
 
 // readFd is read(2) on fd, the fd of fr, through the pool's fault seam:
@@ -97,17 +173,15 @@ func (s *Socket) doRead(how waiter, p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	var n int
-	err := s.ioLoop(&s.read, how, func(fd int) (err error) {
-		n, err = s.fr.readFd(fd, p)
-		return err
-	})
+	a := ioArgs{p: p}
+	err := s.ioLoop(&s.read, how, callRead, &a)
+	n := a.n
 	switch {
 	case err != nil:
 		return 0, syscallErr("read", err)
 	case n == 0 && s.read.kind != kindUDP && s.read.kind != kindUnixgram:
 		return 0, io.EOF
-	case n < len(p) && s.read.tcp:
+	case n < len(p) && s.read.tcp && how.g == nil:
 		s.fr.spendDataEdge()
 	}
 	return n, nil
@@ -127,16 +201,12 @@ func (s *Socket) doRead(how waiter, p []byte) (int, error) {
 func (s *Socket) doWrite(how waiter, p []byte) (int, error) {
 	done := 0
 	for done < len(p) {
-		var n int
-		err := s.ioLoop(&s.write, how, func(fd int) (err error) {
-			n, err = sys.Write(s.fr.p.be.faults, fd, p[done:])
-			return err
-		})
-		if err != nil {
+		a := ioArgs{p: p[done:]}
+		if err := s.ioLoop(&s.write, how, callWrite, &a); err != nil {
 			return done, syscallErr("write", err)
 		}
-		done += n
-		if done < len(p) && s.write.kind != kindOther {
+		done += a.n
+		if done < len(p) && s.write.kind != kindOther && how.g == nil {
 			s.fr.ClearEvents(SlotWrite, PollOut) // full: wait for room
 		}
 	}
@@ -151,17 +221,18 @@ func (s *Socket) doWrite(how waiter, p []byte) (int, error) {
 func (s *Socket) doAccept(how waiter, addr net.Addr) (*Socket, error) {
 	backoff := acceptBackoffMin
 	for {
-		var nfd int
-		err := s.ioLoop(&s.read, how, func(fd int) (err error) {
-			nfd, _, err = sys.Accept4(s.fr.p.be.faults, fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
-			return err
-		})
+		var a ioArgs
+		err := s.ioLoop(&s.read, how, callAccept, &a)
 		switch err {
 		case nil:
+			nfd := a.n
 			if s.read.kind == kindTCP {
 				setConnOptions(nfd)
 			}
-			c, err := newSocket(&s.fr.p.drv, nfd, s.read.tcp, s.read.kind, PollIn|PollOut)
+			// A connection accepted by a goroutine is served by goroutines,
+			// through the runtime's poller: it never joins the pool's
+			// epoll set (see goPoll).
+			c, err := newSocket(&s.fr.p.drv, nfd, s.read.tcp, s.read.kind, PollIn|PollOut, how.g == nil)
 			if err != nil {
 				unix.Close(nfd)
 				return nil, err
@@ -201,17 +272,13 @@ func (s *Socket) doConnectWait(how waiter) error {
 // doRecvFrom receives one datagram into p. MSG_TRUNC makes the kernel
 // return the datagram's real length; n > len(p) means it was cut.
 func (s *Socket) doRecvFrom(how waiter, p []byte) (n int, from unix.Sockaddr, err error) {
-	err = s.ioLoop(&s.read, how, func(fd int) (err error) {
-		n, from, err = sys.Recvfrom(s.fr.p.be.faults, fd, p, unix.MSG_TRUNC)
-		return err
-	})
-	return n, from, syscallErr("recvfrom", err)
+	a := ioArgs{p: p}
+	err = s.ioLoop(&s.read, how, callRecvFrom, &a)
+	return a.n, a.sa, syscallErr("recvfrom", err)
 }
 
 // doSendTo sends p as one datagram to sa.
 func (s *Socket) doSendTo(how waiter, p []byte, sa unix.Sockaddr) error {
-	err := s.ioLoop(&s.write, how, func(fd int) error {
-		return sys.Sendto(s.fr.p.be.faults, fd, p, 0, sa)
-	})
-	return syscallErr("sendto", err)
+	a := ioArgs{p: p, sa: sa}
+	return syscallErr("sendto", s.ioLoop(&s.write, how, callSendTo, &a))
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -33,8 +34,13 @@ type fdRegistration struct {
 	mu        sync.Mutex     // guards interests
 	interests interestSet    // mu
 	pinner    runtime.Pinner // keeps the registration's address stable while the kernel holds the token
-	index     int            // pool.mu: position in the fd table, -1 when not in it
+	index     int            // pool.mu: position in the fd table, -1 when not in it, regDetached when out of the epoll set
 }
+
+// regDetached is the index of a registration that is not in the pool's
+// epoll set (a socket served through the runtime's poller, see goPoll):
+// never added, or taken out by detach. It stays so; nothing delivers to it.
+const regDetached = -2
 
 // deliver records events from the kernel and collects the wakers to wake.
 func (reg *fdRegistration) deliver(ev PollEvents, wakers *WakerList) {
@@ -95,6 +101,10 @@ type FdReady struct {
 	dev uint64 // identity of the file at registration, checked by Close
 	ino uint64
 	ref fdRef // syscalls in flight on fd, and the closing bit
+	// gp, once set, is the fd's registration with the runtime's poller: the
+	// fd's goroutines wait there, and it closes the number (see goPoll).
+	// It sits in what the allocation's size class leaves over.
+	gp atomic.Pointer[goPoll]
 	// waitEvents holds what WaitReady waits for, per slot: the futures
 	// readWait and writeWait are this FdReady itself, so waiting allocates
 	// nothing and costs no memory per registration. Task only.
@@ -105,11 +115,23 @@ type FdReady struct {
 // not closed or otherwise changed. Errors name the fd and the cause: EBADF
 // for an invalid fd, EEXIST for an fd this pool already watches, EPERM for a
 // file epoll cannot watch (a regular file).
-func (d *Driver) NewFdReady(fd int) (*FdReady, error) {
+func (d *Driver) NewFdReady(fd int) (*FdReady, error) { return d.newFdReady(fd, true) }
+
+// newFdReady is NewFdReady; without register, fd stays out of the epoll set
+// (regDetached): it is for a socket whose goroutines wait in the runtime's
+// poller (goPoll), and nothing is pinned or added to the fd table.
+func (d *Driver) newFdReady(fd int, register bool) (*FdReady, error) {
 	p := d.p
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		return nil, wrapError(os.NewSyscallError("fstat", err), "registering fd %d", fd)
+	}
+	if !register {
+		if p.isClosing() {
+			return nil, wrapError(ErrClosed, "registering fd %d", fd)
+		}
+		reg := &fdRegistration{index: regDetached}
+		return &FdReady{p: p, reg: reg, fd: fd, dev: st.Dev, ino: st.Ino}, nil
 	}
 	reg := &fdRegistration{index: -1}
 	reg.pinner.Pin(reg)
@@ -272,13 +294,31 @@ func (fr *FdReady) close(closeFd bool) error {
 	wakers.WakeAll()
 	fr.ref.waitFor(refClosing + refOne) // only Close's reference is left
 	sameFile, err := fr.deregister()
-	if closeFd && sameFile {
+	if gp := fr.gp.Load(); gp != nil {
+		if gerr := gp.release(closeFd && sameFile); gerr != nil && err == nil {
+			err = gerr
+		}
+	} else if closeFd && sameFile {
 		if cerr := unix.Close(fr.fd); cerr != nil && err == nil {
 			err = wrapError(os.NewSyscallError("close", cerr), "close fd %d", fr.fd)
 		}
 	}
 	fr.ref.decref()
 	return err
+}
+
+// checkNotGoPolled panics if the fd is served through the runtime's poller:
+// a task waiting on the pool's readiness would wait forever, since the fd
+// is out of the pool's epoll set.
+func (fr *FdReady) checkNotGoPolled() {
+	if fr.gp.Load() != nil {
+		fr.panicGoPolled() // out of line: Socket.Read's frame stays small
+	}
+}
+
+//go:noinline
+func (fr *FdReady) panicGoPolled() {
+	panic(fmt.Sprintf("iopool: fd %d is served to goroutines by a NetConn, net.Listener or net.PacketConn, which took it over: a task cannot wait on it; use one or the other", fr.fd))
 }
 
 // withFd is the one door to the fd number for a syscall: it runs f with the
@@ -329,13 +369,42 @@ func (fr *FdReady) releaseRef() { fr.ref.decref() }
 // fd still names the registered file; if not, it was closed first (a caller
 // bug) and its number must not be touched.
 func (fr *FdReady) deregister() (sameFile bool, err error) {
-	p := fr.p
-	reg := fr.reg
 	var st unix.Stat_t
 	if serr := unix.Fstat(fr.fd, &st); serr != nil || st.Dev != fr.dev || st.Ino != fr.ino {
 		err = wrapError(ErrFdClosedFirst, "FdReady.Close: fd %d (the stale registration is kept until the pool closes)", fr.fd)
-	} else {
-		sameFile = true
+		return false, fr.leaveEpoll(err)
+	}
+	return true, fr.leaveEpoll(nil)
+}
+
+// detach takes a live registration out of the epoll set and the pool's
+// table, for an fd whose goroutines wait in the runtime's poller from now
+// on (goPoll). Nothing delivers to it afterwards; Close still wakes its
+// pollers. A registration that is out already stays so.
+func (fr *FdReady) detach() error {
+	if fr.closing() {
+		return fr.closedErr()
+	}
+	return fr.leaveEpoll(nil)
+}
+
+// leaveEpoll is deregister's and detach's: unless stale (the fd no longer
+// names the file: its number must not be touched) it takes the fd out of
+// the epoll set, then takes the registration out of the pool's table and
+// frees it, or keeps it pinned among the orphans if the kernel may still
+// name it. The registration is regDetached afterwards. It returns stale, or
+// the epoll_ctl error.
+func (fr *FdReady) leaveEpoll(stale error) (err error) {
+	p := fr.p
+	reg := fr.reg
+	p.mu.Lock()
+	detached := reg.index == regDetached
+	p.mu.Unlock()
+	if detached {
+		return stale
+	}
+	err = stale
+	if stale == nil {
 		// After the pool closed, del touches nothing and reports
 		// ErrClosed: the registration went with the epoll instance.
 		if derr := p.be.del(fr.fd); derr != nil && !errors.Is(derr, ErrClosed) {
@@ -346,13 +415,15 @@ func (fr *FdReady) deregister() (sameFile bool, err error) {
 	p.mu.Lock()
 	if p.closed {
 		// The pool released every registration (and unpinned reg).
+		reg.index = regDetached
 		p.mu.Unlock()
 		if errors.Is(err, ErrFdClosedFirst) {
 			err = nil // nothing stale is left to report
 		}
-		return sameFile, err
+		return err
 	}
 	p.fds.remove(reg)
+	reg.index = regDetached
 	p.stats.fdsRegistered.Add(-1)
 	release, signal := false, false
 	switch {
@@ -371,7 +442,7 @@ func (fr *FdReady) deregister() (sameFile bool, err error) {
 	if release {
 		reg.release()
 	}
-	return sameFile, err
+	return err
 }
 
 // readWait and writeWait are an FdReady seen as the Future that WaitReady

@@ -212,7 +212,8 @@ func (s Stats) add(o Stats) Stats {
 	return Stats{
 		Cycles: s.Cycles + o.Cycles, Sleeps: s.Sleeps + o.Sleeps, EventfdWrites: s.EventfdWrites + o.EventfdWrites,
 		Wakes: s.Wakes + o.Wakes, TimersFired: s.TimersFired + o.TimersFired, TasksSpawned: s.TasksSpawned + o.TasksSpawned,
-		TasksLive: s.TasksLive + o.TasksLive, FdsRegistered: s.FdsRegistered + o.FdsRegistered, Events: s.Events + o.Events,
+		TasksLive: s.TasksLive + o.TasksLive, FdsRegistered: s.FdsRegistered + o.FdsRegistered,
+		FdsGoPolled: s.FdsGoPolled + o.FdsGoPolled, Events: s.Events + o.Events,
 		UringEnters: s.UringEnters + o.UringEnters, UringSubmitted: s.UringSubmitted + o.UringSubmitted,
 		UringCompleted: s.UringCompleted + o.UringCompleted,
 	}

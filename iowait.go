@@ -3,7 +3,6 @@
 package iopool
 
 import (
-	"fmt"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -16,7 +15,8 @@ import (
 //
 //	a task        awaits (wait: the task is suspended, the loop runs on;
 //	              Socket.Read and Write call wait themselves, see Read)
-//	a goroutine   parks on a parkWaker (NetConn, NetListener, NetPacketConn)
+//	a goroutine   waits in the runtime's poller (NetConn, NetListener,
+//	              NetPacketConn; see goSide, which does not come here)
 //	nobody        does not wait: ErrWouldBlock (TryRead, TryWrite)
 //
 // as Go's internal/poll FD.Read waits through pollDesc.waitRead.
@@ -55,11 +55,14 @@ type ioWait struct {
 }
 
 // waiter says how an operation waits while its side is not ready: a task
-// awaits (t), a plain goroutine parks (park), or, with both nil, it does
-// not wait and fails with ErrWouldBlock.
+// awaits (t), a plain goroutine waits in the runtime's poller (g), or, with
+// both nil, it does not wait and fails with ErrWouldBlock.
 type waiter struct {
-	t    *Task
-	park *parkWaker
+	t *Task
+	g *goSide
+	// now: make the call at once and fail with ErrWouldBlock on EAGAIN,
+	// without a wait (one try of a goroutine's wait, see goSide.tryOnce).
+	now bool
 }
 
 // await returns nil once the side has readiness recorded (or at once, with
@@ -79,8 +82,6 @@ func (w *ioWait) await(how waiter, try bool) error {
 		return nil
 	case how.t != nil:
 		return w.wait(how.t)
-	case how.park != nil:
-		return w.park(how.park)
 	}
 	var nobody PollContext // records no waker
 	if _, ok := w.fr.PollReady(&nobody, w.slot, w.events); ok {
@@ -93,6 +94,7 @@ func (w *ioWait) await(how waiter, try bool) error {
 // or t is canceled. A Close makes the side ready: the caller's next try
 // sees it at the syscall's door.
 func (w *ioWait) wait(t *Task) error {
+	w.fr.checkNotGoPolled()
 	_, err := Await[struct{}](t, w)
 	return err
 }
@@ -110,31 +112,6 @@ func (w *ioWait) Poll(cx *PollContext) (struct{}, error) {
 		}
 	}
 	return struct{}{}, ErrPending
-}
-
-// park parks a plain goroutine until the side is ready, its deadline
-// passes, or the socket or its pool is closed.
-func (w *ioWait) park(park *parkWaker) error {
-	cx := PollContext{waker: park}
-	for checked := false; ; checked = true {
-		if _, err := w.Poll(&cx); !isPending(err) {
-			return err
-		}
-		p := w.fr.p
-		if w.fr.closing() || p.isClosing() {
-			return w.fr.closedErr()
-		}
-		if !checked && p.current.Load() != nil && callerPool() == p {
-			// The readiness it waits for is delivered by the loop that
-			// this task is blocking.
-			panic(fmt.Sprintf("iopool: a NetConn, net.Listener or net.PacketConn of fd %d used from a task of its own pool, which could never deliver its readiness: use the Socket, Listener or PacketSocket methods that take the task", w.fr.fd))
-		}
-		// Also woken by a Go timer at the deadline: the pool's timer fires
-		// only while the pool runs, and a deadline must hold without it.
-		if err := park.parkUntil(p, w.deadline.Load()); err != nil {
-			return err // the loop is not running (ErrNotRunning) or closed
-		}
-	}
 }
 
 // pause waits d, or less: Close wakes it (the accept back-off, which must
@@ -161,9 +138,10 @@ func (w *ioWait) pause(how waiter, d time.Duration) error {
 			return struct{}{}, pendingUnless(fired)
 		}))
 		return err
-	case how.park != nil:
-		if !closed(&PollContext{waker: how.park}) {
-			return how.park.parkUntil(p, until)
+	case how.g != nil:
+		park := newParkWaker()
+		if !closed(&PollContext{waker: park}) {
+			return park.parkUntil(p, until)
 		}
 	}
 	return nil

@@ -53,7 +53,7 @@ func (lc ListenConfig) Listen(drv *Driver, network, addr string) (*Listener, err
 		unix.Close(fd)
 		return fail(err)
 	}
-	s, err := newSocket(drv, fd, family != unix.AF_UNIX, kind, PollIn)
+	s, err := newSocket(drv, fd, family != unix.AF_UNIX, kind, PollIn, true)
 	if err != nil {
 		unix.Close(fd)
 		return fail(err)

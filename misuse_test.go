@@ -238,9 +238,8 @@ func lockChild(t *testing.T, variant string) {
 	t.Fatal("the process survived an await with an unbalanced thread lock")
 }
 
-// A NetConn waiting from a task of its own pool would block the loop that
-// delivers its readiness: it panics (a deadline would otherwise be its only
-// way out).
+// A NetConn waiting from a task would block the task's whole pool until
+// the data came: it panics, naming the Socket's methods to use instead.
 func TestNetConnFromOwnPoolsTaskPanics(t *testing.T) {
 	within(t, 10*time.Second, func() {
 		runPool(t, func(tk *Task) error {
@@ -250,7 +249,8 @@ func TestNetConnFromOwnPoolsTaskPanics(t *testing.T) {
 			require.NoError(t, err)
 			defer c.Close()
 			v := panicValue(func() { _, _ = c.Read(make([]byte, 8)) })
-			require.Contains(t, v, "used from a task of its own pool")
+			require.Contains(t, v, "called from inside a task")
+			require.Contains(t, v, "use the Socket, Listener or PacketSocket methods that take the task")
 			// With data there, nothing waits: the call is fine.
 			_, err = unix.Write(sp[1], []byte("x"))
 			require.NoError(t, err)

@@ -13,45 +13,57 @@ import (
 // runs on plain goroutines: net/http, crypto/tls, gRPC, anything that takes
 // a net.Conn. Its methods may be called from any goroutine and concurrently
 // (reads are serialized among themselves, and so are writes). A call that
-// must wait parks its goroutine on the pool's readiness and deadline
-// timers, so the pool must be running (Start, or inside Run) while it
-// waits, or the call fails with ErrNotRunning after a second;
-// without waiting, calls are plain nonblocking syscalls on the caller's
-// goroutine. Reads and writes take the Socket's one I/O path (fdio.go),
-// with the Socket's rules.
+// must wait parks its goroutine in the Go runtime's network poller, as a
+// net.TCPConn's does: the socket leaves the pool's epoll set, its traffic
+// never wakes the pool's loop, and it is served whether or not the loop
+// runs. Reads and writes take the Socket's one I/O path (fdio.go) and its
+// one door to the fd; Close closes the fd once, whoever is waiting on it.
+// Calling a method that waits from inside a task panics: it would block
+// the task's whole pool (use the Socket from tasks).
 //
-// Deadlines behave as in package net: an expired deadline fails the call
-// with an error that is a net.Error with Timeout() true and satisfies
-// errors.Is(err, os.ErrDeadlineExceeded); Close wakes every waiting call,
-// which fails with an error matching net.ErrClosed.
+// Deadlines behave as in package net, on the wall clock (the runtime's
+// poller keeps them; a deadline set on the Socket before it became a
+// NetConn does not carry over): an expired deadline fails the call with an
+// error that is a net.Error with Timeout() true and satisfies
+// errors.Is(err, os.ErrDeadlineExceeded); Close, or closing the pool, wakes
+// every waiting call, which fails with an error matching net.ErrClosed.
 //
 // A NetConn owns its socket: do not use the Socket from tasks as well.
 type NetConn struct {
 	s        *Socket
-	rmu, wmu sync.Mutex // serialize readers, writers
-	rpark    *parkWaker // rmu: the reader's waker
-	wpark    *parkWaker // wmu: the writer's waker
+	gp       *goPoll    // the socket's registration with the runtime's poller
+	err      error      // why gp could not be made: every call fails with it
+	rmu, wmu sync.Mutex // serialize readers (gp.read), writers (gp.write)
 	laddr    net.Addr   // read once: the fd may be closed under a caller
 	raddr    net.Addr
 }
 
 var _ net.Conn = (*NetConn)(nil)
 
-// NewNetConn registers a connected stream socket fd with the driver's pool and
+// NewNetConn takes a connected stream socket fd into the driver's pool and
 // returns it as a net.Conn. The NetConn owns fd from then on.
 func (d *Driver) NewNetConn(fd int) (*NetConn, error) {
-	s, err := d.NewSocket(fd)
+	kind, tcp := probeSocket(fd)
+	s, err := newSocket(d, fd, tcp, kind, PollIn|PollOut, false)
 	if err != nil {
 		return nil, err
 	}
-	return s.NetConn(), nil
+	c := s.NetConn()
+	if c.err != nil {
+		s.Close()
+		return nil, c.err
+	}
+	return c, nil
 }
 
 // NetConn turns s into a net.Conn usable from any goroutine. The NetConn
-// takes over s: use one or the other.
+// takes over s: s leaves the pool's epoll set, and a task that waits on s
+// from then on panics. Use one or the other. If the runtime's poller
+// refuses the fd, every call of the NetConn fails saying so.
 func (s *Socket) NetConn() *NetConn {
-	return &NetConn{s: s, rpark: newParkWaker(), wpark: newParkWaker(),
-		laddr: s.LocalAddr(), raddr: s.RemoteAddr()}
+	c := &NetConn{s: s, laddr: s.LocalAddr(), raddr: s.RemoteAddr()}
+	c.gp, c.err = s.attachGoPoll()
+	return c
 }
 
 // Fd returns the socket's fd.
@@ -60,18 +72,24 @@ func (c *NetConn) Fd() int { return c.s.fd }
 // Read reads up to len(p) bytes, waiting while none is available. It
 // returns io.EOF at the end of the stream.
 func (c *NetConn) Read(p []byte) (int, error) {
+	if c.err != nil {
+		return 0, c.opError("read", c.err)
+	}
 	c.rmu.Lock()
 	defer c.rmu.Unlock() // also when the misuse check panics
-	n, err := c.s.doRead(waiter{park: c.rpark}, p)
+	n, err := c.s.doRead(waiter{g: &c.gp.read}, p)
 	return n, c.opError("read", err)
 }
 
 // Write writes all of p, waiting while the socket is full, and returns
 // len(p) or an error with the count written before it.
 func (c *NetConn) Write(p []byte) (int, error) {
+	if c.err != nil {
+		return 0, c.opError("write", c.err)
+	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock() // also when the misuse check panics
-	n, err := c.s.doWrite(waiter{park: c.wpark}, p)
+	n, err := c.s.doWrite(waiter{g: &c.gp.write}, p)
 	return n, c.opError("write", err)
 }
 

@@ -9,24 +9,29 @@ import (
 
 // NetListener returns l as a net.Listener for code that runs on plain
 // goroutines, such as net/http's Server.Serve. Its Accept may be called from
-// any goroutine (calls are serialized) and returns a *NetConn registered on
-// l's pool; while no connection is queued it parks the calling goroutine on
-// the pool's readiness, so the pool must be running (Start, or inside Run)
-// for Accept to wait; otherwise Accept fails with ErrNotRunning after a
-// second. Close closes the listener and wakes a waiting Accept (also one
-// pausing for lack of fds), which fails with net.ErrClosed.
+// any goroutine (calls are serialized) and returns a *NetConn of l's pool;
+// while no connection is queued it parks the calling goroutine in the Go
+// runtime's network poller, as package net's Accept does, so it is served
+// whether or not the pool's loop runs, and neither the listener nor the
+// connections it accepts wake that loop. Close closes the listener and
+// wakes a waiting Accept (also one pausing for lack of fds), which fails
+// with net.ErrClosed.
 //
-// The net.Listener takes over l: do not accept from tasks as well.
+// The net.Listener takes over l, which leaves the pool's epoll set: a task
+// that waits on l from then on panics.
 func (l *Listener) NetListener() net.Listener {
-	return &netListener{l: l, park: newParkWaker()}
+	nl := &netListener{l: l}
+	nl.gp, nl.err = l.sock.attachGoPoll()
+	return nl
 }
 
 // netListener is a Listener seen from plain goroutines: Accept is the
-// Listener's one accept path (doAccept), waiting by parking.
+// Listener's one accept path (doAccept), waiting in the runtime's poller.
 type netListener struct {
-	l    *Listener
-	mu   sync.Mutex // serializes Accept
-	park *parkWaker // mu: the accepting goroutine's waker
+	l   *Listener
+	gp  *goPoll
+	err error      // why gp could not be made: Accept fails with it
+	mu  sync.Mutex // serializes Accept (gp.read)
 }
 
 var _ net.Listener = (*netListener)(nil)
@@ -35,13 +40,21 @@ var _ net.Listener = (*netListener)(nil)
 // connections have TCP_NODELAY set, as in package net. When the process is
 // out of fds it backs off (10 ms doubling to 1 s) as Listener.Accept does.
 func (nl *netListener) Accept() (net.Conn, error) {
+	if nl.err != nil {
+		return nil, nl.l.opError(nl.err)
+	}
 	nl.mu.Lock()
 	defer nl.mu.Unlock() // also when the misuse check panics
-	s, err := nl.l.sock.doAccept(waiter{park: nl.park}, nl.l.addr)
+	s, err := nl.l.sock.doAccept(waiter{g: &nl.gp.read}, nl.l.addr)
 	if err != nil {
 		return nil, nl.l.opError(err)
 	}
-	return s.NetConn(), nil
+	c := s.NetConn()
+	if c.err != nil {
+		s.Close()
+		return nil, nl.l.opError(c.err)
+	}
+	return c, nil
 }
 
 // Close closes the listener; a waiting Accept wakes and fails with

@@ -300,7 +300,7 @@ func (p *Pool) reportStall(r StallReport, pcs []uintptr) {
 }
 
 // Stats is a snapshot of a pool's counters. Reading them is cheap and safe
-// from any goroutine; counters only grow, except the two live gauges.
+// from any goroutine; counters only grow, except the three live gauges.
 type Stats struct {
 	Cycles         uint64 // loop cycles run
 	Sleeps         uint64 // times the loop blocked in epoll_wait
@@ -309,7 +309,8 @@ type Stats struct {
 	TimersFired    uint64 // timers that expired in the loop
 	TasksSpawned   uint64 // tasks created, the root tasks included
 	TasksLive      int64  // tasks not yet finished
-	FdsRegistered  int64  // fds registered now
+	FdsRegistered  int64  // fds in the pool's epoll set now
+	FdsGoPolled    int64  // sockets served to goroutines through Go's poller now (NetConn, net.Listener, net.PacketConn)
 	Events         uint64 // epoll events dispatched to registrations
 	UringEnters    uint64 // io_uring_enter calls
 	UringSubmitted uint64 // SQEs handed to the kernel
@@ -321,7 +322,7 @@ type Stats struct {
 type poolStats struct {
 	cycles, sleeps, eventfdWrites, wakes, timersFired, tasksSpawned atomic.Uint64
 	events, uringEnters, uringSubmitted, uringCompleted             atomic.Uint64
-	tasksLive, fdsRegistered                                        atomic.Int64
+	tasksLive, fdsRegistered, fdsGoPolled                           atomic.Int64
 }
 
 // Stats returns a snapshot of the pool's counters.
@@ -330,7 +331,8 @@ func (p *Pool) Stats() Stats {
 	return Stats{
 		Cycles: s.cycles.Load(), Sleeps: s.sleeps.Load(), EventfdWrites: s.eventfdWrites.Load(),
 		Wakes: s.wakes.Load(), TimersFired: s.timersFired.Load(), TasksSpawned: s.tasksSpawned.Load(),
-		TasksLive: s.tasksLive.Load(), FdsRegistered: s.fdsRegistered.Load(), Events: s.events.Load(),
+		TasksLive: s.tasksLive.Load(), FdsRegistered: s.fdsRegistered.Load(),
+		FdsGoPolled: s.fdsGoPolled.Load(), Events: s.events.Load(),
 		UringEnters: s.uringEnters.Load(), UringSubmitted: s.uringSubmitted.Load(),
 		UringCompleted: s.uringCompleted.Load(),
 	}

@@ -69,7 +69,7 @@ func (d *Driver) ListenPacket(network, addr string) (*PacketSocket, error) {
 		}
 	}
 	kind := sockKindOf(family, unix.SOCK_DGRAM)
-	s, err := newSocket(d, fd, false, kind, PollIn|PollOut)
+	s, err := newSocket(d, fd, false, kind, PollIn|PollOut, true)
 	if err != nil {
 		unix.Close(fd)
 		return fail(err)

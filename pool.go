@@ -70,6 +70,7 @@ type lifecycle struct {
 	loopExit  chan struct{} // closed by the loop goroutine when it exits
 	closeEnd  chan struct{} // made by New, closed when Close has finished
 	onClose   []*closeHook  // mu: run by Close after the tasks end, before the fds are released
+	goPolls   goPollSet     // its own lock: sockets served through the runtime's poller (gopoll.go)
 }
 
 // Driver spawns tasks and creates timers, fd registrations and io_uring
@@ -303,6 +304,7 @@ func (p *Pool) release() error {
 		op.release()
 	}
 	wakers.WakeAll()
+	p.goPolls.wakeAll() // goroutines waiting in the runtime's poller
 	var errs []error
 	if u := p.uringForClose(); u != nil {
 		// On the loop goroutine: a single-issuer ring takes no calls from

@@ -4,8 +4,6 @@ package iopool
 
 import (
 	"syscall"
-
-	"golang.org/x/sys/unix"
 )
 
 // SyscallConn returns the connection as a syscall.RawConn, as
@@ -35,29 +33,24 @@ func (rc rawConn) Control(f func(fd uintptr)) error {
 // each time it returns false.
 func (rc rawConn) Read(f func(fd uintptr) (done bool)) error {
 	c := rc.c
+	if c.err != nil {
+		return c.opError("raw-read", c.err)
+	}
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
-	err := c.s.ioLoop(&c.s.read, waiter{park: c.rpark}, rawCall(f))
-	return c.opError("raw-read", err)
+	a := ioArgs{raw: f}
+	return c.opError("raw-read", c.s.ioLoop(&c.s.read, waiter{g: &c.gp.read}, callRaw, &a))
 }
 
 // Write runs f until it returns true, waiting for the socket to be
 // writable each time it returns false.
 func (rc rawConn) Write(f func(fd uintptr) (done bool)) error {
 	c := rc.c
+	if c.err != nil {
+		return c.opError("raw-write", c.err)
+	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	err := c.s.ioLoop(&c.s.write, waiter{park: c.wpark}, rawCall(f))
-	return c.opError("raw-write", err)
-}
-
-// rawCall adapts a RawConn function to ioLoop's call: not done is EAGAIN,
-// the side's readiness is spent.
-func rawCall(f func(fd uintptr) bool) func(fd int) error {
-	return func(fd int) error {
-		if f(uintptr(fd)) {
-			return nil
-		}
-		return unix.EAGAIN
-	}
+	a := ioArgs{raw: f}
+	return c.opError("raw-write", c.s.ioLoop(&c.s.write, waiter{g: &c.gp.write}, callRaw, &a))
 }

@@ -39,7 +39,7 @@ type Socket struct {
 // Socket owns fd from then on: Close closes it.
 func (d *Driver) NewSocket(fd int) (*Socket, error) {
 	kind, tcp := probeSocket(fd)
-	return newSocket(d, fd, tcp, kind, PollIn|PollOut)
+	return newSocket(d, fd, tcp, kind, PollIn|PollOut, true)
 }
 
 // probeSocket asks the kernel what fd is: its kind, and whether it is a
@@ -67,12 +67,14 @@ func probeSocket(fd int) (kind sockKind, tcp bool) {
 // Accept, Dial and ListenPacket made it), sparing the getsockopt calls.
 // The sides in ready make their first call at once (ioWait.untried): both
 // for an fd that may have data or room, not the write side of a connect
-// in progress, whose first edge says it is done.
-func newSocket(drv *Driver, fd int, tcp bool, kind sockKind, ready PollEvents) (*Socket, error) {
+// in progress, whose first edge says it is done. Without register, the fd
+// stays out of the pool's epoll set: a socket made for goroutines, which
+// wait in the runtime's poller (goPoll).
+func newSocket(drv *Driver, fd int, tcp bool, kind sockKind, ready PollEvents, register bool) (*Socket, error) {
 	if err := unix.SetNonblock(fd, true); err != nil {
 		return nil, wrapError(os.NewSyscallError("fcntl", err), "NewSocket fd %d", fd)
 	}
-	fr, err := drv.NewFdReady(fd)
+	fr, err := drv.newFdReady(fd, register)
 	if err != nil {
 		return nil, err
 	}
@@ -177,12 +179,18 @@ func (s *Socket) opError(op string, err error) error {
 // from any goroutine; a Read waiting now is woken if the deadline moved
 // earlier than its wait.
 func (s *Socket) SetReadDeadline(t time.Time) error {
+	if gp := s.fr.gp.Load(); gp != nil {
+		return gp.setDeadline(SlotRead, t) // the runtime's poller keeps it
+	}
 	s.read.setDeadline(t)
 	return nil
 }
 
 // SetWriteDeadline sets the time after which Write fails (zero: never).
 func (s *Socket) SetWriteDeadline(t time.Time) error {
+	if gp := s.fr.gp.Load(); gp != nil {
+		return gp.setDeadline(SlotWrite, t)
+	}
 	s.write.setDeadline(t)
 	return nil
 }

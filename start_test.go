@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -126,28 +128,17 @@ func TestStartCloseCancelsTasksAndSurvivesPanics(t *testing.T) {
 }
 
 // Regression (issue 19): goroutine code on a pool nobody runs hung silently
-// (net/http's Accept parked forever, with no error and no log). It now fails
-// after the pool's not-running bound with ErrNotRunning, whose message says
-// to call Start or Run: an Accept, a NetConn Read, a BlockOn on a pool timer
-// and a Handle.Wait.
+// (net/http's Accept parked forever, with no error and no log). What needs
+// the loop now fails after the pool's not-running bound with ErrNotRunning,
+// whose message says to call Start or Run: a BlockOn on a pool timer and a
+// Handle.Wait. The net adapters do not need the loop (see
+// TestNetAdaptersAreServedWithoutTheLoop).
 func TestRegressionGoroutineOnPoolNotRunningFailsInsteadOfHanging(t *testing.T) {
 	const bound = 100 * time.Millisecond
 	p := newTestPool(t)
 	p.opts.notRunningBound = bound // before any goroutine uses the pool
 
-	l, err := p.Driver().Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	nl := l.NetListener()
-	defer nl.Close()
-	sp := socketpair(t)
-	c, err := p.Driver().NewNetConn(sp[0])
-	require.NoError(t, err)
-	defer c.Close()
-	defer mustNetConn(t, p, sp[1]).Close()
-
 	waits := map[string]func() error{
-		"Accept": func() error { _, err := nl.Accept(); return err },
-		"Read":   func() error { _, err := c.Read(make([]byte, 8)); return err },
 		"BlockOn": func() error {
 			_, err := BlockOn(p.Driver().NewTimer().Future(time.Now().Add(time.Hour)))
 			return err
@@ -182,44 +173,107 @@ func mustNetConn(t *testing.T, p *Pool, fd int) *NetConn {
 func TestGoroutineIsServedWhenThePoolStartsWithinTheBound(t *testing.T) {
 	p := newTestPool(t)
 	p.opts.notRunningBound = time.Minute // the test never waits that long
-	sp := socketpair(t)
-	a := mustNetConn(t, p, sp[0])
-	defer a.Close()
-	b := mustNetConn(t, p, sp[1])
-	defer b.Close()
-	got := make(chan string, 1)
+	tm := p.Driver().NewTimer()
+	fired := make(chan error, 1)
 	go func() {
-		line, err := bufio.NewReader(a).ReadString('\n')
-		if err != nil {
-			line = err.Error()
-		}
-		got <- line
+		_, err := BlockOn(tm.Future(time.Now().Add(20 * time.Millisecond)))
+		fired <- err
 	}()
 	time.Sleep(10 * time.Millisecond) // usually parked by now; served either way
 	require.NoError(t, p.Start())
-	_, err := b.Write([]byte("late start\n"))
-	require.NoError(t, err)
-	within(t, watchdog, func() { require.Equal(t, "late start\n", <-got) })
+	within(t, watchdog, func() { require.NoError(t, <-fired) })
 }
 
 func TestGoroutineFailsAfterTheLastRunReturns(t *testing.T) {
 	const bound = 100 * time.Millisecond
 	p := newTestPool(t)
 	p.opts.notRunningBound = bound
-	sp := socketpair(t)
-	a := mustNetConn(t, p, sp[0])
-	defer a.Close()
-	b := mustNetConn(t, p, sp[1])
-	defer b.Close()
-	read := make(chan error, 1)
+	waited := make(chan error, 1)
 	require.NoError(t, p.Run(func(tk *Task) error {
+		tm := tk.Driver().NewTimer()
 		go func() {
-			_, err := a.Read(make([]byte, 8))
-			read <- err
+			_, err := BlockOn(tm.Future(time.Now().Add(time.Hour)))
+			waited <- err
 		}()
 		return tk.Sleep(20 * time.Millisecond)
 	}))
-	within(t, watchdog, func() { require.ErrorIs(t, <-read, ErrNotRunning) })
+	within(t, watchdog, func() { require.ErrorIs(t, <-waited, ErrNotRunning) })
+}
+
+// The net adapters wait in the Go runtime's poller, as package net's
+// sockets do: a pool that was never started serves an Accept, a NetConn's
+// reads and writes, a deadline and a NetPacketConn's datagrams, and its
+// loop never runs for them.
+func TestNetAdaptersAreServedWithoutTheLoop(t *testing.T) {
+	p := newTestPool(t)
+	p.opts.notRunningBound = 50 * time.Millisecond // a wait on the loop would fail fast
+	l, err := p.Driver().Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	nl := l.NetListener()
+	defer nl.Close()
+
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := nl.Accept() // waits: the dial comes later
+		if err != nil {
+			c = nil
+		}
+		accepted <- c
+	}()
+	time.Sleep(60 * time.Millisecond) // past the bound: the Accept must still be waiting, not failed
+	client, err := net.Dial("tcp", nl.Addr().String())
+	require.NoError(t, err)
+	defer client.Close()
+	var server net.Conn
+	within(t, watchdog, func() { server = <-accepted })
+	require.NotNil(t, server, "Accept failed")
+	defer server.Close()
+
+	echoed := make(chan string, 1)
+	go func() {
+		line, err := bufio.NewReader(server).ReadString('\n') // waits for the line
+		if err == nil {
+			_, err = server.Write([]byte(line))
+		}
+		if err != nil {
+			line = err.Error()
+		}
+		echoed <- line
+	}()
+	time.Sleep(60 * time.Millisecond)
+	_, err = client.Write([]byte("no loop\n"))
+	require.NoError(t, err)
+	within(t, watchdog, func() { require.Equal(t, "no loop\n", <-echoed) })
+	got, err := bufio.NewReader(client).ReadString('\n')
+	require.NoError(t, err)
+	require.Equal(t, "no loop\n", got)
+
+	require.NoError(t, server.SetReadDeadline(time.Now().Add(30*time.Millisecond)))
+	_, err = server.Read(make([]byte, 1))
+	require.ErrorIs(t, err, os.ErrDeadlineExceeded)
+
+	ps, err := p.Driver().ListenPacket("udp", "127.0.0.1:0")
+	require.NoError(t, err)
+	pc := ps.NetPacketConn()
+	defer pc.Close()
+	from, err := net.Dial("udp", pc.LocalAddr().String())
+	require.NoError(t, err)
+	defer from.Close()
+	got2 := make(chan string, 1)
+	go func() {
+		buf := make([]byte, 16)
+		n, _, err := pc.ReadFrom(buf)
+		if err != nil {
+			got2 <- err.Error()
+			return
+		}
+		got2 <- string(buf[:n])
+	}()
+	time.Sleep(60 * time.Millisecond)
+	_, err = from.Write([]byte("datagram"))
+	require.NoError(t, err)
+	within(t, watchdog, func() { require.Equal(t, "datagram", <-got2) })
+	require.Zero(t, p.Stats().Cycles, "the loop ran")
 }
 
 // A Group starts every pool; each serves a task spawned onto it.

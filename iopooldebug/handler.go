@@ -87,9 +87,9 @@ func writeText(w io.Writer, pools []Pool) {
 		}
 		s := p.Stats
 		fmt.Fprintf(w, "pool %q: %d tasks\n", p.Name, len(p.Tasks))
-		fmt.Fprintf(w, "stats: cycles=%d sleeps=%d eventfd_writes=%d wakes=%d timers_fired=%d tasks_spawned=%d tasks_live=%d fds_registered=%d events=%d uring_enters=%d uring_submitted=%d uring_completed=%d\n",
+		fmt.Fprintf(w, "stats: cycles=%d sleeps=%d eventfd_writes=%d wakes=%d timers_fired=%d tasks_spawned=%d tasks_live=%d fds_registered=%d fds_go_polled=%d events=%d uring_enters=%d uring_submitted=%d uring_completed=%d\n",
 			s.Cycles, s.Sleeps, s.EventfdWrites, s.Wakes, s.TimersFired, s.TasksSpawned, s.TasksLive,
-			s.FdsRegistered, s.Events, s.UringEnters, s.UringSubmitted, s.UringCompleted)
+			s.FdsRegistered, s.FdsGoPolled, s.Events, s.UringEnters, s.UringSubmitted, s.UringCompleted)
 		for _, t := range p.Tasks {
 			state := t.State
 			if t.WaitingOn != "" {

@@ -54,7 +54,7 @@ var mutants = []mutant{
 	},
 	{
 		name: "short-read-everywhere", what: "a short read is trusted on every socket type, not only TCP",
-		file: "fdio.go", old: "\tcase n < len(p) && s.read.tcp:\n", new: "\tcase n < len(p):\n",
+		file: "fdio.go", old: "\tcase n < len(p) && s.read.tcp && how.g == nil:\n", new: "\tcase n < len(p) && how.g == nil:\n",
 		pkgs: []string{"."}, run: "ShortRead",
 	},
 	{
@@ -71,5 +71,10 @@ var mutants = []mutant{
 		name: "netconn-ignores-deadline", what: "NetConn.SetReadDeadline does not reach the socket",
 		file: "netconn.go", old: "\treturn c.s.SetReadDeadline(t)\n", new: "\treturn nil\n",
 		pkgs: []string{"."}, run: "^TestNetConnDeadlines$|Deadline",
+	},
+	{
+		name: "go-polled-in-epoll", what: "a socket served through Go's poller stays in the pool's epoll set (its traffic wakes the loop)",
+		file: "gopoll.go", old: "\tif err := fr.detach(); err != nil {\n", new: "\tif err := error(nil); err != nil {\n",
+		pkgs: []string{"."}, run: "^TestNetConnTrafficDoesNotWakeTheLoop$",
 	},
 }

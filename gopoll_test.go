@@ -1,0 +1,181 @@
+//go:build linux
+
+package iopool
+
+import (
+	"bufio"
+	"net"
+	"os"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+)
+
+// collect runs the garbage collector until the finalizers of what is
+// unreachable have had their chance to run.
+func collect() {
+	for range 3 {
+		runtime.GC()
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// requireOpen fails unless fd is open.
+func requireOpen(t *testing.T, fd int, msg string) {
+	t.Helper()
+	_, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)
+	require.NoError(t, err, msg)
+}
+
+// A NetConn's fd number is closed exactly once: by its Close (through the
+// NetConn or through its Socket), never again by the os.File the runtime's
+// poller holds it through, whose finalizer would close the number's next
+// owner.
+func TestNetConnClosesItsNumberOnce(t *testing.T) {
+	for _, via := range []string{"NetConn", "Socket"} {
+		t.Run(via, func(t *testing.T) {
+			p := newTestPool(t)
+			sp := socketpair(t)
+			defer unix.Close(sp[1])
+			s, err := p.Driver().NewSocket(sp[0])
+			require.NoError(t, err)
+			c := s.NetConn()
+			require.NoError(t, c.err)
+			if via == "NetConn" {
+				require.NoError(t, c.Close())
+			} else {
+				require.NoError(t, s.Close())
+			}
+			n, err := unix.Read(sp[1], make([]byte, 1))
+			require.NoError(t, err)
+			require.Zero(t, n, "the peer sees the end of the stream")
+			reused := takeNumber(t, sp[0], openEventfd)
+			c, s = nil, nil
+			collect()
+			requireOpen(t, reused[0], "the number's new owner was closed")
+			require.Zero(t, p.Stats().FdsGoPolled)
+		})
+	}
+}
+
+// A NetConn whose number was closed behind its back (a caller bug) does
+// not close the number again at Close, nor later from a finalizer: by then
+// the number is another file's.
+func TestNetConnNumberClosedFirstIsLeftAlone(t *testing.T) {
+	p := newTestPool(t)
+	sp := socketpair(t)
+	defer unix.Close(sp[1])
+	c, err := p.Driver().NewNetConn(sp[0])
+	require.NoError(t, err)
+	require.NoError(t, unix.Close(sp[0]))
+	reused := takeNumber(t, sp[0], openEventfd)
+	require.ErrorIs(t, c.Close(), ErrFdClosedFirst)
+	c = nil
+	collect()
+	requireOpen(t, reused[0], "the number's new owner was closed")
+}
+
+// The connections a NetListener accepts, and the listener itself, are out
+// of the pool's epoll set: their traffic does not wake the pool's loop.
+// Before, every request cost the loop a wake and a cycle.
+func TestNetConnTrafficDoesNotWakeTheLoop(t *testing.T) {
+	p := newTestPool(t)
+	require.NoError(t, p.Start())
+	l, err := p.Driver().Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	registered := p.Stats().FdsRegistered
+	nl := l.NetListener()
+	defer nl.Close()
+	require.Equal(t, registered-1, p.Stats().FdsRegistered, "the listener left the epoll set")
+	go func() {
+		c, err := nl.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		r := bufio.NewReader(c)
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			if _, err := c.Write([]byte(line)); err != nil {
+				return
+			}
+		}
+	}()
+	client, err := net.Dial("tcp", nl.Addr().String())
+	require.NoError(t, err)
+	defer client.Close()
+	r := bufio.NewReader(client)
+	const trips = 200
+	before := p.Stats()
+	for range trips {
+		_, err := client.Write([]byte("ping\n"))
+		require.NoError(t, err)
+		line, err := r.ReadString('\n')
+		require.NoError(t, err)
+		require.Equal(t, "ping\n", line)
+	}
+	after := p.Stats()
+	require.Less(t, after.Cycles-before.Cycles, uint64(trips/10), "loop cycles during %d round trips", trips)
+	require.Equal(t, int64(2), after.FdsGoPolled, "the listener and the connection")
+	require.Equal(t, registered-1, after.FdsRegistered, "the connection is not in the epoll set")
+}
+
+// A task that waits on a Socket a NetConn took over would wait forever
+// (the socket left the pool's epoll set): it panics, saying so.
+func TestTaskWaitingOnANetConnsSocketPanics(t *testing.T) {
+	within(t, watchdog, func() {
+		runPool(t, func(tk *Task) error {
+			sp := socketpair(t)
+			defer unix.Close(sp[1])
+			s, err := tk.Driver().NewSocket(sp[0])
+			require.NoError(t, err)
+			c := s.NetConn()
+			defer c.Close()
+			v := panicValue(func() { _, _ = s.Read(tk, make([]byte, 8)) })
+			require.Contains(t, v, "took it over: a task cannot wait on it")
+			return nil
+		})
+	})
+}
+
+// On a pool with a virtual clock a goroutine's deadline follows the pool's
+// clock, and moving it while the goroutine waits takes effect: the wait
+// ends at the new deadline, in virtual time.
+func TestVirtualClockNetConnDeadlineMovesWhileWaiting(t *testing.T) {
+	fds := socketpair(t)
+	defer unix.Close(fds[1])
+	p, err := New(WithVirtualClock())
+	require.NoError(t, err)
+	defer p.Close()
+	c, err := p.Driver().NewNetConn(fds[0])
+	require.NoError(t, err)
+	defer c.Close()
+	require.NoError(t, c.SetReadDeadline(p.Now().Add(50*time.Minute)))
+	type result struct {
+		err error
+		at  time.Time
+	}
+	read := make(chan result, 1)
+	go func() {
+		_, err := c.Read(make([]byte, 1))
+		read <- result{err, p.Now()}
+	}()
+	require.NoError(t, p.Run(func(tk *Task) error {
+		if err := tk.Sleep(5 * time.Minute); err != nil {
+			return err
+		}
+		if err := c.SetReadDeadline(p.Now().Add(5 * time.Minute)); err != nil { // 10 min
+			return err
+		}
+		return tk.Sleep(time.Hour)
+	}))
+	r := <-read
+	require.ErrorIs(t, r.err, os.ErrDeadlineExceeded)
+	require.WithinRange(t, r.at, virtualEpoch.Add(10*time.Minute), virtualEpoch.Add(50*time.Minute-time.Nanosecond))
+}
