@@ -159,14 +159,6 @@ func TestRegressionGoroutineOnPoolNotRunningFailsInsteadOfHanging(t *testing.T) 
 	}
 }
 
-// mustNetConn wraps fd in a NetConn on p, failing the test on error.
-func mustNetConn(t *testing.T, p *Pool, fd int) *NetConn {
-	t.Helper()
-	c, err := p.Driver().NewNetConn(fd)
-	require.NoError(t, err)
-	return c
-}
-
 // A goroutine waiting on a pool that is started within the bound is served
 // as if the pool had run all along; one waiting when the only Run returns
 // fails after the bound.
