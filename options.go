@@ -86,12 +86,13 @@ const (
 // entered with setns, a CPU the thread is pinned to (WithCPU implies it),
 // other per-thread state — or in a thread-per-core server whose tasks do
 // the work; for fd work (sockets, timers, io_uring) a locked loop costs what
-// an unlocked one does. Leave it off when goroutines do the work: net/http,
-// gRPC or TLS over Listener.NetListener, NetConn, a Chan or Oneshot that
-// goroutines wait on, Handle.Wait, BlockOn. A goroutine the pool wakes
-// cannot run on the locked thread, so every such wake is a hand-off to
-// another thread, where an unlocked loop runs the goroutine on its own
-// thread before it sleeps. A locked loop that woke a goroutine hands its P
+// an unlocked one does, and so do the net adapters (net/http, gRPC or TLS
+// over Listener.NetListener, NetConn, NetPacketConn), whose goroutines wait
+// in Go's own poller and never on the loop. Leave it off when goroutines
+// wait on the loop: a Chan or Oneshot that goroutines wait on,
+// Handle.Wait, BlockOn. A goroutine the pool wakes cannot run on the locked
+// thread, so every such wake is a hand-off to another thread, where an
+// unlocked loop runs the goroutine on its own thread before it sleeps. A locked loop that woke a goroutine hands its P
 // over (runtime.Gosched) before it sleeps, and passes through the scheduler
 // at least every 5 ms. docs/benchmarks.md measures both
 // kinds of loop; docs/locked-loop.md explains the hand-off.
