@@ -173,6 +173,7 @@ func TestVirtualClockNetConnDeadline(t *testing.T) {
 		_, err := c.Read(make([]byte, 1))
 		read <- result{err, p.Now()}
 	}()
+	waitForIOWait(t) // the virtual clock runs the Run below in microseconds
 	require.NoError(t, p.Run(func(tk *Task) error {
 		return tk.Sleep(time.Hour)
 	}))

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -21,6 +22,19 @@ func collect() {
 		runtime.GC()
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// waitForIOWait waits until some goroutine waits in the runtime's network
+// poller ("IO wait" in its stack trace).
+func waitForIOWait(t *testing.T) {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	for start := time.Now(); time.Since(start) < watchdog; time.Sleep(time.Millisecond) {
+		if strings.Contains(string(buf[:runtime.Stack(buf, true)]), "[IO wait") {
+			return
+		}
+	}
+	t.Fatal("no goroutine waits in the runtime's poller")
 }
 
 // requireOpen fails unless fd is open.
@@ -157,15 +171,16 @@ func TestVirtualClockNetConnDeadlineMovesWhileWaiting(t *testing.T) {
 	require.NoError(t, err)
 	defer c.Close()
 	require.NoError(t, c.SetReadDeadline(p.Now().Add(50*time.Minute)))
-	type result struct {
-		err error
-		at  time.Time
-	}
-	read := make(chan result, 1)
+	read := NewOneshot[error]()
 	go func() {
 		_, err := c.Read(make([]byte, 1))
-		read <- result{err, p.Now()}
+		_ = read.Send(err)
 	}()
+	// The virtual clock runs the whole Run below in microseconds: the
+	// reader must be waiting before it starts.
+	waitForIOWait(t)
+	var readErr error
+	var at time.Time
 	require.NoError(t, p.Run(func(tk *Task) error {
 		if err := tk.Sleep(5 * time.Minute); err != nil {
 			return err
@@ -173,9 +188,13 @@ func TestVirtualClockNetConnDeadlineMovesWhileWaiting(t *testing.T) {
 		if err := c.SetReadDeadline(p.Now().Add(5 * time.Minute)); err != nil { // 10 min
 			return err
 		}
-		return tk.Sleep(time.Hour)
+		// No timer but the deadline's: the clock stops there until the
+		// reader's result comes.
+		var err error
+		readErr, err = read.Recv(tk)
+		at = p.Now()
+		return err
 	}))
-	r := <-read
-	require.ErrorIs(t, r.err, os.ErrDeadlineExceeded)
-	require.WithinRange(t, r.at, virtualEpoch.Add(10*time.Minute), virtualEpoch.Add(50*time.Minute-time.Nanosecond))
+	require.ErrorIs(t, readErr, os.ErrDeadlineExceeded)
+	require.Equal(t, virtualEpoch.Add(10*time.Minute), at)
 }
