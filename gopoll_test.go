@@ -198,3 +198,79 @@ func TestVirtualClockNetConnDeadlineMovesWhileWaiting(t *testing.T) {
 	require.ErrorIs(t, readErr, os.ErrDeadlineExceeded)
 	require.Equal(t, virtualEpoch.Add(10*time.Minute), at)
 }
+
+// The net adapters wait in the Go runtime's poller, as package net's
+// sockets do: a pool that was never started serves an Accept, a NetConn's
+// reads and writes, a deadline and a NetPacketConn's datagrams, and its
+// loop never runs for them.
+func TestNetAdaptersAreServedWithoutTheLoop(t *testing.T) {
+	p := newTestPool(t)
+	p.opts.notRunningBound = 50 * time.Millisecond // a wait on the loop would fail fast
+	l, err := p.Driver().Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	nl := l.NetListener()
+	defer nl.Close()
+
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := nl.Accept() // waits: the dial comes later
+		if err != nil {
+			c = nil
+		}
+		accepted <- c
+	}()
+	time.Sleep(60 * time.Millisecond) // past the bound: the Accept must still be waiting, not failed
+	client, err := net.Dial("tcp", nl.Addr().String())
+	require.NoError(t, err)
+	defer client.Close()
+	var server net.Conn
+	within(t, watchdog, func() { server = <-accepted })
+	require.NotNil(t, server, "Accept failed")
+	defer server.Close()
+
+	echoed := make(chan string, 1)
+	go func() {
+		line, err := bufio.NewReader(server).ReadString('\n') // waits for the line
+		if err == nil {
+			_, err = server.Write([]byte(line))
+		}
+		if err != nil {
+			line = err.Error()
+		}
+		echoed <- line
+	}()
+	time.Sleep(60 * time.Millisecond)
+	_, err = client.Write([]byte("no loop\n"))
+	require.NoError(t, err)
+	within(t, watchdog, func() { require.Equal(t, "no loop\n", <-echoed) })
+	got, err := bufio.NewReader(client).ReadString('\n')
+	require.NoError(t, err)
+	require.Equal(t, "no loop\n", got)
+
+	require.NoError(t, server.SetReadDeadline(time.Now().Add(30*time.Millisecond)))
+	_, err = server.Read(make([]byte, 1))
+	require.ErrorIs(t, err, os.ErrDeadlineExceeded)
+
+	ps, err := p.Driver().ListenPacket("udp", "127.0.0.1:0")
+	require.NoError(t, err)
+	pc := ps.NetPacketConn()
+	defer pc.Close()
+	from, err := net.Dial("udp", pc.LocalAddr().String())
+	require.NoError(t, err)
+	defer from.Close()
+	got2 := make(chan string, 1)
+	go func() {
+		buf := make([]byte, 16)
+		n, _, err := pc.ReadFrom(buf)
+		if err != nil {
+			got2 <- err.Error()
+			return
+		}
+		got2 <- string(buf[:n])
+	}()
+	time.Sleep(60 * time.Millisecond)
+	_, err = from.Write([]byte("datagram"))
+	require.NoError(t, err)
+	within(t, watchdog, func() { require.Equal(t, "datagram", <-got2) })
+	require.Zero(t, p.Stats().Cycles, "the loop ran")
+}
