@@ -154,15 +154,26 @@ func TestVirtualClockRealTimeDeadlineIsADuration(t *testing.T) {
 
 // TestVirtualClockNetConnDeadline: a goroutine reading a NetConn of a
 // virtual pool times out when the pool's clock reaches its deadline.
-func TestVirtualClockNetConnDeadline(t *testing.T) {
+// virtualNetConn returns a pool with a virtual clock, not running, and a
+// NetConn on it over a socketpair whose other end stays silent; all are
+// closed when the test ends.
+func virtualNetConn(t *testing.T) (*Pool, *NetConn) {
+	t.Helper()
 	fds := socketpair(t)
-	defer unix.Close(fds[1])
 	p, err := New(WithVirtualClock())
 	require.NoError(t, err)
-	defer p.Close()
 	c, err := p.Driver().NewNetConn(fds[0])
 	require.NoError(t, err)
-	defer c.Close()
+	t.Cleanup(func() {
+		c.Close()
+		p.Close()
+		unix.Close(fds[1])
+	})
+	return p, c
+}
+
+func TestVirtualClockNetConnDeadline(t *testing.T) {
+	p, c := virtualNetConn(t)
 	require.NoError(t, c.SetReadDeadline(p.Now().Add(45*time.Minute)))
 	type result struct {
 		err error

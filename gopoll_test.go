@@ -162,14 +162,7 @@ func TestTaskWaitingOnANetConnsSocketPanics(t *testing.T) {
 // clock, and moving it while the goroutine waits takes effect: the wait
 // ends at the new deadline, in virtual time.
 func TestVirtualClockNetConnDeadlineMovesWhileWaiting(t *testing.T) {
-	fds := socketpair(t)
-	defer unix.Close(fds[1])
-	p, err := New(WithVirtualClock())
-	require.NoError(t, err)
-	defer p.Close()
-	c, err := p.Driver().NewNetConn(fds[0])
-	require.NoError(t, err)
-	defer c.Close()
+	p, c := virtualNetConn(t)
 	require.NoError(t, c.SetReadDeadline(p.Now().Add(50*time.Minute)))
 	read := NewOneshot[error]()
 	go func() {
