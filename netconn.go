@@ -43,6 +43,9 @@ var _ net.Conn = (*NetConn)(nil)
 // NewNetConn takes a connected stream socket fd into the driver's pool and
 // returns it as a net.Conn. The NetConn owns fd from then on.
 func (d *Driver) NewNetConn(fd int) (*NetConn, error) {
+	if err := setNonblock(fd); err != nil {
+		return nil, err
+	}
 	kind, tcp := probeSocket(fd)
 	s, err := newSocket(d, fd, tcp, kind, PollIn|PollOut, false)
 	if err != nil {

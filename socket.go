@@ -38,8 +38,21 @@ type Socket struct {
 // NewSocket registers an fd with the driver's pool, making it nonblocking. The
 // Socket owns fd from then on: Close closes it.
 func (d *Driver) NewSocket(fd int) (*Socket, error) {
+	if err := setNonblock(fd); err != nil {
+		return nil, err
+	}
 	kind, tcp := probeSocket(fd)
 	return newSocket(d, fd, tcp, kind, PollIn|PollOut, true)
+}
+
+// setNonblock makes a caller's fd nonblocking (NewSocket, NewNetConn); the
+// package's own sockets are made so (SOCK_NONBLOCK), sparing two fcntl
+// calls per accept, dial and listen.
+func setNonblock(fd int) error {
+	if err := unix.SetNonblock(fd, true); err != nil {
+		return wrapError(os.NewSyscallError("fcntl", err), "NewSocket fd %d", fd)
+	}
+	return nil
 }
 
 // probeSocket asks the kernel what fd is: its kind, and whether it is a
@@ -69,11 +82,8 @@ func probeSocket(fd int) (kind sockKind, tcp bool) {
 // for an fd that may have data or room, not the write side of a connect
 // in progress, whose first edge says it is done. Without register, the fd
 // stays out of the pool's epoll set: a socket made for goroutines, which
-// wait in the runtime's poller (goPoll).
+// wait in the runtime's poller (goPoll). fd is nonblocking already.
 func newSocket(drv *Driver, fd int, tcp bool, kind sockKind, ready PollEvents, register bool) (*Socket, error) {
-	if err := unix.SetNonblock(fd, true); err != nil {
-		return nil, wrapError(os.NewSyscallError("fcntl", err), "NewSocket fd %d", fd)
-	}
 	fr, err := drv.newFdReady(fd, register)
 	if err != nil {
 		return nil, err

@@ -5,6 +5,7 @@ package iopool
 import (
 	"bufio"
 	"io"
+	"net"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -246,4 +247,63 @@ func BenchmarkRawSequentialPingPong(b *testing.B) {
 			unix.EpollWait(epfd, events, -1)
 		}
 	}
+}
+
+// Every socket the package makes or takes is nonblocking: its own (Listen,
+// Dial, Accept from a task and from a NetListener, ListenPacket) are made
+// so by the kernel (SOCK_NONBLOCK), which spares the fcntl calls, and a
+// caller's fd given to NewSocket or NewNetConn is made so.
+func TestEverySocketIsNonblocking(t *testing.T) {
+	nonblocking := func(fd int) bool {
+		fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+		require.NoError(t, err)
+		return fl&unix.O_NONBLOCK != 0
+	}
+	runPool(t, func(tk *Task) error {
+		drv := tk.Driver()
+		l, err := drv.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		defer l.Close()
+		require.True(t, nonblocking(l.sock.Fd()), "Listen")
+		c, err := Dial(tk, "tcp", l.Addr().String())
+		require.NoError(t, err)
+		defer c.Close()
+		require.True(t, nonblocking(c.Fd()), "Dial")
+		a, err := l.Accept(tk)
+		require.NoError(t, err)
+		defer a.Close()
+		require.True(t, nonblocking(a.Fd()), "Accept")
+		ps, err := drv.ListenPacket("udp", "127.0.0.1:0")
+		require.NoError(t, err)
+		defer ps.Close()
+		require.True(t, nonblocking(ps.Fd()), "ListenPacket")
+		for _, mk := range []string{"NewSocket", "NewNetConn"} {
+			fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+			require.NoError(t, err)
+			defer unix.Close(fds[1])
+			require.False(t, nonblocking(fds[0]))
+			if mk == "NewSocket" {
+				s, err := drv.NewSocket(fds[0])
+				require.NoError(t, err)
+				defer s.Close()
+			} else {
+				nc, err := drv.NewNetConn(fds[0])
+				require.NoError(t, err)
+				defer nc.Close()
+			}
+			require.True(t, nonblocking(fds[0]), mk)
+		}
+		return nil
+	})
+	l, err := newTestPool(t).Driver().Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	nl := l.NetListener()
+	defer nl.Close()
+	client, err := net.Dial("tcp", nl.Addr().String())
+	require.NoError(t, err)
+	defer client.Close()
+	nc, err := nl.Accept()
+	require.NoError(t, err)
+	defer nc.Close()
+	require.True(t, nonblocking(nc.(*NetConn).Fd()), "NetListener.Accept")
 }
