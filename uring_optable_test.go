@@ -79,6 +79,7 @@ func TestUringMoreCQEsKeepTheOpUntilTheFinalOne(t *testing.T) {
 // (unpinned) and no fd opened or accepted by a canceled operation is left
 // open.
 func TestUringOpTableStress(t *testing.T) {
+	skipIfKernelRefusesUring(t)
 	requireNoLeaks(t)
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)

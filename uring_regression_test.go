@@ -118,6 +118,7 @@ func testCancelRacesCompletion(t *testing.T, kind, mode string) {
 // Batch entry leaves nothing behind: no op in flight, nothing pinned, and
 // Close does not wait for a completion that never comes.
 func TestRegressionUringPrepPanicLeavesNothing(t *testing.T) {
+	skipIfKernelRefusesUring(t)
 	requireNoLeaks(t)
 	p, err := New()
 	require.NoError(t, err)
@@ -152,6 +153,7 @@ func TestRegressionUringPrepPanicLeavesNothing(t *testing.T) {
 // nothing is left pinned or on the leaked list, and the Start's waiter sees
 // ErrClosed.
 func TestRegressionUringCloseCancelsOpsLeftBehind(t *testing.T) {
+	skipIfKernelRefusesUring(t)
 	requireNoLeaks(t)
 	var fds [2]int
 	require.NoError(t, unix.Pipe2(fds[:], unix.O_CLOEXEC))
@@ -259,6 +261,7 @@ func TestRegressionUringRefusesMultishotAndLinks(t *testing.T) {
 // and an operation started on it completes with ErrClosed rather than
 // waiting forever for a loop that is gone.
 func TestRegressionUringCreatedWhileClosing(t *testing.T) {
+	skipIfKernelRefusesUring(t)
 	requireNoLeaks(t)
 	fs := new(sys.Faults)
 	p, err := New(withFaults(fs))
@@ -364,6 +367,7 @@ func TestRegressionUringTaskOfAnotherPool(t *testing.T) {
 // be freed under the kernel; a Completion's waiter still gets ErrClosed and
 // Close returns.
 func TestUringCloseLeaksWhatTheKernelKeeps(t *testing.T) {
+	skipIfKernelRefusesUring(t)
 	defer func(d time.Duration) { closeDeadline = d }(closeDeadline)
 	closeDeadline = 50 * time.Millisecond
 	var fds [2]int

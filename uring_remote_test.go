@@ -50,6 +50,7 @@ func TestUringStartFromPlainGoroutine(t *testing.T) {
 // Close cancels operations started from plain goroutines: their waiters get
 // ECANCELED, and their buffers are released.
 func TestUringCloseCancelsRemoteOps(t *testing.T) {
+	skipIfKernelRefusesUring(t)
 	for _, locked := range []bool{false, true} {
 		t.Run(fmt.Sprintf("locked=%v", locked), func(t *testing.T) {
 			requireNoLeaks(t)
