@@ -261,11 +261,7 @@ func TestSteeringProgramMapsCPUsToSockets(t *testing.T) {
 }
 
 func TestGroupListenOnIPv6(t *testing.T) {
-	if l, err := net.Listen("tcp6", "[::1]:0"); err != nil {
-		t.Skip("no IPv6 loopback on this machine:", err)
-	} else {
-		l.Close()
-	}
+	skipWithoutIPv6Loopback(t)
 	g := newTestGroup(t, 2)
 	gl, err := g.Listen("tcp6", "[::1]:0")
 	require.NoError(t, err)
