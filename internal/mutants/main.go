@@ -15,6 +15,10 @@
 // panic) fails within bound of test time. The table printed at the end says
 // which test failed first and when; the exit status is non-zero if a mutant
 // survived, failed too late, did not compile, or was not found.
+//
+// A refusal mutant plants a reason outside the code for tests not to run
+// (the kernel refusing io_uring) and checks the other direction: every
+// test it reaches passes or skips, at least one skips, none fails or hangs.
 package main
 
 import (
@@ -73,7 +77,7 @@ func main() {
 	for i, r := range results {
 		m := selected[i]
 		fmt.Printf("| %s: %s | %s | %s | %s | %s |\n", m.name, m.what, m.file, r.test, r.elapsed(), r.verdict)
-		if r.verdict != "killed" {
+		if !r.ok() {
 			bad++
 			if r.detail != "" {
 				fmt.Fprintf(os.Stderr, "%s: %s\n", m.name, r.detail)
@@ -81,10 +85,10 @@ func main() {
 		}
 	}
 	if bad > 0 {
-		fmt.Fprintf(os.Stderr, "FAIL: %d of %d mutants not killed within %v\n", bad, len(results), *bound)
+		fmt.Fprintf(os.Stderr, "FAIL: %d of %d mutants not killed (or, for a refusal, not skipped) within %v\n", bad, len(results), *bound)
 		os.Exit(1)
 	}
-	fmt.Printf("ok: %d mutants, each killed within %v\n", len(results), *bound)
+	fmt.Printf("ok: %d mutants, each killed (or, for a refusal, skipped) within %v\n", len(results), *bound)
 }
 
 func fatal(err error) {
@@ -100,15 +104,20 @@ type mutant struct {
 	old, new string   // old must occur exactly once in file
 	pkgs     []string // packages to test
 	run      string   // -run pattern
+	refusal  bool     // not a bug: the tests must skip, none fail
 }
 
 // result is what happened to one mutant.
 type result struct {
-	verdict string        // killed, SURVIVED, TOO SLOW, NOT FOUND, NO BUILD
+	verdict string        // killed, SURVIVED, TOO SLOW, NOT FOUND, NO BUILD; for a refusal: skipped, FAILED, NO SKIP, TOO SLOW
 	test    string        // the first failing test, or why there is none
 	took    time.Duration // test time to the first failure
 	detail  string
 }
+
+// ok reports whether the mutant did what it must: killed, or for a
+// refusal, skipped.
+func (r result) ok() bool { return r.verdict == "killed" || r.verdict == "skipped" }
 
 func (r result) elapsed() string {
 	if r.took == 0 {
@@ -167,11 +176,18 @@ func runMutant(scratch string, m mutant, bound time.Duration) result {
 	// plus room for the build.
 	ctx, cancel := context.WithTimeout(context.Background(), bound+3*time.Minute)
 	defer cancel()
-	args := append([]string{"test", "-count=1", "-failfast", "-json", "-timeout", "60s", "-run", m.run}, m.pkgs...)
+	args := []string{"test", "-count=1", "-json", "-timeout", "60s", "-run", m.run}
+	if !m.refusal {
+		args = append(args, "-failfast") // the first failure is the answer
+	}
+	args = append(args, m.pkgs...)
 	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = scratch
 	cmd.Env = append(os.Environ(), "GOFLAGS=-buildvcs=false")
 	out, _ := cmd.Output() // a failing suite exits non-zero: that is the point
+	if m.refusal {
+		return judgeRefusal(out, bound)
+	}
 	return judge(out, bound)
 }
 
@@ -235,6 +251,52 @@ func judge(out []byte, bound time.Duration) result {
 	return r
 }
 
+// judgeRefusal reads go test -json output for a refusal mutant: no test
+// (and no package: a timeout, a panic) fails, and some skip. Its time is the
+// longest package's test time.
+func judgeRefusal(out []byte, bound time.Duration) result {
+	starts := map[string]time.Time{}
+	skipped := 0
+	var r result
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	for sc.Scan() {
+		var e event
+		if json.Unmarshal(sc.Bytes(), &e) != nil {
+			continue
+		}
+		switch {
+		case e.FailedBuild != "" || (e.Action == "fail" && strings.Contains(e.Output, "build failed")):
+			return result{verdict: "NO BUILD", test: "-", detail: "the mutant does not compile: " + e.FailedBuild}
+		case e.Action == "start":
+			starts[e.Package] = e.Time
+		case e.Action == "skip" && e.Test != "":
+			skipped++
+		case e.Action == "fail" && r.verdict == "":
+			r.verdict, r.test = "FAILED", e.Test
+			if e.Test == "" {
+				r.test = "(package " + e.Package + ")"
+			}
+			r.took = e.Time.Sub(starts[e.Package])
+		case (e.Action == "pass" || e.Action == "skip") && e.Test == "" && r.verdict == "":
+			r.took = max(r.took, e.Time.Sub(starts[e.Package]))
+		}
+	}
+	switch {
+	case r.verdict != "":
+		r.detail = r.test + " failed where it must skip or pass"
+		return r
+	case skipped == 0:
+		return result{verdict: "NO SKIP", test: "(no test skipped)", detail: "no test skipped: the refusal is not reached"}
+	}
+	r.test = fmt.Sprintf("none failed, %d skipped", skipped)
+	r.verdict = "skipped"
+	if r.took > bound {
+		r.verdict = "TOO SLOW"
+	}
+	return r
+}
+
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
@@ -242,8 +304,8 @@ func truncate(s string, n int) string {
 	return s[:n] + "…"
 }
 
-// copyTree copies the module's files into dst, leaving out version control,
-// the bench module and docs.
+// copyTree copies the module's files into dst, leaving out version control
+// and the bench module (docs stay: a test checks the tests they name).
 func copyTree(src, dst string) error {
 	return filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -254,7 +316,7 @@ func copyTree(src, dst string) error {
 			return err
 		}
 		if d.IsDir() {
-			if rel != "." && (strings.HasPrefix(d.Name(), ".") || rel == "bench" || rel == "docs") {
+			if rel != "." && (strings.HasPrefix(d.Name(), ".") || rel == "bench") {
 				return filepath.SkipDir
 			}
 			return os.MkdirAll(filepath.Join(dst, rel), 0o755)

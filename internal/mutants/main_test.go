@@ -67,6 +67,46 @@ func TestJudge(t *testing.T) {
 	require.Equal(t, "NO BUILD", r.verdict)
 }
 
+func TestJudgeRefusal(t *testing.T) {
+	lines := func(ls ...string) []byte { return []byte(strings.Join(ls, "\n")) }
+	r := judgeRefusal(lines(
+		`{"Time":"2026-01-01T00:00:00Z","Action":"start","Package":"p"}`,
+		`{"Time":"2026-01-01T00:00:01Z","Action":"skip","Package":"p","Test":"TestA"}`,
+		`{"Time":"2026-01-01T00:00:01Z","Action":"pass","Package":"p","Test":"TestB"}`,
+		`{"Time":"2026-01-01T00:00:02Z","Action":"pass","Package":"p"}`,
+		`{"Time":"2026-01-01T00:00:00Z","Action":"start","Package":"q"}`,
+		`{"Time":"2026-01-01T00:00:05Z","Action":"skip","Package":"q"}`,
+	), 30*time.Second)
+	require.Equal(t, result{verdict: "skipped", test: "none failed, 1 skipped", took: 5 * time.Second}, r)
+	require.True(t, r.ok())
+
+	r = judgeRefusal(lines(
+		`{"Time":"2026-01-01T00:00:00Z","Action":"start","Package":"p"}`,
+		`{"Time":"2026-01-01T00:00:01Z","Action":"skip","Package":"p","Test":"TestA"}`,
+		`{"Time":"2026-01-01T00:00:02Z","Action":"fail","Package":"p","Test":"TestB"}`,
+		`{"Time":"2026-01-01T00:00:03Z","Action":"fail","Package":"p"}`,
+	), 30*time.Second)
+	require.Equal(t, "FAILED", r.verdict)
+	require.Equal(t, "TestB", r.test)
+	require.False(t, r.ok())
+
+	r = judgeRefusal(lines(
+		`{"Time":"2026-01-01T00:00:00Z","Action":"start","Package":"p"}`,
+		`{"Time":"2026-01-01T00:00:01Z","Action":"skip","Package":"p","Test":"TestA"}`,
+		`{"Time":"2026-01-01T00:01:00Z","Action":"output","Package":"p","Output":"panic: test timed out\n"}`,
+		`{"Time":"2026-01-01T00:01:00Z","Action":"fail","Package":"p"}`,
+	), 30*time.Second)
+	require.Equal(t, "FAILED", r.verdict, "a hang is a failure")
+	require.Equal(t, "(package p)", r.test)
+
+	r = judgeRefusal(lines(
+		`{"Time":"2026-01-01T00:00:00Z","Action":"start","Package":"p"}`,
+		`{"Time":"2026-01-01T00:00:01Z","Action":"pass","Package":"p"}`,
+	), 30*time.Second)
+	require.Equal(t, "NO SKIP", r.verdict)
+	require.False(t, r.ok())
+}
+
 // TestEverySnippetIsInTheTree plants each mutant into the module's current
 // source (without writing anything), so a refactor that moves a snippet fails
 // here, in the ordinary test run, instead of at the end of CI's mutant pass.

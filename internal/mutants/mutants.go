@@ -28,6 +28,21 @@ var mutants = []mutant{
 		pkgs: []string{"./internal/uring", "./examples/ucopy"}, run: "^TestNopRoundTripAndNoLeak$|^TestCopies",
 	},
 	{
+		name: "kernel-refuses-uring", what: "io_uring_setup answers EPERM (the kernel.io_uring_disabled sysctl, seccomp): a refusal, so every test needing a ring skips and none fails or hangs",
+		file: "internal/uring/ring.go", old: "\tr := &Ring{fd: -1}\n", new: "\tif true {\n\t\treturn nil, os.NewSyscallError(\"io_uring_setup\", unix.EPERM)\n\t}\n\tr := &Ring{fd: -1}\n",
+		pkgs: []string{".", "./internal/uring", "./examples/ucopy"}, run: ".", refusal: true,
+	},
+	{
+		name: "ipv6-bind-wrong-address", what: "an IPv6 sockaddr one bit off ([::1] becomes [::2]): bind says EADDRNOTAVAIL, which must fail the IPv6 tests, not skip them",
+		file: "sockaddr.go", old: "\tcopy(sa.Addr[:], ip.To16())\n", new: "\tcopy(sa.Addr[:], ip.To16())\n\tsa.Addr[15] ^= 3\n",
+		pkgs: []string{"."}, run: "^TestNetListenerAcceptsFromGoroutines$|^TestPacketSocketEchoWithGoPeer$",
+	},
+	{
+		name: "require-in-goroutine", what: "a test calls require inside a goroutine it started (issue 24 item 8: a failure there hangs the test)",
+		file: "sockopt_test.go", old: "\t\t\tdialErr <- err // checked by the test's goroutine\n", new: "\t\t\trequire.NoError(t, err)\n\t\t\tdialErr <- err\n",
+		pkgs: []string{"."}, run: "^TestNoRequireInOtherGoroutines$",
+	},
+	{
 		name: "dial-no-nodelay", what: "a dialed TCP socket without TCP_NODELAY",
 		file: "dial.go", old: "\t\tsetConnOptions(fd)\n", new: "",
 		pkgs: []string{"."}, run: "^TestDialedTCPHasNoDelay$",
