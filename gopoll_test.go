@@ -172,22 +172,25 @@ func TestVirtualClockNetConnDeadlineMovesWhileWaiting(t *testing.T) {
 	// The virtual clock runs the whole Run below in microseconds: the
 	// reader must be waiting before it starts.
 	waitForIOWait(t)
-	var readErr error
+	var readErr, runErr error
 	var at time.Time
-	require.NoError(t, p.Run(func(tk *Task) error {
-		if err := tk.Sleep(5 * time.Minute); err != nil {
+	within(t, watchdog, func() { // a lost deadline leaves the read, and the Run, waiting forever
+		runErr = p.Run(func(tk *Task) error {
+			if err := tk.Sleep(5 * time.Minute); err != nil {
+				return err
+			}
+			if err := c.SetReadDeadline(p.Now().Add(5 * time.Minute)); err != nil { // 10 min
+				return err
+			}
+			// No timer but the deadline's: the clock stops there until the
+			// reader's result comes.
+			var err error
+			readErr, err = read.Recv(tk)
+			at = p.Now()
 			return err
-		}
-		if err := c.SetReadDeadline(p.Now().Add(5 * time.Minute)); err != nil { // 10 min
-			return err
-		}
-		// No timer but the deadline's: the clock stops there until the
-		// reader's result comes.
-		var err error
-		readErr, err = read.Recv(tk)
-		at = p.Now()
-		return err
-	}))
+		})
+	})
+	require.NoError(t, runErr)
 	require.ErrorIs(t, readErr, os.ErrDeadlineExceeded)
 	require.Equal(t, virtualEpoch.Add(10*time.Minute), at)
 }
