@@ -211,8 +211,9 @@
 //     pool panics (use Join); BlockOn, Chan.RecvWait and Oneshot.Wait panic
 //     when they would block (use Await and Recv), since the task's pool
 //     could run nothing else meanwhile. A NetConn (or the net.Listener and
-//     net.PacketConn views) that would wait inside a task of its own pool
-//     panics too: that pool delivers its readiness.
+//     net.PacketConn views) that would wait inside a task panics too; and a
+//     task that waits on a Socket, Listener or PacketSocket a net view took
+//     over panics, since that socket left the pool's epoll set.
 //   - runtime.LockOSThread held (or the lock of a WithLockOSThread pool
 //     undone) across an await: the Go runtime ends the process with "fatal
 //     error: coro: OS thread locking must match locking at coroutine
@@ -229,10 +230,11 @@
 //     the year 2262 means never, as in package net. Deadlines are kept on
 //     the pool's monotonic clock: a wall-clock step does not move them.
 //   - Goroutine code waiting on a pool whose loop is not running (no Start,
-//     no Run: a NetConn or net.Listener call, BlockOn of a pool's future,
-//     Handle.Wait): served if the loop starts within a second, otherwise it
-//     fails with ErrNotRunning, which says to call Start or Run; an earlier
-//     deadline still ends it first.
+//     no Run: BlockOn of a pool's future, Handle.Wait, a Chan's RecvWait):
+//     served if the loop starts within a second, otherwise it fails with
+//     ErrNotRunning, which says to call Start or Run; an earlier deadline
+//     still ends it first. The net views (NetConn, net.Listener,
+//     net.PacketConn) wait in Go's own poller and need no loop.
 //   - Dial of a unix listener whose accept queue is full: an error wrapping
 //     EAGAIN, as in package net, not an unconnected socket.
 //   - WaitProcess on a process already waited for: an error wrapping

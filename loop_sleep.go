@@ -109,8 +109,8 @@ const schedulerPassEvery = 5_000_000 // ns
 // since its last sleep, and otherwise at least once per schedulerPassEvery.
 // An unlocked loop passes at every sleep (see prepareToSleep).
 //
-// Goroutines the loop woke (a NetConn's reader or writer, BlockOn,
-// RecvWait: the pool's parkWakers) sit on the loop's P, which the
+// Goroutines the loop woke (BlockOn, RecvWait, Handle.Wait: the pool's
+// parkWakers; the net views wait in Go's own poller) sit on the loop's P, which the
 // locked thread cannot run them on. Left there while the loop sleeps, they
 // wait for another thread to steal them, which the runtime may put off by
 // its usleep(3) back-off, or for the runtime's monitor thread (sysmon,

@@ -273,7 +273,7 @@ func (p *Pool) wakeCollected() {
 			continue
 		}
 		if _, ok := w.(*parkWaker); ok {
-			// A goroutine (NetConn, BlockOn, RecvWait...), now runnable
+			// A goroutine (BlockOn, RecvWait, Handle.Wait...), now runnable
 			// on this thread's P: see passScheduler.
 			p.wokeGoroutine = true
 		}

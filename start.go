@@ -28,8 +28,9 @@ type loopRunState struct {
 // Start runs the pool's loop on the pool's own goroutine (its own OS thread
 // with WithLockOSThread) until Close, and returns at once. It is for
 // programs whose work is goroutine code — net/http, gRPC or crypto/tls over
-// Listener.NetListener, NetConn, Handle.Wait, BlockOn — and that have no
-// root task to give Run. Tasks are added with Spawn(p.Driver(), ...) from
+// Listener.NetListener (whose goroutines wait in Go's own poller, with or
+// without the loop) next to tasks, timers, Handle.Wait, BlockOn — and that
+// have no root task to give Run. Tasks are added with Spawn(p.Driver(), ...) from
 // any goroutine and run as they would under Run.
 //
 // Close stops a started pool: it cancels the tasks, lets them finish, waits
