@@ -46,7 +46,7 @@ type goSide struct {
 	w    *ioWait
 	f    *os.File
 	rc   syscall.RawConn
-	call ioCall // the operation running, nil between operations
+	call ioCall // the operation running
 	args ioArgs // its arguments and results
 	err  error  // how it ended
 	try  func(uintptr) bool
@@ -152,7 +152,7 @@ func (g *goSide) tryOnce(uintptr) (done bool) {
 	}
 	if !g.once {
 		g.once = true
-		panicIfCalledFromTask("a NetConn, net.Listener or net.PacketConn call that waits", "the Socket, Listener or PacketSocket methods that take the task")
+		panicIfCalledFromTask("a NetConn's Read or Write, a net.Listener's Accept or a net.PacketConn's ReadFrom or WriteTo that must wait", "the Socket, Listener or PacketSocket methods that take the task")
 	}
 	return false
 }
