@@ -71,13 +71,16 @@ func (s *Socket) attachGoPoll() (*goPoll, error) {
 	if gp := fr.gp.Load(); gp != nil {
 		return gp, nil
 	}
-	if err := fr.detach(); err != nil {
-		return nil, err
-	}
+	// The reference keeps Close from closing the number under the
+	// epoll_ctl of detach and under os.NewFile: a Close that races the
+	// conversion waits for it, then finds the registration out already.
 	if !fr.acquire() {
 		return nil, fr.closedErr()
 	}
 	defer fr.releaseRef()
+	if err := fr.detach(); err != nil {
+		return nil, err
+	}
 	f := os.NewFile(uintptr(fr.fd), "iopool-socket")
 	// A deadline is refused (os.ErrNoDeadline) by a file the runtime's
 	// poller did not take.

@@ -13,6 +13,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/iopool/iopool/internal/sys"
 )
 
 // collect runs the garbage collector until the finalizers of what is
@@ -269,4 +271,66 @@ func TestNetAdaptersAreServedWithoutTheLoop(t *testing.T) {
 	require.NoError(t, err)
 	within(t, watchdog, func() { require.Equal(t, "datagram", <-got2) })
 	require.Zero(t, p.Stats().Cycles, "the loop ran")
+}
+
+// Regression: Socket.NetConn took the socket out of the pool's epoll set
+// (epoll_ctl DEL) without a reference on its fd, so a Close racing the
+// conversion could close the number, a new file could take it and join the
+// pool's epoll set, and the conversion's DEL, let go, removed the new
+// file's registration: it never heard of its data again. The DEL now holds
+// the reference: Close waits for it.
+func TestRegressionNetConnDetachRacingCloseSparesReusedFd(t *testing.T) {
+	fs := &sys.Faults{}
+	p, err := New(withFaults(fs))
+	require.NoError(t, err)
+	defer p.Close()
+	require.NoError(t, p.Start())
+	sp := socketpair(t)
+	defer unix.Close(sp[1])
+	s, err := p.Driver().NewSocket(sp[0])
+	require.NoError(t, err)
+	num := s.Fd()
+
+	pa := pauseFirst(t, fs, sys.CallEpollCtl) // the conversion's DEL
+	converted := make(chan *NetConn, 1)
+	go func() { converted <- s.NetConn() }()
+	pa.waitReached(t)
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	var fr *FdReady
+	register := func() {
+		reused := takeNumber(t, num, openEventfd)
+		var err error
+		fr, err = p.Driver().NewFdReady(reused[0])
+		require.NoError(t, err)
+	}
+	select {
+	case err := <-closed:
+		// The bug: Close did not wait for the DEL in flight. A new file
+		// takes the number and joins the epoll set before the DEL goes on.
+		require.NoError(t, err)
+		register()
+		pa.let()
+		within(t, watchdog, func() { <-converted })
+	case <-time.After(200 * time.Millisecond): // Close waits, as it should
+		pa.let()
+		within(t, watchdog, func() { <-converted })
+		within(t, watchdog, func() { require.NoError(t, <-closed) })
+		register()
+	}
+	defer fr.Close()
+	_, err = unix.Write(fr.Fd(), []byte{1, 0, 0, 0, 0, 0, 0, 0})
+	require.NoError(t, err)
+	ready := make(chan error, 1)
+	Spawn(p.Driver(), "waiter", func(tk *Task) (PollEvents, error) {
+		ev, err := fr.WaitReady(tk, SlotRead, PollIn)
+		ready <- err
+		return ev, err
+	})
+	select {
+	case err := <-ready:
+		require.NoError(t, err)
+	case <-time.After(2 * time.Second):
+		t.Fatal("the file that took the number lost its epoll registration")
+	}
 }
