@@ -64,7 +64,7 @@ type ioCall uint8
 const (
 	callRead     ioCall = iota // read(2) into a.p
 	callWrite                  // write(2) of a.p
-	callAccept                 // accept4(2); a.n is the new fd
+	callAccept                 // accept4(2); a.n is the new fd, a.sa its peer
 	callRecvFrom               // recvfrom(2) into a.p; a.sa is the sender
 	callSendTo                 // sendto(2) of a.p to a.sa
 	callRaw                    // a RawConn's function: not done is EAGAIN
@@ -127,7 +127,7 @@ func (s *Socket) callOther(c ioCall, fd int, a *ioArgs) (err error) {
 	faults := s.fr.p.be.faults
 	switch c {
 	case callAccept:
-		a.n, _, err = sys.Accept4(faults, fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		a.n, a.sa, err = sys.Accept4(faults, fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
 	case callRecvFrom:
 		// MSG_TRUNC makes the kernel return a datagram's real length.
 		a.n, a.sa, err = sys.Recvfrom(faults, fd, a.p, unix.MSG_TRUNC)
@@ -214,11 +214,12 @@ func (s *Socket) doWrite(how waiter, p []byte) (int, error) {
 }
 
 // doAccept accepts one connection on listening socket s and returns it
-// registered on s's pool, of s's kind. When the process or system is out
+// registered on s's pool, of s's kind, with its peer's address as accept4
+// gave it (a NetConn keeps it, sparing a getpeername). When the process or system is out
 // of fds (EMFILE, ENFILE, or out of memory) it logs, pauses (10 ms
 // doubling to 1 s; Close ends the pause) and tries again, so the listener
 // keeps working once fds are freed.
-func (s *Socket) doAccept(how waiter, addr net.Addr) (*Socket, error) {
+func (s *Socket) doAccept(how waiter, addr net.Addr) (*Socket, unix.Sockaddr, error) {
 	backoff := acceptBackoffMin
 	for {
 		var a ioArgs
@@ -235,19 +236,19 @@ func (s *Socket) doAccept(how waiter, addr net.Addr) (*Socket, error) {
 			c, err := newSocket(&s.fr.p.drv, nfd, s.read.tcp, s.read.kind, PollIn|PollOut, how.g == nil)
 			if err != nil {
 				unix.Close(nfd)
-				return nil, err
+				return nil, nil, err
 			}
-			return c, nil
+			return c, a.sa, nil
 		case unix.ECONNABORTED:
 			// Reset while it waited in the queue: take the next one.
 		case unix.EMFILE, unix.ENFILE, unix.ENOBUFS, unix.ENOMEM:
 			s.fr.p.logAcceptBackoff(addr, err, backoff)
 			if err := s.read.pause(how, backoff); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			backoff = min(2*backoff, acceptBackoffMax)
 		default:
-			return nil, syscallErr("accept4", err)
+			return nil, nil, syscallErr("accept4", err)
 		}
 	}
 }

@@ -105,7 +105,7 @@ const (
 // again, so the listener keeps working once fds are freed. Errors are
 // *net.OpError with Op "accept", as package net's.
 func (l *Listener) Accept(t *Task) (*Socket, error) {
-	s, err := l.sock.doAccept(waiter{t: t}, l.addr)
+	s, _, err := l.sock.doAccept(waiter{t: t}, l.addr)
 	if err != nil {
 		return nil, l.opError(err)
 	}

@@ -63,8 +63,12 @@ func (d *Driver) NewNetConn(fd int) (*NetConn, error) {
 // takes over s: s leaves the pool's epoll set, and a task that waits on s
 // from then on panics. Use one or the other. If the runtime's poller
 // refuses the fd, every call of the NetConn fails saying so.
-func (s *Socket) NetConn() *NetConn {
-	c := &NetConn{s: s, laddr: s.LocalAddr(), raddr: s.RemoteAddr()}
+func (s *Socket) NetConn() *NetConn { return s.netConn(s.RemoteAddr()) }
+
+// netConn is NetConn for a caller that knows the peer's address (an
+// accept's).
+func (s *Socket) netConn(raddr net.Addr) *NetConn {
+	c := &NetConn{s: s, laddr: s.LocalAddr(), raddr: raddr}
 	c.gp, c.err = s.attachGoPoll()
 	return c
 }

@@ -45,11 +45,11 @@ func (nl *netListener) Accept() (net.Conn, error) {
 	}
 	nl.mu.Lock()
 	defer nl.mu.Unlock() // also when the misuse check panics
-	s, err := nl.l.sock.doAccept(waiter{g: &nl.gp.read}, nl.l.addr)
+	s, peer, err := nl.l.sock.doAccept(waiter{g: &nl.gp.read}, nl.l.addr)
 	if err != nil {
 		return nil, nl.l.opError(err)
 	}
-	c := s.NetConn()
+	c := s.netConn(sockaddrToAddr(peer, s.read.kind))
 	if c.err != nil {
 		s.Close()
 		return nil, nl.l.opError(c.err)

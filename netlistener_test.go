@@ -274,3 +274,29 @@ func TestRegressionCloseEndsNetListenerEMFILEBackoff(t *testing.T) {
 		t.Fatal("the Accept pausing for fds did not wake at Close")
 	}
 }
+
+// A NetConn that a NetListener accepts keeps its peer's address as accept4
+// gave it (no getpeername): the same as the kernel reports afterwards, for
+// TCP and for unix sockets, named or not.
+func TestNetListenerAcceptedPeerAddressIsGetpeernames(t *testing.T) {
+	parallel(t)
+	p := newTestPool(t)
+	for _, tc := range []struct{ network, addr string }{
+		{"tcp", "127.0.0.1:0"},
+		{"unix", filepath.Join(t.TempDir(), "peer.sock")},
+	} {
+		l, err := p.Driver().Listen(tc.network, tc.addr)
+		require.NoError(t, err)
+		nl := l.NetListener()
+		client, err := net.Dial(tc.network, nl.Addr().String())
+		require.NoError(t, err)
+		c, err := nl.Accept()
+		require.NoError(t, err)
+		nc := c.(*NetConn)
+		require.Equal(t, nc.s.RemoteAddr(), nc.RemoteAddr(), tc.network)
+		require.Equal(t, client.LocalAddr().String(), nc.RemoteAddr().String(), tc.network)
+		require.NoError(t, c.Close())
+		require.NoError(t, client.Close())
+		require.NoError(t, nl.Close())
+	}
+}
