@@ -99,7 +99,9 @@ func (s *Socket) attachGoPoll() (*goPoll, error) {
 	for _, g := range []*goSide{&gp.read, &gp.write} {
 		g.try = g.tryOnce
 		if fr.p.clock.virtual {
-			g.kick = &goKick{g}
+			g.kick = &goKick{g} // the side keeps its deadline (virtualDeadline)
+		} else {
+			g.takeDeadline()
 		}
 	}
 	if !fr.p.goPolls.add(gp, &fr.p.stats.fdsGoPolled) {
@@ -172,6 +174,23 @@ func (g *goSide) waitErr(err error) error {
 		return os.ErrDeadlineExceeded
 	}
 	return err
+}
+
+// takeDeadline hands a deadline set on the side before the socket became a
+// net view over to the runtime's poller, which keeps the side's deadlines
+// from now on on a real clock: the side's own is cleared, so that a later
+// deadline set on the view is the only one.
+func (g *goSide) takeDeadline() {
+	d := g.w.deadline.Load()
+	if d == 0 {
+		return
+	}
+	t := time.Unix(1, 0) // passed
+	if d > 0 {
+		t = g.s.fr.p.epoch.Add(time.Duration(d))
+	}
+	_ = g.setRuntimeDeadline(t)
+	g.w.setDeadline(time.Time{})
 }
 
 // virtualDeadline readies a wait on a pool with a virtual clock: the

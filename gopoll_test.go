@@ -334,3 +334,29 @@ func TestRegressionNetConnDetachRacingCloseSparesReusedFd(t *testing.T) {
 		t.Fatal("the file that took the number lost its epoll registration")
 	}
 }
+
+// A deadline set on a Socket before it becomes a NetConn carries over to
+// the NetConn, and a deadline set on the NetConn afterwards replaces it:
+// the Socket's own is not left to expire a later read.
+func TestNetConnTakesTheSocketsDeadline(t *testing.T) {
+	p := newTestPool(t)
+	sp := socketpair(t)
+	defer unix.Close(sp[1])
+	s, err := p.Driver().NewSocket(sp[0])
+	require.NoError(t, err)
+	require.NoError(t, s.SetReadDeadline(time.Now().Add(30*time.Millisecond)))
+	c := s.NetConn()
+	defer c.Close()
+	var n int
+	within(t, watchdog, func() { n, err = c.Read(make([]byte, 8)) })
+	require.ErrorIs(t, err, os.ErrDeadlineExceeded, "the Socket's deadline carried over")
+	require.Zero(t, n)
+
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(time.Hour)))
+	_, err = unix.Write(sp[1], []byte("later"))
+	require.NoError(t, err)
+	buf := make([]byte, 8)
+	within(t, watchdog, func() { n, err = c.Read(buf) })
+	require.NoError(t, err, "the Socket's passed deadline no longer counts")
+	require.Equal(t, "later", string(buf[:n]))
+}

@@ -22,8 +22,8 @@ import (
 // the task's whole pool (use the Socket from tasks).
 //
 // Deadlines behave as in package net, on the wall clock (the runtime's
-// poller keeps them; a deadline set on the Socket before it became a
-// NetConn does not carry over): an expired deadline fails the call with an
+// poller keeps them; one set on the Socket before it became a NetConn
+// carries over): an expired deadline fails the call with an
 // error that is a net.Error with Timeout() true and satisfies
 // errors.Is(err, os.ErrDeadlineExceeded); Close, or closing the pool, wakes
 // every waiting call, which fails with an error matching net.ErrClosed.
