@@ -201,6 +201,26 @@ type event struct {
 	FailedBuild string
 }
 
+// events decodes go test -json output; lines that are not events are left
+// out.
+func events(out []byte) []event {
+	var all []event
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	for sc.Scan() {
+		var e event
+		if json.Unmarshal(sc.Bytes(), &e) == nil {
+			all = append(all, e)
+		}
+	}
+	return all
+}
+
+// buildFailed reports whether e says the mutant does not compile.
+func buildFailed(e event) bool {
+	return e.FailedBuild != "" || (e.Action == "fail" && strings.Contains(e.Output, "build failed"))
+}
+
 // judge reads go test -json output: the first failing test and its time
 // since its package's binary started.
 func judge(out []byte, bound time.Duration) result {
@@ -208,15 +228,9 @@ func judge(out []byte, bound time.Duration) result {
 	var firstFail *event
 	var pkgFail *event
 	var hint string
-	sc := bufio.NewScanner(bytes.NewReader(out))
-	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	for sc.Scan() {
-		var e event
-		if json.Unmarshal(sc.Bytes(), &e) != nil {
-			continue
-		}
+	for _, e := range events(out) {
 		switch {
-		case e.FailedBuild != "" || (e.Action == "fail" && strings.Contains(e.Output, "build failed")):
+		case buildFailed(e):
 			return result{verdict: "NO BUILD", test: "-", detail: "the mutant does not compile: " + e.FailedBuild}
 		case e.Action == "start":
 			starts[e.Package] = e.Time
@@ -258,15 +272,9 @@ func judgeRefusal(out []byte, bound time.Duration) result {
 	starts := map[string]time.Time{}
 	skipped := 0
 	var r result
-	sc := bufio.NewScanner(bytes.NewReader(out))
-	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	for sc.Scan() {
-		var e event
-		if json.Unmarshal(sc.Bytes(), &e) != nil {
-			continue
-		}
+	for _, e := range events(out) {
 		switch {
-		case e.FailedBuild != "" || (e.Action == "fail" && strings.Contains(e.Output, "build failed")):
+		case buildFailed(e):
 			return result{verdict: "NO BUILD", test: "-", detail: "the mutant does not compile: " + e.FailedBuild}
 		case e.Action == "start":
 			starts[e.Package] = e.Time
