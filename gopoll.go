@@ -32,7 +32,6 @@ import (
 type goPoll struct {
 	fr    *FdReady
 	f     *os.File
-	rc    syscall.RawConn
 	read  goSide
 	write goSide
 }
@@ -93,7 +92,7 @@ func (s *Socket) attachGoPoll() (*goPoll, error) {
 		strand(f)
 		return nil, fmt.Errorf("iopool: fd %d: %w", fr.fd, err)
 	}
-	gp := &goPoll{fr: fr, f: f, rc: rc}
+	gp := &goPoll{fr: fr, f: f}
 	gp.read = goSide{s: s, w: &s.read, rc: rc, f: f}
 	gp.write = goSide{s: s, w: &s.write, rc: rc, f: f}
 	for _, g := range []*goSide{&gp.read, &gp.write} {
