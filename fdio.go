@@ -92,17 +92,24 @@ func (s *Socket) ioLoop(w *ioWait, how waiter, c ioCall, a *ioArgs) error {
 		if err := w.await(how, try); err != nil {
 			return err
 		}
-		err := s.fr.withFd(func(fd int) (err error) {
-			switch c {
-			case callRead:
-				a.n, err = s.fr.readFd(fd, a.p)
-			case callWrite:
-				a.n, err = sys.Write(s.fr.p.be.faults, fd, a.p)
-			default:
-				err = s.callOther(c, fd, a)
-			}
-			return err
-		})
+		// The door to the number (as withFd, written out: the closure
+		// and withFd's frame would sit at the deepest point of a task's
+		// read, see sys.Read). Only a RawConn's function, the caller's
+		// code, can panic between acquire and releaseRef; callRaw drops
+		// the reference itself then.
+		if !s.fr.acquire() {
+			return s.fr.closedErr()
+		}
+		var err error
+		switch fd := s.fr.fd; c {
+		case callRead:
+			a.n, err = s.fr.readFd(fd, a.p)
+		case callWrite:
+			a.n, err = sys.Write(s.fr.p.be.faults, fd, a.p)
+		default:
+			err = s.callOther(c, fd, a)
+		}
+		s.fr.releaseRef()
 		switch err {
 		case unix.EINTR:
 			// A signal arrived before any data moved: try again.
@@ -134,13 +141,30 @@ func (s *Socket) callOther(c ioCall, fd int, a *ioArgs) (err error) {
 	case callSendTo:
 		err = sys.Sendto(faults, fd, a.p, 0, a.sa)
 	case callRaw:
-		if !a.raw(uintptr(fd)) {
-			err = unix.EAGAIN
-		}
+		err = s.callRaw(fd, a)
 	default:
 		panic(fmt.Sprintf("iopool: unknown ioCall %d", c))
 	}
 	return err
+}
+
+// callRaw runs a RawConn's function with the number ioLoop holds a
+// reference on. The function is the caller's code: if it panics or calls
+// runtime.Goexit, the reference is dropped here on the way out (ioLoop
+// drops it otherwise).
+func (s *Socket) callRaw(fd int, a *ioArgs) error {
+	returned := false
+	defer func() {
+		if !returned {
+			s.fr.releaseRef()
+		}
+	}()
+	done := a.raw(uintptr(fd))
+	returned = true
+	if !done {
+		return unix.EAGAIN
+	}
+	return nil
 }
 
 // readFd is read(2) on fd, the fd of fr, through the pool's fault seam:
@@ -151,7 +175,11 @@ func (fr *FdReady) readFd(fd int, p []byte) (int, error) {
 }
 
 // syscallErr wraps a kernel error as package net does; other errors (a
-// closed socket, a deadline) are returned as they are.
+// closed socket, a deadline) are returned as they are. Out of line: the
+// error path's frame stays off the read's and write's (see
+// TestRegressionTaskEchoFitsTheSmallestStack).
+//
+//go:noinline
 func syscallErr(call string, err error) error {
 	if errno, ok := err.(unix.Errno); ok {
 		return os.NewSyscallError(call, errno)

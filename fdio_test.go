@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
@@ -277,4 +278,87 @@ func TestRegressionTaskInReadFitsTheSmallestStack(t *testing.T) {
 	})
 	require.Less(t, inWait, 3072.0, "stack bytes per task suspended in WaitReadable")
 	require.Greater(t, inWait, 1024.0, "the tasks hold their stacks (the measure measures)")
+}
+
+// Regression: a task's stack grows (to 4 KiB) when a call goes deeper than
+// the smallest stack (2 KiB) less the runtime's guard (928 bytes), and the
+// runtime shrinks it back only while the task uses less than a quarter of
+// it, guard included: a task suspended in a wait never does. So the
+// deepest points of a task's I/O (the system call under Read and Write,
+// the readiness check under a wait) must fit in about 1,100 bytes together
+// with the coroutine's base (344 bytes: the runtime's, iter.Pull's and
+// the task's frames) and the user's own frames. With four more frames
+// under the read (withFd's closure, x/sys's wrappers), the conns tool's
+// iopool-task server (echo.ServeTask) held a 4 KiB stack per idle
+// connection: 5,452 bytes per connection instead of 3,400.
+//
+// The task echoes twice, as that server does (a wait that suspends, a
+// read, a write), under user frames of 0 and of 96 bytes. Whether its
+// stack grew is exact, not a measure of memory: growing copies the stack,
+// so the address of a variable on it changes.
+func TestRegressionTaskEchoFitsTheSmallestStack(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector's instrumentation changes frame sizes")
+	}
+	echoTwice := func(tk *Task, s *Socket) error {
+		var buf [64]byte // as a buffer taken from a free list
+		for range 2 {
+			if err := s.WaitReadable(tk); err != nil {
+				return err
+			}
+			n, err := s.Read(tk, buf[:])
+			if err == nil {
+				_, err = s.Write(tk, buf[:n])
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for _, user := range []struct {
+		name  string
+		frame func(*Task, *Socket, func(*Task, *Socket) error) error
+	}{
+		{"none", func(tk *Task, s *Socket, f func(*Task, *Socket) error) error { return f(tk, s) }},
+		{"96 bytes", userFrame96},
+	} {
+		var grew bool
+		runPool(t, func(tk *Task) error {
+			a, b := socketpairSockets(t, tk)
+			defer a.Close()
+			defer b.Close()
+			h := Spawn(tk.Driver(), "echo", func(tk *Task) (struct{}, error) {
+				var mark byte
+				at := uintptr(unsafe.Pointer(&mark))
+				err := user.frame(tk, a, echoTwice)
+				grew = uintptr(unsafe.Pointer(&mark)) != at
+				return struct{}{}, err
+			})
+			for _, msg := range []string{"ping", "pong"} {
+				_, err := b.Write(tk, []byte(msg))
+				require.NoError(t, err)
+				got := make([]byte, len(msg))
+				_, err = io.ReadFull(b.Reader(tk), got)
+				require.NoError(t, err)
+				require.Equal(t, msg, string(got))
+			}
+			_, err := h.Join(tk)
+			return err
+		})
+		require.False(t, grew, "user frames %s: the task's stack grew past 2 KiB during an echo", user.name)
+	}
+}
+
+// userFrame96 calls f from a frame of 96 bytes.
+//
+//go:noinline
+func userFrame96(tk *Task, s *Socket, f func(*Task, *Socket) error) error {
+	var state [72]byte
+	state[len(state)-1] = byte(s.Fd())
+	err := f(tk, s)
+	if state[len(state)-1] == 0xff && err == nil { // keeps state live across the call
+		return io.ErrUnexpectedEOF
+	}
+	return err
 }

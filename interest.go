@@ -173,7 +173,13 @@ func (s *interestSet) pollReady(cx *PollContext, slot InterestSlot, events PollE
 		return r, true
 	}
 	in.requested |= events
-	if cx.waker != nil && !sameWaker(in.waker, cx.waker) {
+	switch {
+	case cx.waker == nil:
+	case in.waker == nil:
+		// The one waiter, the common case: no call here, at the deepest
+		// point of a task's wait (see TestRegressionTaskEchoFitsTheSmallestStack).
+		in.waker = cx.waker
+	case !sameWaker(in.waker, cx.waker):
 		in.addWaiter(cx.waker)
 	}
 	return 0, false

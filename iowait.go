@@ -71,17 +71,17 @@ type waiter struct {
 // an expired deadline, as in package net), and with os.ErrDeadlineExceeded
 // once the side's deadline has passed.
 func (w *ioWait) await(how waiter, try bool) error {
+	if how.t != nil && !try {
+		return w.wait(how.t)
+	}
 	if w.fr.closing() {
 		return w.fr.closedErr()
 	}
 	if w.expired() {
 		return os.ErrDeadlineExceeded
 	}
-	switch {
-	case try:
+	if try {
 		return nil
-	case how.t != nil:
-		return w.wait(how.t)
 	}
 	var nobody PollContext // records no waker
 	if _, ok := w.fr.PollReady(&nobody, w.slot, w.events); ok {
@@ -91,9 +91,19 @@ func (w *ioWait) await(how waiter, try bool) error {
 }
 
 // wait suspends task t until the side is ready (nil), its deadline passes,
-// or t is canceled. A Close makes the side ready: the caller's next try
-// sees it at the syscall's door.
+// or t is canceled; it fails at once, as await does, once the socket or its
+// pool is closed or the deadline has passed. A Close during the wait makes
+// the side ready: the caller's next try sees it at the syscall's door.
+// Socket.Read, Write and WaitReadable call it directly, one frame less
+// than through await at the deepest point of a task's wait (see
+// TestRegressionTaskEchoFitsTheSmallestStack).
 func (w *ioWait) wait(t *Task) error {
+	if w.fr.closing() {
+		return w.fr.closedErr()
+	}
+	if w.expired() {
+		return os.ErrDeadlineExceeded
+	}
 	w.fr.checkNotGoPolled()
 	_, err := Await[struct{}](t, w)
 	return err

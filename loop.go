@@ -55,7 +55,7 @@ type loopOnly struct {
 	requeue       []*Task              // tasks woken while they ran, for the next cycle (runBatch, sched.go)
 	requeued      uint64               // wakes counted by requeue, not yet in stats
 	finished      uint64               // tasks finished (Pool.finish), for quickCycles
-	ended         taskOutcome          // how the function of the task that just ended did (runBody, taskEnded)
+	ended         taskOutcome          // how the function of the task that just ended did (coroutine.body, taskEnded)
 	lastHarvest   int64                // real ns since epoch of the last harvest
 	passed        int64                // pool clock ns of a locked loop's last pass through the Go scheduler
 	wokeGoroutine bool                 // a parked goroutine was woken since the last sleep

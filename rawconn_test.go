@@ -4,7 +4,9 @@ package iopool
 
 import (
 	"net"
+	"runtime"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
@@ -53,4 +55,42 @@ func TestNetConnSyscallConn(t *testing.T) {
 	err = rc.Write(func(uintptr) bool { called = true; return true })
 	require.ErrorIs(t, err, net.ErrClosed)
 	require.False(t, called)
+}
+
+// A RawConn's function is the caller's code: when it panics or calls
+// runtime.Goexit, the reference on the fd number taken for the call is
+// dropped on the way out, so Close (which waits for every reference)
+// still closes the connection.
+func TestNetConnRawFunctionPanicOrGoexitReleasesTheFd(t *testing.T) {
+	parallel(t)
+	for _, end := range []string{"panic", "Goexit"} {
+		_, a, _ := netConnPair(t)
+		rc, err := a.SyscallConn()
+		require.NoError(t, err)
+		ended := make(chan any, 1)
+		go func() {
+			defer func() { ended <- recover() }()
+			_ = rc.Read(func(uintptr) bool {
+				if end == "panic" {
+					panic("raw function failed")
+				}
+				runtime.Goexit()
+				return true
+			})
+		}()
+		v := <-ended
+		if end == "panic" {
+			require.Equal(t, "raw function failed", v)
+		} else {
+			require.Nil(t, v)
+		}
+		closed := make(chan error, 1)
+		go func() { closed <- a.Close() }()
+		select {
+		case err := <-closed:
+			require.NoError(t, err, end)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s in a RawConn function: Close still waits for its fd reference", end)
+		}
+	}
 }

@@ -51,7 +51,7 @@ func (p *Pool) enqueueNew(t *Task) {
 // resumed from this loop without returning to runLoop in between.
 //
 // A task that panics or calls runtime.Goexit leaves its coroutine as a
-// taskEndEscape panic (see runBody), which next re-raises on the loop
+// taskEndEscape panic (see coroutine.body), which next re-raises on the loop
 // goroutine. One deferred recover per batch of tasks catches it, in
 // runBatch, rather than one per resume: the loop finishes that task
 // (taskEnded) and goes on with the next.
@@ -214,7 +214,7 @@ func (p *Pool) takeCoroutine() *coroutine {
 		return c
 	}
 	c := &coroutine{watched: p.opts.obs.stallThreshold != 0}
-	c.next, c.stop = iter.Pull(c.body)
+	c.next, c.stop = iter.Pull(c.body())
 	return c
 }
 

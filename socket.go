@@ -143,7 +143,7 @@ func (s *Socket) TryRead(p []byte) (int, error) {
 // makes no system call: on a new socket it waits for the kernel to report
 // data (at the loop's next cycle, if data is there already).
 func (s *Socket) WaitReadable(t *Task) error {
-	return s.opError("read", s.read.await(waiter{t: t}, false))
+	return s.opError("read", s.read.wait(t))
 }
 
 // Write writes all of p inside task t, waiting while the fd is full. It

@@ -58,7 +58,7 @@ type Task struct {
 }
 
 // taskOutcome is how a task's function ended: its error, or its panic. The
-// coroutine writes it (runBody) as the function ends, and the loop, to
+// coroutine writes it (coroutine.body) as the function ends, and the loop, to
 // which the coroutine then switches, takes it at once (taskEnded): one per
 // pool, not one per task, since one task runs at a time.
 type taskOutcome struct {
@@ -194,35 +194,9 @@ type coroutine struct {
 	watched bool // WithStallReport: its task records where it suspends (set at creation)
 }
 
-// body is the coroutine: it runs its task, and then the next one the loop
-// gives it, until the loop stops it. A task that does not return (a panic
-// or runtime.Goexit) ends the coroutine with it (see runBody).
-func (c *coroutine) body(yield func(bool) bool) {
-	c.yield = yield
-	if c.watched {
-		// WithStallReport: where the task suspends is where it resumes.
-		c.yield = func(returned bool) bool {
-			c.task.ext.Load().stall.recordSuspend()
-			return yield(returned)
-		}
-	}
-	for {
-		t := c.task
-		if !c.labeled || c.labelName != t.name {
-			// A task named like the previous one here has its labels
-			// already (pprof.Do restores them when it returns).
-			t.setTaskLabels()
-			c.labeled, c.labelName = true, t.name
-		}
-		t.runBody()
-		if !yield(true) {
-			return
-		}
-	}
-}
-
-// runBody runs the task's function and records how it ended, whichever of
-// the ways a Go function can end.
+// body returns the coroutine's function: it runs its task, and then the
+// next one the loop gives it, until the loop stops it, and records how
+// each task's function ended, whichever of the ways a Go function can end.
 //
 //   - It returned: the pool's ended.err is its error.
 //   - It panicked: the panic is recovered into ended.panicked.
@@ -230,34 +204,72 @@ func (c *coroutine) body(yield func(bool) bool) {
 //     so. Nothing can stop a Goexit, and iter.Pull would re-raise it on
 //     the loop goroutine, ending the loop.
 //
-// So unless the function returned, runBody leaves the coroutine by
-// panicking with taskEndEscape: iter.Pull recovers that panic in its own
-// deferred call and re-raises it from next, on the loop goroutine, where
-// the loop recovers it (runBatch; runTask for a watched task). A Goexit under way (the function's own, or one below
-// a panic that a deferred call raised during it, which runBody cannot tell
-// apart from a plain panic) then completes on this coroutine goroutine
-// alone: a panic recovered during a Goexit does not cancel the Goexit. The
-// loop finishes the task like any other, and the coroutine is not reused.
-func (t *Task) runBody() {
-	returned := false
-	defer func() {
-		if returned {
-			return
+// So unless the function returned, the coroutine ends by panicking with
+// taskEndEscape (endedWithoutReturn): iter.Pull recovers that panic in its
+// own deferred call and re-raises it from next, on the loop goroutine,
+// where the loop recovers it (runBatch; runTask for a watched task). A
+// Goexit under way (the function's own, or one below a panic that a
+// deferred call raised during it, which body cannot tell apart from a
+// plain panic) then completes on this coroutine goroutine alone: a panic
+// recovered during a Goexit does not cancel the Goexit. The loop finishes
+// the task like any other, and the coroutine is not reused.
+//
+// Every frame here lies under every task's code, for as long as the task
+// lives, and a task's goroutine keeps the 2 KiB stack it starts with only
+// while its deepest call fits (see TestRegressionTaskEchoFitsTheSmallestStack):
+// so the function is a literal (the method value c.body would add its
+// wrapper's frame), and the recording defer is the coroutine's, not one
+// per task in a frame of its own.
+func (c *coroutine) body() func(yield func(bool) bool) {
+	return func(yield func(bool) bool) {
+		c.yield = yield
+		if c.watched {
+			// WithStallReport: where the task suspends is where it resumes.
+			c.yield = func(returned bool) bool {
+				c.task.ext.Load().stall.recordSuspend()
+				return yield(returned)
+			}
 		}
-		if v := recover(); v != nil {
-			t.pool.ended.panicked = &PanicError{Task: t.name, Value: v, Stack: debug.Stack()}
-		} else {
-			t.pool.ended.err = fmt.Errorf("iopool: task %q ended: %w (t.FailNow and require.* in a test do that)", t.name, ErrGoexit)
+		var t *Task
+		returned := true
+		defer func() {
+			if !returned {
+				t.endedWithoutReturn(recover())
+			}
+		}()
+		for {
+			t = c.task
+			if !c.labeled || c.labelName != t.name {
+				// A task named like the previous one here has its labels
+				// already (pprof.Do restores them when it returns).
+				t.setTaskLabels()
+				c.labeled, c.labelName = true, t.name
+			}
+			returned = false
+			t.pool.ended.err = t.runner.run(t)
+			returned = true
+			if !yield(true) {
+				return
+			}
 		}
-		panic(taskEndEscape{})
-	}()
-	t.pool.ended.err = t.runner.run(t)
-	returned = true
+	}
+}
+
+// endedWithoutReturn records how t's function ended when it did not
+// return: a panic (v, recovered) or runtime.Goexit (v nil). It panics with
+// taskEndEscape (see body).
+func (t *Task) endedWithoutReturn(v any) {
+	if v != nil {
+		t.pool.ended.panicked = &PanicError{Task: t.name, Value: v, Stack: debug.Stack()}
+	} else {
+		t.pool.ended.err = fmt.Errorf("iopool: task %q ended: %w (t.FailNow and require.* in a test do that)", t.name, ErrGoexit)
+	}
+	panic(taskEndEscape{})
 }
 
 // taskEndEscape carries the end of a task that did not return (a panic or
 // runtime.Goexit) out of its coroutine as a panic that the loop recovers
-// (see runBody).
+// (see coroutine.body).
 type taskEndEscape struct{}
 
 // runOutcome is how a run of a task's coroutine ended.

@@ -198,19 +198,65 @@ func Accept4(fs *Faults, fd int, flags int) (int, unix.Sockaddr, error) {
 }
 
 // Read is read(2) with an injection point.
+//
+// Read and Write make the system call themselves instead of through
+// unix.Read and unix.Write, whose two wrapper frames (136 bytes) would sit
+// at the deepest point of a task's I/O: a task's goroutine starts with a
+// 2 KiB stack, grows it to 4 KiB when a call goes deeper than about 1,100
+// bytes, and a task suspended in a wait never gets it back (iopool's
+// TestRegressionTaskEchoFitsTheSmallestStack). They tell the race detector
+// what unix.Read and unix.Write tell it (race.go).
 func Read(fs *Faults, fd int, p []byte) (int, error) {
 	if err := fs.Inject(CallRead); err != nil {
 		return -1, err
 	}
-	return unix.Read(fd, p)
+	ptr := bufPtr(p)
+	r, _, e := unix.Syscall(unix.SYS_READ, uintptr(fd), uintptr(ptr), uintptr(len(p)))
+	n := int(r)
+	if raceEnabled {
+		if n > 0 {
+			raceWriteRange(ptr, n)
+		}
+		if e == 0 {
+			raceAcquire(unsafe.Pointer(&ioSync))
+		}
+	}
+	if e != 0 {
+		return n, e // an Errno below 256: no allocation
+	}
+	return n, nil
 }
 
-// Write is write(2) with an injection point.
+// Write is write(2) with an injection point; see Read.
 func Write(fs *Faults, fd int, p []byte) (int, error) {
 	if err := fs.Inject(CallWrite); err != nil {
 		return -1, err
 	}
-	return unix.Write(fd, p)
+	if raceEnabled {
+		raceReleaseMerge(unsafe.Pointer(&ioSync))
+	}
+	ptr := bufPtr(p)
+	r, _, e := unix.Syscall(unix.SYS_WRITE, uintptr(fd), uintptr(ptr), uintptr(len(p)))
+	n := int(r)
+	if raceEnabled && n > 0 {
+		raceReadRange(ptr, n)
+	}
+	if e != 0 {
+		return n, e
+	}
+	return n, nil
+}
+
+// zero is what an empty buffer's pointer points to (the kernel reads and
+// writes nothing there, but the pointer must be valid Go memory).
+var zero byte
+
+// bufPtr is the address of p's first byte, or of zero if p is empty.
+func bufPtr(p []byte) unsafe.Pointer {
+	if len(p) > 0 {
+		return unsafe.Pointer(&p[0])
+	}
+	return unsafe.Pointer(&zero)
 }
 
 // Recvfrom is recvfrom(2) with an injection point.
