@@ -27,6 +27,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/panjf2000/gnet/v2"
@@ -63,6 +64,7 @@ func main() {
 	impl := fs.String("impl", "", "server implementation: iopool-task, iopool-poll, rawepoll, gonet, gnet")
 	listen := fs.String("listen", "127.0.0.1:0", "address to listen on")
 	fs.BoolVar(&lockThread, "lock", true, "run the one-loop servers (iopool, rawepoll) on a locked OS thread")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the server to this file, from ready to the stop")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
 	}
@@ -73,6 +75,18 @@ func main() {
 		os.Exit(2)
 	}
 	raiseNofile()
+	stopProfile := func() {}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "echoserver: -cpuprofile: %v\n", err)
+			os.Exit(2)
+		}
+		stopProfile = func() { pprof.StopCPUProfile(); f.Close() }
+	}
 	go func() { // stop on a signal or when the parent closes stdin
 		sig := make(chan os.Signal, 1)
 		signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
@@ -82,6 +96,7 @@ func main() {
 		case <-sig:
 		case <-eof:
 		}
+		stopProfile()
 		os.Exit(0)
 	}()
 	if err := serve(*listen, func() { fmt.Println("ready") }); err != nil {
