@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -44,6 +45,32 @@ func TestConnsHoldsConnectionsOnEveryServer(t *testing.T) {
 			if m[1] != "0" {
 				t.Fatalf("errors=%s\nstdout:\n%s\nstderr:\n%s", m[1], stdout.String(), stderr.String())
 			}
+			if impl == "iopool-task" {
+				requireSmallestStacks(t, stdout.String())
+			}
 		})
+	}
+}
+
+// requireSmallestStacks fails unless the iopool-task server's idle
+// connections kept the goroutine's smallest stack (2 KiB) after their
+// echo: a stack that grew to 4 KiB in the echo's deepest call stays so
+// while the task waits (see the root package's
+// TestRegressionTaskEchoFitsTheSmallestStack), which once made each idle
+// connection cost 5,452 bytes instead of 3,400.
+func requireSmallestStacks(t *testing.T, stdout string) {
+	t.Helper()
+	m := regexp.MustCompile(`(?m)^server: .*stacks_per_conn=(-?\d+)`).FindStringSubmatch(stdout)
+	if m == nil {
+		t.Fatalf("no server line with stacks_per_conn\nstdout:\n%s", stdout)
+	}
+	stacks, err := strconv.Atoi(m[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 2,048 bytes a connection, and a little for the pool's own goroutines
+	// spread over 200 connections; a 4 KiB stack per connection is 4,096.
+	if stacks < 1024 || stacks > 3072 {
+		t.Fatalf("iopool-task: stacks_per_conn=%d, want about 2,048 (each idle task on the smallest stack)\nstdout:\n%s", stacks, stdout)
 	}
 }
