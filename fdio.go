@@ -28,12 +28,12 @@ import (
 // each caller wraps them in the *net.OpError it reports.
 //
 // A task makes a syscall only while the side's readiness is recorded, or
-// as the side's first call (ioWait.untried: a new socket may well have
-// data or room, and the registration's first edge would cost a loop cycle
-// to arrive); after EAGAIN (or a short read, see doRead) the side waits
-// for the kernel's next edge. That first try is the syscall path's alone:
-// it is not recorded as readiness, so a wait without a syscall
-// (WaitReadable) waits for the kernel's word. A task runs on the loop,
+// when the side's hint says to try at once (ioWait.tryNext: the side's
+// first call, the call after a wait that ended ready, a write after a
+// write that took everything); after EAGAIN (or a short read, see doRead)
+// the side waits for the kernel's next edge. A hinted try is the syscall
+// path's alone: it is not recorded as readiness, so a wait without a
+// syscall (WaitReadable) waits for the kernel's word. A task runs on the loop,
 // which records the edges, so its record is current. TryRead and TryWrite
 // trust the record: they are called after a wait on the pool's readiness
 // (or on a new socket), when it is current.
@@ -84,13 +84,13 @@ func (s *Socket) ioLoop(w *ioWait, how waiter, c ioCall, a *ioArgs) error {
 	if how.g != nil {
 		return how.g.loop(c, a)
 	}
-	try := how.now
-	if !try && w.untried {
-		w.untried, try = false, true
-	}
+	try := how.now || w.tryNext
 	for {
 		if err := w.await(how, try); err != nil {
 			return err
+		}
+		if !how.now {
+			w.tryNext = false // spent by this call (a wait in await set it again)
 		}
 		// The door to the number (as withFd, written out: the closure
 		// and withFd's frame would sit at the deepest point of a task's
@@ -237,6 +237,10 @@ func (s *Socket) doWrite(how waiter, p []byte) (int, error) {
 		if done < len(p) && s.write.kind != kindOther && how.g == nil {
 			s.fr.ClearEvents(SlotWrite, PollOut) // full: wait for room
 		}
+	}
+	if len(p) > 0 && how.g == nil {
+		// It took everything: the next write tries at once (tryNext).
+		s.write.tryNext = true
 	}
 	return done, nil
 }

@@ -7,12 +7,15 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unsafe"
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/iopool/iopool/internal/sys"
 )
 
 // Errors are shaped as package net shapes them, from the task layer: a
@@ -361,4 +364,95 @@ func userFrame96(tk *Task, s *Socket, f func(*Task, *Socket) error) error {
 		return io.ErrUnexpectedEOF
 	}
 	return err
+}
+
+// A side's hint to try the system call at once (ioWait.tryNext) can be
+// stale: WaitReadable said readable, or a write took everything, and then
+// the data went or the send buffer filled without the pool seeing it (a
+// raw read or write on the fd). The hinted call then meets EAGAIN, forgets
+// the readiness and waits for the kernel's next edge, as after any EAGAIN:
+// Read returns the next data, not an error, and Write the bytes once the
+// peer makes room. The reads are counted: the hinted Read makes one read
+// that fails (EAGAIN) and one that returns the data.
+func TestSocketStaleTryNextWaits(t *testing.T) {
+	parallel(t)
+	fs := &sys.Faults{}
+	var reads atomic.Int32
+	fs.Set(func(c sys.Call) error {
+		if c == sys.CallRead {
+			reads.Add(1)
+		}
+		return nil
+	})
+	runPool(t, func(tk *Task) error {
+		a, b := socketpairSockets(t, tk)
+		defer a.Close()
+		defer b.Close()
+
+		// Read: WaitReadable ends ready, a raw read takes the data.
+		_, err := b.Write(tk, []byte("x"))
+		require.NoError(t, err)
+		require.NoError(t, a.WaitReadable(tk))
+		var raw [8]byte
+		n, err := unix.Read(a.Fd(), raw[:])
+		require.NoError(t, err)
+		require.Equal(t, "x", string(raw[:n]))
+		reads.Store(0)
+		got := Spawn(tk.Driver(), "reader", func(tk *Task) (string, error) {
+			var buf [8]byte
+			n, err := a.Read(tk, buf[:])
+			return string(buf[:n]), err
+		})
+		require.NoError(t, tk.Yield()) // the reader met EAGAIN and waits
+		_, err = b.Write(tk, []byte("y"))
+		require.NoError(t, err)
+		s, err := got.Join(tk)
+		require.NoError(t, err)
+		require.Equal(t, "y", s)
+		require.EqualValues(t, 2, reads.Load(), "the hinted read: one EAGAIN, then the data")
+
+		// Write: a write that took everything, then a raw write fills the
+		// send buffer.
+		_, err = a.Write(tk, []byte("w"))
+		require.NoError(t, err)
+		fill := make([]byte, 64<<10)
+		for {
+			if _, err := unix.Write(a.Fd(), fill); err == unix.EAGAIN {
+				break
+			} else {
+				require.NoError(t, err)
+			}
+		}
+		wrote := Spawn(tk.Driver(), "writer", func(tk *Task) (int, error) {
+			return a.Write(tk, []byte("z"))
+		})
+		require.NoError(t, tk.Yield()) // the writer met EAGAIN and waits
+		var last byte
+		drain := make([]byte, 64<<10)
+		for {
+			if _, done, _ := wrote.Result(); done {
+				break
+			}
+			n, err := unix.Read(b.Fd(), drain)
+			if err == unix.EAGAIN {
+				require.NoError(t, tk.Yield())
+				continue
+			}
+			require.NoError(t, err)
+			last = drain[n-1]
+		}
+		n, err = wrote.Join(tk)
+		require.NoError(t, err)
+		require.Equal(t, 1, n)
+		for { // what the writer wrote comes last
+			n, err := unix.Read(b.Fd(), drain)
+			if err == unix.EAGAIN {
+				break
+			}
+			require.NoError(t, err)
+			last = drain[n-1]
+		}
+		require.Equal(t, byte('z'), last)
+		return nil
+	}, withFaults(fs))
 }

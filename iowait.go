@@ -36,16 +36,23 @@ type ioWait struct {
 	// padding after slot, costing no memory per connection.
 	tcp  bool
 	kind sockKind
-	// untried: the side has made no system call yet, so its first call
-	// makes it at once instead of waiting for the loop to deliver the
-	// registration's first edge (see ioLoop). Only the syscall path reads
-	// it: the readiness record holds only what the kernel reported, so
-	// WaitReadable on a new socket waits for data. Set when the Socket is
-	// made; cleared by the first try of a task or of TryRead/TryWrite
-	// (never by a goroutine, which tries first anyway), so it is touched
-	// only by the side's one reader or writer at a time. In the padding
-	// after kind, like tcp and kind.
-	untried  bool
+	// tryNext: the side's next call makes its system call at once instead
+	// of asking the readiness record first (see ioLoop). Set when the
+	// Socket is made (a new socket may well have data or room, and the
+	// registration's first edge would cost a loop cycle to arrive), by a
+	// task's wait that ends ready (wait: the record said so a moment ago,
+	// and the call that follows need not ask again under the
+	// registration's lock), and by a write that took all it was given
+	// (the socket had room; it most likely still has). Cleared by every
+	// system call of a task or of TryRead/TryWrite (never by a goroutine,
+	// which tries first anyway), so it is touched only by the side's one
+	// reader or writer at a time. A stale hint costs one EAGAIN, after
+	// which the call forgets the readiness and waits for the next edge, as
+	// after any EAGAIN: TestSocketStaleTryNextWaits. Only the syscall path
+	// reads it: the readiness record holds only what the kernel reported,
+	// so WaitReadable on a new socket waits for data. In the padding after
+	// kind, like tcp and kind.
+	tryNext  bool
 	events   PollEvents
 	deadline atomic.Int64 // pool clock ns; 0 = none; set from any goroutine
 
@@ -106,6 +113,9 @@ func (w *ioWait) wait(t *Task) error {
 	}
 	w.fr.checkNotGoPolled()
 	_, err := Await[struct{}](t, w)
+	if err == nil {
+		w.tryNext = true
+	}
 	return err
 }
 

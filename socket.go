@@ -78,7 +78,7 @@ func probeSocket(fd int) (kind sockKind, tcp bool) {
 
 // newSocket is NewSocket for a caller that knows what fd is (Listen,
 // Accept, Dial and ListenPacket made it), sparing the getsockopt calls.
-// The sides in ready make their first call at once (ioWait.untried): both
+// The sides in ready make their first call at once (ioWait.tryNext): both
 // for an fd that may have data or room, not the write side of a connect
 // in progress, whose first edge says it is done. Without register, the fd
 // stays out of the pool's epoll set: a socket made for goroutines, which
@@ -89,8 +89,8 @@ func newSocket(drv *Driver, fd int, tcp bool, kind sockKind, ready PollEvents, r
 		return nil, err
 	}
 	s := &Socket{fd: fd, fr: fr}
-	s.read = ioWait{fr: fr, slot: SlotRead, tcp: tcp, kind: kind, untried: ready&PollIn != 0, events: PollIn | PollRdHup}
-	s.write = ioWait{fr: fr, slot: SlotWrite, tcp: tcp, kind: kind, untried: ready&PollOut != 0, events: PollOut}
+	s.read = ioWait{fr: fr, slot: SlotRead, tcp: tcp, kind: kind, tryNext: ready&PollIn != 0, events: PollIn | PollRdHup}
+	s.write = ioWait{fr: fr, slot: SlotWrite, tcp: tcp, kind: kind, tryNext: ready&PollOut != 0, events: PollOut}
 	return s, nil
 }
 
