@@ -45,7 +45,12 @@ func (c Call) String() string {
 }
 
 // FaultFunc decides, before a system call, whether it fails: a non-nil
-// result is returned in place of calling the kernel.
+// result is returned in place of calling the kernel. It must return: a
+// socket's read or write calls it holding the fd's reference (iopool's
+// ioLoop takes and drops it around the call without a defer, to keep a
+// task's deepest frame small), and a panic or runtime.Goexit there would
+// leave the fd's Close waiting for it forever. A test reports a failure
+// from it with t.Error, not t.Fatal or require.
 type FaultFunc func(c Call) error
 
 // Faults is one pool's fault hook. A pool made for a test holds one (see
