@@ -33,10 +33,10 @@ import (
 // write that took everything); after EAGAIN (or a short read, see doRead)
 // the side waits for the kernel's next edge. A hinted try is the syscall
 // path's alone: it is not recorded as readiness, so a wait without a
-// syscall (WaitReadable) waits for the kernel's word. A task runs on the loop,
-// which records the edges, so its record is current. TryRead and TryWrite
-// trust the record: they are called after a wait on the pool's readiness
-// (or on a new socket), when it is current.
+// syscall (WaitReadable) waits for the kernel's word. A task runs on the
+// loop, which records the edges, so its record is current. TryRead and
+// TryWrite trust the record: they are called after a wait on the pool's
+// readiness (or on a new socket), when it is current.
 //
 // A goroutine's socket is out of the pool's epoll set: it tries the
 // syscall first and waits in the runtime's poller after EAGAIN, as package
