@@ -24,6 +24,15 @@
 // fut and, while it is pending, switches back to the loop until its waker
 // fires (docs/micro.md measures a switch out and back).
 //
+// A task's coroutine is a goroutine: it starts with Go's smallest stack
+// (2 KiB) and keeps it while every call it makes fits; its stack doubles
+// the first time one does not, and a task suspended in a wait never gets
+// the memory back. Socket I/O leaves a task about 380 bytes of its own
+// frames (big arrays on the stack, deep helpers) at a Read or Write before
+// that happens; a server that holds many idle connections keeps its
+// per-connection code within that, or serves them with LeanServer, which
+// holds no task while a connection is idle (docs/conns.md measures both).
+//
 //	p, _ := iopool.New()
 //	defer p.Close()
 //	err := p.Run(func(t *iopool.Task) error {
