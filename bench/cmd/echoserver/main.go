@@ -28,6 +28,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"syscall"
 
 	"github.com/panjf2000/gnet/v2"
@@ -65,6 +66,7 @@ func main() {
 	listen := fs.String("listen", "127.0.0.1:0", "address to listen on")
 	fs.BoolVar(&lockThread, "lock", true, "run the one-loop servers (iopool, rawepoll) on a locked OS thread")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the server to this file, from ready to the stop")
+	traceFile := fs.String("trace", "", "write an execution trace of the server to this file, from start to the stop")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
 	}
@@ -86,6 +88,18 @@ func main() {
 			os.Exit(2)
 		}
 		stopProfile = func() { pprof.StopCPUProfile(); f.Close() }
+	}
+	if *traceFile != "" {
+		f, err := os.Create(*traceFile)
+		if err == nil {
+			err = trace.Start(f)
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "echoserver: -trace: %v\n", err)
+			os.Exit(2)
+		}
+		stopCPU := stopProfile
+		stopProfile = func() { stopCPU(); trace.Stop(); f.Close() }
 	}
 	go func() { // stop on a signal or when the parent closes stdin
 		sig := make(chan os.Signal, 1)
