@@ -77,30 +77,9 @@ func main() {
 		os.Exit(2)
 	}
 	raiseNofile()
-	stopProfile := func() {}
-	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
-		if err == nil {
-			err = pprof.StartCPUProfile(f)
-		}
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "echoserver: -cpuprofile: %v\n", err)
-			os.Exit(2)
-		}
-		stopProfile = func() { pprof.StopCPUProfile(); f.Close() }
-	}
-	if *traceFile != "" {
-		f, err := os.Create(*traceFile)
-		if err == nil {
-			err = trace.Start(f)
-		}
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "echoserver: -trace: %v\n", err)
-			os.Exit(2)
-		}
-		stopCPU := stopProfile
-		stopProfile = func() { stopCPU(); trace.Stop(); f.Close() }
-	}
+	stopCPU := recordTo("-cpuprofile", *cpuProfile, pprof.StartCPUProfile, pprof.StopCPUProfile)
+	stopTrace := recordTo("-trace", *traceFile, trace.Start, trace.Stop)
+	stopProfile := func() { stopCPU(); stopTrace() }
 	go func() { // stop on a signal or when the parent closes stdin
 		sig := make(chan os.Signal, 1)
 		signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
@@ -117,6 +96,24 @@ func main() {
 		fmt.Fprintf(os.Stderr, "echoserver %s: %v\n", *impl, err)
 		os.Exit(1)
 	}
+}
+
+// recordTo starts a recording (a CPU profile, an execution trace) into the
+// file path names, and returns what stops it and closes the file; with no
+// path it records nothing. A file that cannot be made ends the program.
+func recordTo(flag, path string, start func(io.Writer) error, stop func()) func() {
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err == nil {
+		err = start(f)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "echoserver: %s: %v\n", flag, err)
+		os.Exit(2)
+	}
+	return func() { stop(); f.Close() }
 }
 
 // raiseNofile lifts the soft fd limit to the hard one, for 10k connections.
